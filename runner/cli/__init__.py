@@ -1,0 +1,79 @@
+"""The ``seedbatch`` command line: the only place errors become messages and exit codes.
+
+Exit codes (a contract scripts rely on): 0 success, 1 some jobs failed (or verify found
+damage), 2 bad input, 3 fatal provider error (auth, balance), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from runner import __version__
+from runner.errors import ManifestErrors, SeedbatchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Turn seedbatch's errors into one clear message and the contract's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ManifestErrors as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            n = len(exc.problems)
+            click.echo(f"{n} problem{'s' if n != 1 else ''} found", err=True)
+            sys.exit(exc.exit_code)
+        except SeedbatchError as exc:
+            fail(f"error: {exc}", exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="seedbatch")
+def main() -> None:
+    """seedbatch — reproducible batches of AI image generation from a YAML manifest.
+
+    \b
+    A typical session:
+      seedbatch validate manifests/quickstart.yaml     # every problem, located
+      seedbatch plan manifests/quickstart.yaml         # jobs, cache, estimated cost
+      seedbatch run manifests/quickstart.yaml --emulate --yes   # offline, free
+      seedbatch verify runs/<run>                      # re-hash every output
+
+    Credentials come from the environment only: WIRO_API_KEY, WIRO_API_SECRET,
+    PIXWITH_API_KEY. Exit codes: 0 ok, 1 some jobs failed, 2 bad input,
+    3 fatal provider error (auth, balance), 130 interrupted.
+    """
+
+
+def _register() -> None:
+    import importlib
+
+    for module in ("manifest_cmds", "emulate_cmd", "run_cmds", "report_cmds"):
+        try:
+            importlib.import_module(f"runner.cli.{module}")
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name != f"runner.cli.{module}":
+                raise
+
+
+_register()

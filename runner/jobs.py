@@ -1,0 +1,121 @@
+"""The job model shared by every stage: what expansion produces and the executor runs.
+
+A :class:`Job` is one request to one provider: a model, a rendered prompt, final parameters
+(natural YAML types; the provider layer converts them for the wire) and reference images in
+order. Its :attr:`Job.key` is the sha256 of the canonical JSON of exactly what the provider
+will be asked, so the same spec gives the same key on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys, no insignificant white space, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """One reference image: a local file (with its content hash) or a remote URL."""
+
+    ref: str  # as the manifest wrote it (after set names were resolved)
+    url: str | None = None
+    path: str | None = None  # absolute path of a local file
+    sha256: str | None = None  # content hash of a local file
+
+    @property
+    def is_url(self) -> bool:
+        return self.url is not None
+
+    def key_part(self) -> dict[str, str]:
+        """What of this image goes into a job key: the URL, or the local file's content hash."""
+        if self.url is not None:
+            return {"url": self.url}
+        return {"sha256": self.sha256 or ""}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "url": self.url, "path": self.path, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """List price used for estimates; what the provider reports always wins in reports."""
+
+    usd_per_image: float | None = None
+    credits_per_image: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    images: int = 0
+    usd: float = 0.0
+    credits: float = 0.0
+
+    def __add__(self, other: Estimate) -> Estimate:
+        return Estimate(self.images + other.images, self.usd + other.usd,
+                        self.credits + other.credits)
+
+
+def job_key(model: str, prompt: str, params: Mapping[str, Any],
+            images: tuple[ImageRef, ...], index: int) -> str:
+    """The content key: sha256 of the canonical JSON of what the provider will be asked."""
+    doc = {
+        "model": model,
+        "prompt": prompt,
+        "params": dict(params),
+        "images": [img.key_part() for img in images],
+        "index": index,
+    }
+    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One concrete request, fully rendered."""
+
+    key: str
+    name: str
+    alias: str  # the manifest's model alias
+    model: str  # model id, e.g. "wiro/seedream-v4"
+    provider: str  # "wiro" or "pixwith"
+    prompt: str
+    params: Mapping[str, Any]  # final parameters: model defaults < alias params < job params
+    images: tuple[ImageRef, ...] = ()
+    index: int = 0  # repeat index
+    axes: Mapping[str, Any] = field(default_factory=dict)  # this job's matrix values
+    price: Price = Price()
+    estimate: Estimate = Estimate()
+    line: int = 0  # the manifest line of the job entry this came from
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan's JSON form of a job (``seedbatch plan --json``)."""
+        return {
+            "key": self.key,
+            "name": self.name,
+            "alias": self.alias,
+            "provider": self.provider,
+            "model": self.model,
+            "prompt": self.prompt,
+            "params": dict(self.params),
+            "images": [img.to_dict() for img in self.images],
+            "index": self.index,
+            "axes": dict(self.axes),
+            "estimate": {"images": self.estimate.images, "usd": self.estimate.usd,
+                         "credits": self.estimate.credits},
+        }

@@ -1,0 +1,1 @@
+"""Provider clients, keyed by provider name."""

@@ -1,0 +1,90 @@
+"""The provider interface: small enough to read at a glance.
+
+A provider turns a :class:`~runner.jobs.Job` into remote calls and remote answers into a
+common :class:`TaskStatus`. Each method is one remote call (``submit`` may make a few when
+local reference images must be uploaded first) and raises only
+:class:`~runner.errors.ProviderError` subclasses, so the executor can tell a fatal answer
+from a retryable one, a rejected job, and a submit whose fate is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+from runner.jobs import Job
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOutput:
+    """One output image as the provider lists it."""
+
+    url: str
+    name: str | None = None
+    content_type: str | None = None
+    size: int | None = None  # bytes, when the provider says
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    task_id: str
+    token: str | None = None  # Wiro's socketaccesstoken
+    estimated_seconds: float | None = None  # Pixwith's estimated_time
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    task_id: str
+    state: TaskState
+    provider_status: str = ""  # the provider's own status word or number, for the journal
+    outputs: tuple[RemoteOutput, ...] = ()
+    cost_usd: float | None = None  # provider-reported (Wiro totalcost)
+    credits: float | None = None  # provider-priced credits (Pixwith: per image)
+    error: str | None = None  # the provider's own error text
+    elapsed_seconds: float | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    async def submit(self, job: Job) -> SubmitResult:
+        """Create the remote task. Raises UnknownOutcome when the request left but no
+        answer came back (a task may exist and be billed)."""
+        ...
+
+    async def poll(self, task_id: str) -> TaskStatus:
+        """Ask where a task stands (idempotent)."""
+        ...
+
+    async def cancel(self, task_id: str, state: TaskState) -> None:
+        """Stop a remote task: Wiro Cancel for queued ones, Kill for running ones."""
+        ...
+
+    def stream(self, url: str) -> AbstractAsyncContextManager[httpx.Response]:
+        """Open an output for streaming download (``async with provider.stream(url) as r``)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def iter_bytes(response: httpx.Response, chunk: int = 1 << 16) -> AsyncIterator[bytes]:
+    async for block in response.aiter_bytes(chunk):
+        yield block
