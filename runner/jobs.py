@@ -119,3 +119,48 @@ class Job:
             "estimate": {"images": self.estimate.images, "usd": self.estimate.usd,
                          "credits": self.estimate.credits},
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-provider limits: tasks in flight, requests per minute (every call counts)."""
+
+    concurrency: int | None = None
+    requests_per_minute: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    max_usd: float | None = None
+    max_credits: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A manifest expanded into concrete jobs, with what the executor needs besides."""
+
+    manifest_path: Path  # absolute
+    manifest_bytes: bytes  # byte-exact content, copied into the run directory
+    name: str
+    jobs: tuple[Job, ...]
+    limits: Mapping[str, Limits] = field(default_factory=dict)  # provider name → limits
+    budget: Budget = Budget()
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # `providers:`
+    # Renders output.filename for (job, image index, extension without dot) into a relative
+    # POSIX path under outputs/; raises ManifestError for a name that would escape it.
+    output_namer: Any = None
+
+    @property
+    def manifest_sha256(self) -> str:
+        return hashlib.sha256(self.manifest_bytes).hexdigest()
+
+    def output_name(self, job: Job, image_index: int, ext: str) -> str:
+        if self.output_namer is None:
+            return f"{job.name}/{image_index}.{ext}"
+        return str(self.output_namer(job, image_index, ext))
+
+    def estimate(self) -> Estimate:
+        total = Estimate()
+        for job in self.jobs:
+            total = total + job.estimate
+        return total
