@@ -1,0 +1,416 @@
+"""Wiro client: Seedream 3.0, 4.0 and 4.5 at ``https://api.wiro.ai/v1``.
+
+Wire facts (docs/providers.md has the whole story):
+
+* every request is signed: ``x-api-key``, ``x-nonce`` and ``x-signature`` =
+  hex(HMAC-SHA256(key=API_KEY, message=API_SECRET + NONCE)), with a fresh nonce each time;
+* ``POST Run/{owner}/{slug}`` as multipart/form-data: repeated ``inputImage`` parts (files or
+  URL strings, in the manifest's order), ``prompt`` and every parameter as a string;
+* ``POST Task/Detail`` ``{"taskid"}``; success only on ``task_postprocess_end`` with
+  ``pexit == "0"``;
+* ``POST Task/Cancel`` for queued tasks, ``Task/Kill`` for running ones;
+* errors: ``{"result": false, "errors": [{"code", "message"}]}``, mostly with HTTP 200.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
+from contextlib import ExitStack
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, BinaryIO
+
+import httpx
+
+from runner.catalog import ModelSpec, get_model
+from runner.errors import (
+    AuthError,
+    ConcurrencyLimited,
+    InsufficientBalance,
+    JobRejected,
+    ProviderError,
+    ServerError,
+    UnknownOutcome,
+)
+from runner.jobs import ImageRef, Job
+from runner.providers.base import RemoteOutput, SubmitResult, TaskState, TaskStatus
+from runner.providers.http import (
+    HttpProvider,
+    as_float,
+    as_int,
+    http_status_error,
+    sniff_image,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "wiro"
+
+QUEUED_STATUSES = frozenset({"task_queue", "task_accept", "task_assign"})
+RUNNING_STATUSES = frozenset({
+    "task_preprocess_start", "task_preprocess_end", "task_start", "task_output",
+    "task_output_full", "task_end", "task_postprocess_start",
+})
+FAILED_STATUSES = frozenset({"task_error", "task_error_full"})
+SUCCESS_STATUS = "task_postprocess_end"
+CANCEL_STATUS = "task_cancel"
+
+#: Gateway answers to a Run request after which the task may well exist upstream.
+SUBMIT_AMBIGUOUS_HTTP = frozenset({502, 504})
+
+
+# -- signing (pure) ---------------------------------------------------------------------------
+
+def sign(api_key: str, api_secret: str, nonce: str) -> str:
+    """hex(HMAC-SHA256(key=API_KEY, message=API_SECRET + NONCE)), as Wiro documents it."""
+    return hmac.new(api_key.encode("utf-8"), (api_secret + nonce).encode("utf-8"),
+                    hashlib.sha256).hexdigest()
+
+
+class NonceSource:
+    """Strictly increasing integer nonces: unix milliseconds, bumped past the last one.
+
+    ``max(now_ms, last + 1)`` under a lock, so no two requests of this process ever share a
+    nonce, however many run at once and however the clock moves."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(int(self._clock() * 1000), self._last + 1)
+            return self._last
+
+
+class WiroAuth(httpx.Auth):
+    """Adds Wiro's signature headers to each request it is given (sans-I/O)."""
+
+    def __init__(self, api_key: str, api_secret: str, nonces: NonceSource | None = None) -> None:
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self.nonces = nonces or NonceSource()
+
+    def __repr__(self) -> str:
+        return "WiroAuth(api_key=***, api_secret=***)"
+
+    def headers(self) -> dict[str, str]:
+        nonce = str(self.nonces.next())
+        return {"x-api-key": self._api_key, "x-nonce": nonce,
+                "x-signature": sign(self._api_key, self._api_secret, nonce)}
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(self.headers())
+        yield request
+
+
+# -- the wire form of a job (pure) ------------------------------------------------------------
+
+def wire_value(name: str, value: Any) -> str:
+    """A parameter as a form field: booleans ``"true"``/``"false"``, numbers in plain decimal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise JobRejected(f"parameter {name!r}: {value} is not a finite number",
+                              provider=PROVIDER)
+        if value.is_integer():
+            return str(int(value))
+        return format(Decimal(repr(value)), "f")
+    if isinstance(value, str):
+        return value
+    raise JobRejected(f"parameter {name!r}: a {type(value).__name__} cannot be sent as a form "
+                      f"field (strings, numbers and booleans only)", provider=PROVIDER)
+
+
+def form_fields(prompt: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``prompt`` and every parameter (None means "leave it out") as form fields."""
+    fields = [("prompt", prompt)]
+    fields += [(name, wire_value(name, value)) for name, value in params.items()
+               if value is not None]
+    return fields
+
+
+def open_image(ref: ImageRef, stack: ExitStack) -> tuple[str, BinaryIO, str]:
+    """(file name, open file positioned at 0, content type from magic bytes) of a local image.
+
+    The file is read in chunks while the request is sent and closed when ``stack`` is."""
+    assert ref.path is not None
+    try:
+        fh: BinaryIO = stack.enter_context(open(ref.path, "rb"))  # noqa: SIM115
+    except OSError as exc:
+        raise JobRejected(f"reference image {ref.ref!r} cannot be read: {exc.strerror}",
+                          provider=PROVIDER) from None
+    head = fh.read(32)
+    fh.seek(0)
+    sniffed = sniff_image(head)
+    content_type = sniffed[0] if sniffed else "application/octet-stream"
+    return os.path.basename(ref.path), fh, content_type
+
+
+def multipart_parts(job: Job, stack: ExitStack) -> list[tuple[str, Any]]:
+    """The Run request's parts for httpx ``files=``: every reference image as an ``inputImage``
+    part in the job's order (a file upload, or a URL as a plain string field), then the prompt
+    and parameters. Everything goes in one list so httpx keeps that order and always sends
+    multipart/form-data."""
+    parts: list[tuple[str, Any]] = []
+    for ref in job.images:
+        if ref.url is not None:
+            parts.append(("inputImage", (None, ref.url)))
+        elif ref.path is not None:
+            parts.append(("inputImage", open_image(ref, stack)))
+        else:
+            raise JobRejected(f"reference image {ref.ref!r} has neither a path nor a URL",
+                              provider=PROVIDER)
+    parts += [(name, (None, value)) for name, value in form_fields(job.prompt, job.params)]
+    return parts
+
+
+# -- answers (pure) ---------------------------------------------------------------------------
+
+# Code 0 covers both validation failures (don't retry) and server-side failures (retry).
+# Wiro's messages are the only way to tell them apart; these word lists are a heuristic kept
+# here alone. Authentication failures also come as code 0 (with HTTP 401, usually).
+_SERVER_WORDS = re.compile(
+    r"server|internal|try again|temporar|unavailable|timed? ?out|timeout|overload|busy|"
+    r"database|maintenance|unexpected error", re.I)
+_AUTH_WORDS = re.compile(
+    r"authori[sz]ation is not|signature|x-nonce|api[- ]?key|not allowed|bearer token", re.I)
+
+
+def looks_like_server_error(message: str) -> bool:
+    return bool(_SERVER_WORDS.search(message))
+
+
+def looks_like_auth_error(message: str) -> bool:
+    return bool(_AUTH_WORDS.search(message))
+
+
+def envelope_errors(doc: Mapping[str, Any]) -> list[tuple[int | None, str]]:
+    """(code, message) of each error in a Wiro envelope; [] when it reports success."""
+    errors = doc.get("errors") or []
+    found: list[tuple[int | None, str]] = []
+    if isinstance(errors, list):
+        for err in errors:
+            if isinstance(err, Mapping):
+                found.append((as_int(err.get("code")), str(err.get("message") or "").strip()))
+            else:
+                found.append((None, str(err)))
+    if doc.get("result") is False and not found:
+        found.append((None, "request failed (no error detail given)"))
+    return found
+
+
+def error_from_code(code: int | None, message: str, *, op: str, subject: str,
+                    http_status: int | None = None) -> ProviderError:
+    """The typed error for one Wiro ``{"code", "message"}``.
+
+    ``op`` is submit/poll/cancel; ``subject`` the model endpoint or the task id."""
+    kw: dict[str, Any] = {"provider": PROVIDER, "code": code, "http_status": http_status}
+    text = message or "no message"
+    if http_status in (401, 403) or code in (98, 99):
+        return AuthError(f"Wiro refused the credentials: {text}", **kw)
+    if code == 96:
+        return ConcurrencyLimited(f"concurrent task limit reached: {text}", **kw)
+    if code == 97:
+        return InsufficientBalance(f"insufficient balance: {text}", **kw)
+    if code == 1:
+        if op == "submit":
+            return JobRejected(f"Wiro has no accessible model {subject!r}: {text}", **kw)
+        return JobRejected(f"Wiro has no task {subject!r} ({op}): {text}", **kw)
+    if code == 0 and looks_like_auth_error(text):
+        return AuthError(f"Wiro refused the credentials: {text}", **kw)
+    if code == 0 and looks_like_server_error(text):
+        return ServerError(f"Wiro server error: {text}", **kw)
+    return JobRejected(f"Wiro refused the request: {text}", **kw)
+
+
+def parse_run_response(doc: Mapping[str, Any]) -> SubmitResult:
+    task_id = doc.get("taskid")
+    if task_id in (None, ""):
+        raise UnknownOutcome("Run answered without a taskid; a task may have been created",
+                             provider=PROVIDER)
+    token = doc.get("socketaccesstoken")
+    return SubmitResult(task_id=str(task_id), token=str(token) if token else None)
+
+
+def parse_outputs(items: Any) -> tuple[RemoteOutput, ...]:
+    if not isinstance(items, list):
+        return ()
+    outputs = []
+    for item in items:
+        if isinstance(item, Mapping) and item.get("url"):
+            outputs.append(RemoteOutput(url=str(item["url"]),
+                                        name=str(item["name"]) if item.get("name") else None,
+                                        content_type=item.get("contenttype") or None,
+                                        size=as_int(item.get("size"))))
+    return tuple(outputs)
+
+
+def parse_task(task: Mapping[str, Any]) -> TaskStatus:
+    """One ``tasklist`` entry → TaskStatus. Success only on task_postprocess_end + pexit "0"."""
+    status = str(task.get("status") or "")
+    pexit = task.get("pexit")
+    debugerror = str(task.get("debugerror") or "").strip()
+    outputs = parse_outputs(task.get("outputs"))
+    error: str | None = None
+    if status == SUCCESS_STATUS:
+        if pexit is not None and str(pexit).strip() == "0":
+            state = TaskState.SUCCEEDED
+        else:
+            state = TaskState.FAILED
+            if pexit is None or str(pexit).strip() == "":
+                error = debugerror or ("task ended without an exit code (pexit); "
+                                       "not treated as a success")
+            else:
+                error = debugerror or f"exit code {str(pexit).strip()}"
+    elif status == CANCEL_STATUS:
+        state = TaskState.CANCELLED
+    elif status in FAILED_STATUSES:
+        state = TaskState.FAILED
+        error = debugerror or f"task reported {status}"
+    elif status in QUEUED_STATUSES:
+        state = TaskState.QUEUED
+    else:
+        state = TaskState.RUNNING
+        if status not in RUNNING_STATUSES:
+            log.warning("Wiro task %s: unknown status %r, treated as running",
+                        task.get("id"), status)
+    raw = status if pexit is None else f"{status} pexit={pexit}"
+    return TaskStatus(
+        task_id=str(task.get("id") or ""),
+        state=state,
+        provider_status=raw,
+        outputs=outputs,
+        cost_usd=as_float(task.get("totalcost")),
+        error=error,
+        elapsed_seconds=as_float(task.get("elapsedseconds")),
+    )
+
+
+def parse_task_detail(doc: Mapping[str, Any], task_id: str) -> TaskStatus:
+    tasks = [t for t in (doc.get("tasklist") or []) if isinstance(t, Mapping)]
+    if not tasks:
+        raise JobRejected(f"Wiro has no task {task_id!r} (empty task list)", provider=PROVIDER,
+                          code=1)
+    task = next((t for t in tasks if str(t.get("id")) == str(task_id)), tasks[0])
+    status = parse_task(task)
+    return status if status.task_id else replace(status, task_id=str(task_id))
+
+
+# -- the client -------------------------------------------------------------------------------
+
+class WiroProvider(HttpProvider):
+    """Wiro over HTTP. ``submit`` creates a task; ``poll``/``cancel`` are safe to repeat."""
+
+    name = PROVIDER
+    can_cancel = True
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        api_secret: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout | None = None,
+        concurrency: int = 8,
+        nonces: NonceSource | None = None,
+    ) -> None:
+        super().__init__(base_url=base_url, secrets=(api_key, api_secret), transport=transport,
+                         timeout=timeout, concurrency=concurrency)
+        self.auth = WiroAuth(api_key, api_secret, nonces)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _check(self, response: httpx.Response, *, op: str, subject: str) -> dict[str, Any]:
+        """The JSON object of a successful answer, or the typed error the answer means."""
+        status = response.status_code
+        doc = self.json_body(response, op)
+        errors = envelope_errors(doc) if doc is not None else []
+        first_error = errors[0] if errors else None
+        if status == 429 or status >= 500 or status == 408:
+            if op == "submit" and status in SUBMIT_AMBIGUOUS_HTTP:
+                raise UnknownOutcome(f"Run answered HTTP {status} from a gateway; a task may "
+                                     f"have been created", provider=PROVIDER, http_status=status)
+            detail = first_error[1] if first_error else ""
+            err = http_status_error(response, PROVIDER, self._secrets,
+                                    detail=self._excerpt(detail))
+            assert err is not None
+            raise err
+        if first_error is not None:
+            code, message = first_error
+            raise error_from_code(code, self._excerpt(message), op=op, subject=subject,
+                                  http_status=status)
+        if status >= 400:
+            err = http_status_error(response, PROVIDER, self._secrets)
+            assert err is not None
+            raise err
+        if doc is None:
+            raise self.not_json_error(response, op)
+        return doc
+
+    async def _post_json(self, kind: str, path: str, body: dict[str, Any], *, op: str,
+                         subject: str) -> dict[str, Any]:
+        response = await self.send(kind, "POST", f"{self.base_url}/{path}", json=body,
+                                   auth=self.auth, what=f"{path} {subject}")
+        return self._check(response, op=op, subject=subject)
+
+    # -- the Provider interface -----------------------------------------------------------
+
+    def spec_for(self, job: Job) -> ModelSpec:
+        spec = get_model(job.model)
+        if spec is None or spec.provider != PROVIDER:
+            raise JobRejected(f"{job.model!r} is not a Wiro model", provider=PROVIDER)
+        return spec
+
+    async def submit(self, job: Job) -> SubmitResult:
+        spec = self.spec_for(job)
+        url = f"{self.base_url}/Run/{spec.endpoint}"
+        with ExitStack() as stack:
+            parts = multipart_parts(job, stack)
+            response = await self.send("submit", "POST", url, files=parts, auth=self.auth,
+                                       creates=True, what=f"Run {spec.endpoint}",
+                                       timeout=self.transfer_timeout if job.images
+                                       else self.timeout)
+        doc = self._check(response, op="submit", subject=spec.endpoint)
+        return parse_run_response(doc)
+
+    async def poll(self, task_id: str) -> TaskStatus:
+        doc = await self._post_json("poll", "Task/Detail", {"taskid": str(task_id)}, op="poll",
+                                    subject=str(task_id))
+        return parse_task_detail(doc, str(task_id))
+
+    async def cancel(self, task_id: str, state: TaskState) -> None:
+        """Cancel a queued task, kill a running one; nothing to do for a finished one.
+
+        Wiro cancels only tasks still in the queue ("Task is not in a cancellable state",
+        code 1, otherwise); when Cancel refuses, the task has moved on, so Kill follows."""
+        if state.terminal:
+            return
+        task_id = str(task_id)
+        if state is TaskState.QUEUED:
+            try:
+                await self._post_json("cancel", "Task/Cancel", {"taskid": task_id}, op="cancel",
+                                      subject=task_id)
+                return
+            except JobRejected as exc:
+                log.info("Wiro task %s: Cancel refused (%s); trying Kill", task_id, exc.message)
+        await self._post_json("cancel", "Task/Kill", {"taskid": task_id}, op="cancel",
+                              subject=task_id)
+
+
+def wiro_statuses() -> Iterable[str]:
+    """Every status word this client knows, for documentation and tests."""
+    return sorted(QUEUED_STATUSES | RUNNING_STATUSES | FAILED_STATUSES
+                  | {SUCCESS_STATUS, CANCEL_STATUS})
