@@ -55,7 +55,7 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 UPLOAD_TYPES = {"image/jpeg": ("jpg", "jpeg"), "image/png": ("png",)}
 MAX_IMAGE_URLS = 4
 UPLOAD_OK = frozenset({200, 201, 204})
-SUBMIT_AMBIGUOUS_HTTP = frozenset({502, 504})
+SUBMIT_AMBIGUOUS_HTTP = frozenset({504})  # gateway timeout: the task may exist (see wiro.py)
 
 STATUS_PROCESSING, STATUS_COMPLETED, STATUS_FAILED = 1, 2, 3
 

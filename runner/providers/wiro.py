@@ -62,8 +62,9 @@ FAILED_STATUSES = frozenset({"task_error", "task_error_full"})
 SUCCESS_STATUS = "task_postprocess_end"
 CANCEL_STATUS = "task_cancel"
 
-#: Gateway answers to a Run request after which the task may well exist upstream.
-SUBMIT_AMBIGUOUS_HTTP = frozenset({502, 504})
+#: HTTP 504 Gateway Timeout: a proxy gave up waiting for the API, which may still have
+#: created the task. On a submit this is an unknown outcome, not a plain server error.
+SUBMIT_AMBIGUOUS_HTTP = frozenset({504})
 
 
 # -- signing (pure) ---------------------------------------------------------------------------
