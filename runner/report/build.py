@@ -1,0 +1,261 @@
+"""Run records → report.json's dict. Pure: no files, no network, no clock.
+
+The shape is a contract (``schemas/report.schema.json``); every renderer (HTML, Markdown,
+CSV), the lockfile and ``seedbatch verify`` read this dict, never the journal.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import platform
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from runner import __version__
+from runner.report.records import JobRecord, JobStatus, RunRecords, Timestamp
+
+REPORT_VERSION = 1
+TOOL_NAME = "seedbatch"
+LIBRARIES = ("httpx", "jinja2", "jsonschema", "pyyaml", "pillow", "click", "rich", "aiolimiter",
+             "stamina")
+STATUSES = tuple(s.value for s in JobStatus)
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 4  # shorter strings would mask hashes and words, not secrets
+
+
+def current_environment() -> dict[str, Any]:
+    """Python and library versions of this process (read-only look-ups)."""
+    libraries: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            libraries[name] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.system().lower() or "unknown",
+        "libraries": libraries,
+    }
+
+
+def iso_utc(value: Timestamp) -> str | None:
+    """A timestamp as ISO 8601 UTC text (``2025-01-31T09:30:00.250Z``), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"not a timestamp: {value!r}")
+    if isinstance(value, int | float):
+        moment = datetime.fromtimestamp(float(value), tz=UTC)
+    elif isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    else:
+        text = str(value).strip()
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    millis = moment.microsecond // 1000
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if start is None or end is None:
+        return None
+    a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    return round(max(0.0, (b - a).total_seconds()), 3)
+
+
+def _money(value: float | None) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        return None
+    return round(number, 9)
+
+
+def _sum(values: Iterable[float | None]) -> float:
+    return round(sum(v for v in values if v is not None), 9)
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as JSON-ready dicts and lists (tuples, frozen mappings…)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _job(record: JobRecord) -> dict[str, Any]:
+    submitted = iso_utc(record.submitted_at)
+    started = iso_utc(record.started_at)
+    finished = iso_utc(record.finished_at)
+    status = JobStatus(record.status).value
+    return {
+        "key": record.key,
+        "name": record.name,
+        "provider": record.provider,
+        "model": record.model,
+        "alias": record.alias,
+        "prompt": record.prompt,
+        "params": _plain(record.params),
+        "axes": _plain(record.axes),
+        "index": record.index,
+        "inputs": [
+            {"ref": i.ref, "path": i.path, "url": i.url, "sha256": i.sha256}
+            for i in record.inputs
+        ],
+        "status": status,
+        "error": record.error,
+        "task_id": record.task_id,
+        "attempts": record.attempts,
+        "polls": record.polls,
+        "times": {
+            "submitted_at": submitted,
+            "started_at": started,
+            "finished_at": finished,
+            "duration_seconds": _seconds_between(submitted, finished),
+        },
+        "cost_usd": 0.0 if record.reused else _money(record.cost_usd),
+        "credits": 0.0 if record.reused else _money(record.credits),
+        "estimate": {
+            "images": record.estimate_images,
+            "usd": _money(record.estimate_usd) or 0.0,
+            "credits": _money(record.estimate_credits) or 0.0,
+        },
+        "reused": record.reused,
+        "reused_from": record.reused_from if record.reused else None,
+        "outputs": [
+            {
+                "path": o.path,
+                "index": o.index,
+                "url": o.url,
+                "bytes": o.bytes,
+                "sha256": o.sha256,
+                "content_type": o.content_type,
+                "width": o.width,
+                "height": o.height,
+            }
+            for o in sorted(record.outputs, key=lambda o: (o.index, o.path))
+        ],
+    }
+
+
+def _by_model(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for job in jobs:
+        row = rows.setdefault((job["alias"], job["model"]), {
+            "alias": job["alias"], "model": job["model"], "provider": job["provider"],
+            "jobs": 0, "succeeded": 0, "images": 0, "cost_usd": 0.0, "credits": 0.0,
+            "estimate_usd": 0.0, "estimate_credits": 0.0,
+        })
+        row["jobs"] += 1
+        row["succeeded"] += job["status"] == JobStatus.SUCCEEDED
+        row["images"] += len(job["outputs"])
+        row["cost_usd"] = _sum([row["cost_usd"], job["cost_usd"]])
+        row["credits"] = _sum([row["credits"], job["credits"]])
+        if not job["reused"]:
+            row["estimate_usd"] = _sum([row["estimate_usd"], job["estimate"]["usd"]])
+            row["estimate_credits"] = _sum([row["estimate_credits"], job["estimate"]["credits"]])
+    return list(rows.values())
+
+
+def _totals(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    by_status = dict.fromkeys(STATUSES, 0)
+    for job in jobs:
+        by_status[job["status"]] += 1
+    ran = [j for j in jobs if not j["reused"]]
+    return {
+        "jobs": len(jobs),
+        "by_status": by_status,
+        "succeeded": by_status[JobStatus.SUCCEEDED],
+        "failed": by_status[JobStatus.FAILED],
+        "reused": sum(1 for j in jobs if j["reused"]),
+        "images": sum(len(j["outputs"]) for j in jobs),
+        "bytes": sum(o["bytes"] for j in jobs for o in j["outputs"]),
+        "cost_usd": _sum(j["cost_usd"] for j in jobs),
+        "credits": _sum(j["credits"] for j in jobs),
+        "estimate": {
+            "images": sum(j["estimate"]["images"] for j in ran),
+            "usd": _sum(j["estimate"]["usd"] for j in ran),
+            "credits": _sum(j["estimate"]["credits"] for j in ran),
+        },
+        "by_model": _by_model(jobs),
+    }
+
+
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every occurrence of every secret (in keys and strings) masked."""
+    masks = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len,
+                   reverse=True)
+    if not masks:
+        return value
+
+    def scrub(text: str) -> str:
+        for secret in masks:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            return scrub(node)
+        if isinstance(node, Mapping):
+            return {scrub(str(k)): walk(v) for k, v in node.items()}
+        if isinstance(node, list | tuple):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(value)
+
+
+def build_report(
+    records: RunRecords,
+    *,
+    secrets: Iterable[str] = (),
+    environment: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report.json document for ``records``.
+
+    Costs are what the providers reported: a reused job costs nothing in this run (its
+    ``reused_from`` names the run that paid). ``totals.cost_usd`` and ``totals.credits``
+    are the sums of the jobs' own figures; the estimate covers the jobs this run sent.
+    Every string equal to or containing one of ``secrets`` is masked.
+    """
+    meta = records.meta
+    jobs = [_job(record) for record in records.jobs]
+    started, finished = iso_utc(meta.started_at), iso_utc(meta.finished_at)
+    axes = list(dict.fromkeys(meta.axes))
+    for job in jobs:  # axes a job has that the manifest order did not list: keep them, last
+        for name in job["axes"]:
+            if name not in axes:
+                axes.append(name)
+    report = {
+        "report_version": REPORT_VERSION,
+        "tool": {"name": TOOL_NAME, "version": __version__},
+        "environment": _plain(environment if environment is not None
+                              else current_environment()),
+        "run": {
+            "id": meta.run_id,
+            "name": meta.name,
+            "description": meta.description,
+            "started_at": started,
+            "finished_at": finished,
+            "duration_seconds": _seconds_between(started, finished),
+            "emulated": meta.emulated,
+        },
+        "manifest": {
+            "path": meta.manifest_path,
+            "sha256": meta.manifest_sha256,
+            "copy": meta.manifest_copy,
+        },
+        "axes": axes,
+        "totals": _totals(jobs),
+        "jobs": jobs,
+    }
+    return redact(report, secrets)

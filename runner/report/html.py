@@ -1,0 +1,70 @@
+"""report.html: one self-contained page (inline CSS, thumbnails as data: URIs).
+
+Every value reaches the page through Jinja2 with autoescaping on, and a
+Content-Security-Policy allows no script at all: a prompt holding ``<script>`` is text.
+Full-size images are linked by their path relative to the run directory, so the page
+works when moved alone (thumbnails) and inside the run directory (full images too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from runner.report.grid import MODEL_AXIS, Grid, grid_rows
+from runner.report.text import credits, duration, size, usd, value
+
+_ENV = Environment(
+    loader=PackageLoader("runner.report", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+def _href(path: str) -> str:
+    return quote(path, safe="/")
+
+
+_ENV.filters.update(usd=usd, credits=credits, size=size, duration=duration, value=value,
+                    href=_href)
+
+
+def render_html(report: Mapping[str, Any], thumbs: Mapping[str, str] | None = None,
+                grid: Grid | None = None, grid_png: str | None = None) -> str:
+    """The page for ``report``. ``thumbs`` maps output paths to data: URIs (outputs
+    without one are shown by relative path); ``grid`` adds the A/B grid section."""
+    jobs = list(report["jobs"])
+    outputs = [(job, output) for job in jobs for output in job["outputs"]]
+    problems = [job for job in jobs if job["status"] != "succeeded"]
+    totals = report["totals"]
+    spent_usd = totals["cost_usd"]
+    estimate_usd = totals["estimate"]["usd"]
+    template = _ENV.get_template("report.html.j2")
+    return template.render(
+        report=report,
+        run=report["run"],
+        totals=totals,
+        jobs=jobs,
+        outputs=outputs,
+        problems=problems,
+        thumbs=dict(thumbs or {}),
+        grid=grid,
+        grid_rows=grid_rows(grid) if grid is not None else [],
+        grid_png=grid_png,
+        model_axis=MODEL_AXIS,
+        usd_ratio=(spent_usd / estimate_usd) if estimate_usd else None,
+    )
+
+
+def write_html(path: Path, html: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path

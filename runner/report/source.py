@@ -1,0 +1,188 @@
+"""A run directory → :class:`~runner.report.records.RunRecords`.
+
+What was asked comes from ``plan.json`` (each job's prompt, parameters, matrix values,
+reference images); what happened comes from ``journal.sqlite`` (states, task ids,
+attempts, polls, times, costs, outputs); the manifest's matrix order comes from the
+byte-exact ``manifest.yaml`` copy.
+
+Journal meta keys read (each optional, with a fallback): ``run_id`` (else the directory
+name), ``name``, ``description``, ``manifest_path``, ``manifest_sha256`` (else the copy's
+hash), ``started_at`` and ``finished_at`` (else the first and last journal events),
+``emulate`` / ``emulated``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import RunDirError
+from runner.report.records import (
+    InputRecord,
+    JobRecord,
+    JobStatus,
+    OutputRecord,
+    RunMeta,
+    RunRecords,
+)
+
+PLAN_NAME = "plan.json"
+JOURNAL_NAME = "journal.sqlite"
+MANIFEST_COPY = "manifest.yaml"
+
+# Journal state → report status. A task that exists but was not followed to its end is
+# "pending" (resume re-attaches); a submit whose answer was lost is "unknown".
+STATUS_OF_STATE = {
+    "pending": JobStatus.PENDING,
+    "submitting": JobStatus.UNKNOWN,
+    "submitted": JobStatus.PENDING,
+    "running": JobStatus.PENDING,
+    "downloading": JobStatus.PENDING,
+    "succeeded": JobStatus.SUCCEEDED,
+    "failed": JobStatus.FAILED,
+    "cancelled": JobStatus.CANCELLED,
+    "unknown": JobStatus.UNKNOWN,
+    "skipped": JobStatus.SKIPPED,
+    "reused": JobStatus.SUCCEEDED,
+}
+_REUSED_PREFIX = "reused from "
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / JOURNAL_NAME).is_file() or (path / "report.json").is_file())
+
+
+def load_plan(run_dir: Path) -> list[dict[str, Any]]:
+    """plan.json's jobs (a list of Job.to_dict(), bare or under "jobs")."""
+    path = run_dir / PLAN_NAME
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    jobs = doc.get("jobs", []) if isinstance(doc, dict) else doc
+    if not isinstance(jobs, list):
+        raise RunDirError(f"{path}: expected a list of jobs")
+    return [j for j in jobs if isinstance(j, dict)]
+
+
+def manifest_axes(text: str) -> tuple[str, ...]:
+    """Matrix variable names in the order the manifest writes them (top level, then jobs)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return ()
+    names: list[str] = []
+
+    def add(matrix: Any) -> None:
+        if not isinstance(matrix, Mapping):
+            return
+        for name in matrix:
+            if name in ("include", "exclude"):
+                continue
+            if str(name) not in names:
+                names.append(str(name))
+        for extra in matrix.get("include") or []:
+            if isinstance(extra, Mapping):
+                for name in extra:
+                    if str(name) not in names:
+                        names.append(str(name))
+
+    if isinstance(doc, Mapping):
+        add(doc.get("matrix"))
+        for job in doc.get("jobs") or []:
+            if isinstance(job, Mapping):
+                add(job.get("matrix"))
+    return tuple(names)
+
+
+def _inputs(spec: Mapping[str, Any]) -> tuple[InputRecord, ...]:
+    found = []
+    for image in spec.get("images", []) or []:
+        if isinstance(image, Mapping):
+            found.append(InputRecord(ref=str(image.get("ref", "")), path=image.get("path"),
+                                     url=image.get("url"), sha256=image.get("sha256")))
+        else:
+            found.append(InputRecord(ref=str(image), url=str(image)))
+    return tuple(found)
+
+
+def _reused_from(row: Any, journal: Any) -> str | None:
+    reason = row.reason or ""
+    if reason.startswith(_REUSED_PREFIX):
+        return reason[len(_REUSED_PREFIX):]
+    for event in reversed(journal.events(row.key)):
+        if event.state == "reused" and event.detail.get("from"):
+            return str(event.detail["from"])
+    return None
+
+
+def records_from_journal(run_dir: str | Path) -> RunRecords:
+    """Read a run directory's plan, journal and manifest copy into run records."""
+    from runner.execute.journal import Journal
+
+    run_dir = Path(run_dir)
+    if not (run_dir / JOURNAL_NAME).is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no {JOURNAL_NAME})")
+    plan = {job["key"]: job for job in load_plan(run_dir) if "key" in job}
+    try:
+        manifest_bytes = (run_dir / MANIFEST_COPY).read_bytes()
+    except FileNotFoundError:
+        manifest_bytes = b""
+    with Journal.open(run_dir / JOURNAL_NAME) as journal:
+        meta = journal.meta()
+        rows = journal.jobs()
+        outputs_by_job: dict[str, list[OutputRecord]] = {}
+        for out in journal.outputs():
+            outputs_by_job.setdefault(out.job_key, []).append(OutputRecord(
+                path=out.path, sha256=out.sha256, bytes=out.bytes, url=out.url,
+                content_type=out.content_type, width=out.width, height=out.height,
+                index=out.index))
+        events = journal.events()
+        jobs = []
+        for row in rows:
+            spec = plan.get(row.key, {})
+            state = str(row.state)
+            status = STATUS_OF_STATE.get(state, JobStatus.PENDING)
+            reused = state == "reused"
+            error = row.error
+            if status is not JobStatus.SUCCEEDED and not error:
+                error = row.reason
+            if state in ("submitted", "running", "downloading") and not error:
+                error = f"interrupted while {state}; `seedbatch resume` re-attaches"
+            jobs.append(JobRecord(
+                key=row.key, name=row.name, provider=row.provider, model=row.model,
+                alias=row.alias, prompt=str(spec.get("prompt", "")),
+                params=spec.get("params", {}) or {}, axes=spec.get("axes", {}) or {},
+                index=int(spec.get("index", 0) or 0), inputs=_inputs(spec),
+                status=status, error=None if status is JobStatus.SUCCEEDED else error,
+                task_id=row.task_id, attempts=row.attempts, polls=row.polls,
+                submitted_at=row.submitted_at, started_at=row.started_at,
+                finished_at=row.finished_at, cost_usd=row.cost_usd, credits=row.credits,
+                estimate_images=row.estimate_images, estimate_usd=row.estimate_usd,
+                estimate_credits=row.estimate_credits, reused=reused,
+                reused_from=_reused_from(row, journal) if reused else None,
+                outputs=tuple(outputs_by_job.get(row.key, ())),
+            ))
+    sha = meta.get("manifest_sha256") or hashlib.sha256(manifest_bytes).hexdigest()
+    return RunRecords(
+        meta=RunMeta(
+            run_id=str(meta.get("run_id") or run_dir.name),
+            name=str(meta.get("name") or ""),
+            description=meta.get("description"),
+            manifest_path=str(meta.get("manifest_path") or meta.get("manifest") or ""),
+            manifest_sha256=str(sha),
+            manifest_copy=MANIFEST_COPY,
+            started_at=meta.get("started_at") or (events[0].ts if events else None),
+            finished_at=meta.get("finished_at") or (events[-1].ts if events else None),
+            axes=manifest_axes(manifest_bytes.decode("utf-8", errors="replace")),
+            emulated=bool(meta.get("emulated", meta.get("emulate", False))),
+        ),
+        jobs=tuple(jobs),
+    )
