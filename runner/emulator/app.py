@@ -1,0 +1,224 @@
+"""The emulator as one Starlette application.
+
+=============================  ====================================================
+``/wiro/v1/…``                 Run/{owner}/{slug}, Task/Detail, Task/Cancel, Task/Kill,
+                               File/Upload (signature auth on every call)
+``/pixwith/api/task/…``        create, get, pre_url, get_credits (``Api-Key`` header)
+``/pixwith-upload/{bucket}``   the presigned POST target ``pre_url`` hands out (S3-style)
+``/files/…``                   uploads and outputs (public, like a CDN)
+``/__stats``, ``/__reset``,    counters, reset, fault spec at run time, index;
+``/__faults``, ``/__``         never faulted
+=============================  ====================================================
+
+Every faultable request first draws its fault (:mod:`runner.emulator.faults`), then settles
+the tasks whose time is up, then runs the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from runner.emulator import pixwith, wiro
+from runner.emulator.config import EmulatorConfig
+from runner.emulator.faults import Decision, FaultSpec
+from runner.emulator.http import (
+    CONNECTION_KEY,
+    DroppedConnection,
+    FileResponse,
+    base_url,
+    s3_error,
+    server_error,
+    too_many_requests,
+)
+from runner.emulator.state import Clock, EmulatorState
+
+Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class EmulatorApp(Starlette):
+    """Starlette, plus a handle on the client's connection so a fault can drop it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # uvicorn's `send` is a method of its request cycle, which owns the transport
+            cycle = getattr(send, "__self__", None)
+            if cycle is not None and hasattr(cycle, "transport"):
+                scope[CONNECTION_KEY] = cycle
+        await super().__call__(scope, receive, send)
+
+
+def _state(request: Request) -> EmulatorState:
+    return request.app.state.emulator  # type: ignore[no-any-return]
+
+
+async def _delay(decision: Decision, state: EmulatorState) -> None:
+    if decision.slow:
+        state.stats.faults["slow"] += 1
+        await asyncio.sleep(state.faults.spec.slow_seconds)
+
+
+def _counted(label: Callable[[Request], str], body: Endpoint) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        state = _state(request)
+        state.stats.request_started(label(request))
+        status = "error"
+        try:
+            response = await body(request)
+            status = "dropped" if isinstance(response, DroppedConnection) else str(
+                response.status_code)
+            return response
+        finally:
+            state.stats.request_finished(status)
+
+    return endpoint
+
+
+def _path(request: Request) -> str:
+    return f"{request.method} {request.url.path}"
+
+
+def api(provider: str, handler: Handler, label: str | None = None) -> Endpoint:
+    """An API endpoint: 429 / 5xx / drop (before or after the handler) / slow."""
+
+    async def body(request: Request) -> Response:
+        state = _state(request)
+        decision = state.faults.for_api()
+        await _delay(decision, state)
+        if decision.error == "429":
+            state.stats.faults["429"] += 1
+            return too_many_requests(provider, decision.retry_after)
+        if decision.error == "5xx":
+            state.stats.faults["5xx"] += 1
+            return server_error(decision.status, provider)
+        if decision.error == "drop" and not decision.drop_after:
+            state.stats.faults["drop"] += 1
+            return DroppedConnection()
+        state.settle()
+        response = await handler(request, state)
+        if decision.error == "drop":
+            # the handler ran (a submit created its task) but its answer never arrives
+            state.stats.faults["drop"] += 1
+            state.stats.faults["drop_after"] += 1
+            return DroppedConnection()
+        return response
+
+    return _counted((lambda _r: label) if label else _path, body)
+
+
+async def _download(request: Request) -> Response:
+    state = _state(request)
+    decision = state.faults.for_download()
+    await _delay(decision, state)
+    if decision.error == "5xx":
+        state.stats.faults["5xx"] += 1
+        return server_error(decision.status, "files")
+    if decision.error == "drop":
+        state.stats.faults["drop"] += 1
+        return DroppedConnection()
+    stored = state.files.get(request.path_params["path"])
+    if stored is None:
+        return s3_error(404, "NoSuchKey", "The specified key does not exist.")
+    data = await stored.read()
+    cut = None
+    if decision.error == "truncate":
+        state.stats.faults["truncate"] += 1
+        cut = len(data) // 2
+    state.stats.downloads += 1
+    state.stats.download_bytes += len(data) if cut is None else cut
+    return FileResponse(data, stored.content_type, cut=cut)
+
+
+async def _upload_target(request: Request) -> Response:
+    state = _state(request)
+    decision = state.faults.for_upload()
+    await _delay(decision, state)
+    if decision.error == "5xx":
+        state.stats.faults["5xx"] += 1
+        return server_error(decision.status, "files")
+    if decision.error == "drop" and not decision.drop_after:
+        state.stats.faults["drop"] += 1
+        return DroppedConnection()
+    response = await pixwith.upload_target(request, state)
+    if decision.error == "drop":
+        state.stats.faults["drop"] += 1
+        state.stats.faults["drop_after"] += 1
+        return DroppedConnection()
+    return response
+
+
+# --- control routes (never faulted, never counted) -----------------------------------------
+async def _stats(request: Request) -> Response:
+    return JSONResponse(_state(request).snapshot())
+
+
+async def _reset(request: Request) -> Response:
+    _state(request).reset()
+    return JSONResponse({"ok": True})
+
+
+async def _faults(request: Request) -> Response:
+    state = _state(request)
+    if request.method == "POST":
+        try:
+            doc = json.loads(await request.body() or b"{}")
+            spec = FaultSpec.parse(doc.get("faults", "") if isinstance(doc, dict) else "")
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+        state.set_faults(spec)
+    return JSONResponse({"ok": True, "faults": str(state.faults.spec)})
+
+
+async def _index(request: Request) -> Response:
+    state = _state(request)
+    base = base_url(request)
+    return JSONResponse({
+        "name": "seedbatch emulator",
+        "wiro_base_url": f"{base}/wiro/v1",
+        "pixwith_base_url": f"{base}/pixwith/api",
+        "stats": f"{base}/__stats",
+        "config": state.config.describe(),
+        "faults": str(state.faults.spec),
+    })
+
+
+def create_app(config: EmulatorConfig | None = None, *, clock: Clock | None = None) -> Starlette:
+    """The emulator for ``config``; ``clock`` (unix seconds) is injectable for tests."""
+    config = config or EmulatorConfig()
+    W, P = "/wiro/v1", "/pixwith/api"
+    routes = [
+        Route(f"{W}/Run/{{owner}}/{{slug}}", api("wiro", wiro.run), methods=["POST"]),
+        Route(f"{W}/Task/Detail", api("wiro", wiro.detail), methods=["POST"]),
+        Route(f"{W}/Task/Cancel", api("wiro", wiro.cancel), methods=["POST"]),
+        Route(f"{W}/Task/Kill", api("wiro", wiro.kill), methods=["POST"]),
+        Route(f"{W}/File/Upload", api("wiro", wiro.upload), methods=["POST"]),
+        Route(f"{W}/{{rest:path}}", api("wiro", wiro.not_found, f"* {W}/(unknown)"),
+              methods=ALL_METHODS),
+        Route(f"{P}/task/create", api("pixwith", pixwith.create), methods=["POST"]),
+        Route(f"{P}/task/get", api("pixwith", pixwith.get), methods=["POST"]),
+        Route(f"{P}/task/pre_url", api("pixwith", pixwith.pre_url), methods=["POST"]),
+        Route(f"{P}/task/get_credits", api("pixwith", pixwith.get_credits), methods=["POST"]),
+        Route(f"{P}/{{rest:path}}", api("pixwith", pixwith.not_found, f"* {P}/(unknown)"),
+              methods=ALL_METHODS),
+        Route("/pixwith-upload/{bucket}",
+              _counted(lambda _r: "POST /pixwith-upload", _upload_target), methods=["POST"]),
+        Route("/files/{path:path}", _counted(lambda r: f"{r.method} /files", _download),
+              methods=["GET", "HEAD"]),
+        Route("/__stats", _stats, methods=["GET"]),
+        Route("/__reset", _reset, methods=["POST"]),
+        Route("/__faults", _faults, methods=["GET", "POST"]),
+        Route("/__", _index, methods=["GET"]),
+        Route("/", _index, methods=["GET"]),
+    ]
+    app = EmulatorApp(routes=routes)
+    app.state.emulator = EmulatorState(config, clock)
+    return app

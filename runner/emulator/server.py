@@ -1,0 +1,111 @@
+"""Serving the emulator over a real loopback socket: in a background thread, or in front."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from runner.emulator.app import create_app
+from runner.emulator.config import EmulatorConfig
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on ``host:port`` (``port=0`` picks a free one)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_for(host: str, port: int) -> str:
+    host = host.strip("[]")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class EmulatorServer:
+    """A running emulator: where it listens, and its counters."""
+
+    url: str
+    app: Starlette
+
+    @property
+    def wiro_base_url(self) -> str:
+        return f"{self.url}/wiro/v1"
+
+    @property
+    def pixwith_base_url(self) -> str:
+        return f"{self.url}/pixwith/api"
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /__stats`` as a dict."""
+        response = httpx.get(f"{self.url}/__stats", timeout=10)
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/__reset", timeout=10).raise_for_status()
+
+    def set_faults(self, spec: str) -> None:
+        httpx.post(f"{self.url}/__faults", json={"faults": spec}, timeout=10).raise_for_status()
+
+
+def make_server(app: Starlette, *, log_level: str = "warning",
+                access_log: bool = False) -> uvicorn.Server:
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="off",
+                            timeout_graceful_shutdown=2, timeout_keep_alive=30)
+    return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def serve_in_thread(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
+                    port: int = 0, *, log_level: str = "warning") -> Iterator[EmulatorServer]:
+    """Run the emulator on ``host:port`` (a free port by default) in a background thread.
+
+    Yields an :class:`EmulatorServer` once the socket accepts connections; stops the server
+    and joins the thread on exit."""
+    app = create_app(config or EmulatorConfig())
+    sock = bind_socket(host, port)
+    server = make_server(app, log_level=log_level)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # reported to the waiting caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="seedbatch-emulator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if failure or not thread.is_alive():
+            sock.close()
+            raise RuntimeError(f"the emulator did not start: {failure[0] if failure else '?'}")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError("the emulator did not start within 15 s")
+        time.sleep(0.01)
+    bound_host, bound_port = sock.getsockname()[:2]
+    try:
+        yield EmulatorServer(url_for(host if host else bound_host, bound_port), app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,477 @@
+"""The emulated Wiro API (``/wiro/v1``): Run, Task/Detail, Task/Cancel, Task/Kill, File/Upload.
+
+Wire facts follow the vendor pages (shapes, field names, every number as a string) and
+Wiro's documentation repository (error codes and messages, task lifecycle, billing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from runner.catalog import ModelSpec, by_endpoint
+from runner.emulator.http import (
+    BodyError,
+    Fields,
+    FilePart,
+    base_url,
+    last_values,
+    read_fields,
+    safe_name,
+    wiro_error,
+    wiro_errors,
+)
+from runner.emulator.state import (
+    WIRO_CANCELLABLE,
+    WIRO_PRICES_USD,
+    WIRO_STAGES,
+    EmulatorState,
+    Task,
+    token,
+)
+
+MAX_FILE_BYTES = 100 * 1024 * 1024  # File/Upload: 100 MB per file
+RUN_FIELDS = ("prompt", "inputImage", "callbackUrl")  # besides the model's own parameters
+
+# Made-up but stable ids for the fields Wiro fills from its own catalogue.
+MODEL_IDS = {
+    "bytedance/seedream-v4-5": "1203",
+    "bytedance/seedream-v4": "1127",
+    "bytedance/text-to-image-seedream-v3": "1034",
+}
+CATEGORIES = json.dumps(["tool", "partner", "ByteDance", "image-to-image", "text-to-image"],
+                        separators=(",", ":"))
+
+
+# --- auth ---------------------------------------------------------------------------------
+def check_auth(request: Request, state: EmulatorState) -> Response | None:
+    """Signature authentication, as a project configured for it answers.
+
+    Wiro-Docs (error-reference.md) answers HTTP 401 with error code 0 for API-key and
+    signature failures and reserves 98/99 for sign-in and bearer tokens; PROVIDERS.md lists
+    98 "sign-in required" and 99 "bad token" generally. We follow the vendor's table: 401,
+    code 0 and its exact messages, so a client must key on the HTTP status for auth.
+    A reused nonce is refused like a bad signature (replay protection, per the docs).
+    """
+    cfg = state.config
+    key = request.headers.get("x-api-key", "")
+    nonce = request.headers.get("x-nonce", "")
+    signature = request.headers.get("x-signature", "")
+    if not key or not hmac.compare_digest(key.encode(), cfg.wiro_key.encode()):
+        state.stats.rejections["auth"] += 1
+        return wiro_error(0, "Project authorization is not founded.", status=401)
+    if not nonce or not signature:
+        state.stats.rejections["auth"] += 1
+        return wiro_error(0, "Project requires signature authentication. x-signature and "
+                             "x-nonce headers are required.", status=401)
+    expected = hmac.new(cfg.wiro_key.encode(), (cfg.wiro_secret + nonce).encode(),
+                        hashlib.sha256).hexdigest()
+    # The vendor pages pipe `openssl dgst` straight into the header, which prints
+    # "SHA2-256(stdin)= <hex>" (OpenSSL 3) or "(stdin)= <hex>": take the last word.
+    given = (signature.split() or [""])[-1].lower()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        state.stats.rejections["auth"] += 1
+        return wiro_error(0, "Project authorization is not valid.", status=401)
+    if (key, nonce) in state.nonces:
+        state.stats.rejections["auth"] += 1
+        state.stats.rejections["nonce_reused"] += 1
+        return wiro_error(0, "Project authorization is not valid. (x-nonce was already used: "
+                             "send a fresh nonce with every request)", status=401)
+    state.nonces.add((key, nonce))
+    return None
+
+
+# --- parameters ---------------------------------------------------------------------------
+_INT = re.compile(r"[+-]?\d+")
+
+
+def _convert(name: str, prop: dict[str, Any], raw: Any) -> tuple[Any, str | None]:
+    """A wire value (string, or JSON scalar) → the schema's type, or a problem."""
+    kind = prop.get("type")
+    if isinstance(raw, FilePart):
+        return None, f"Request parameter [{name}] must be text, not a file"
+    if kind == "integer":
+        if isinstance(raw, bool):
+            return None, f"Request parameter [{name}] must be integer or float"
+        if isinstance(raw, int):
+            return raw, None
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw), None
+        if isinstance(raw, str) and _INT.fullmatch(raw.strip()):
+            return int(raw.strip()), None
+        if _as_float(raw) is not None:
+            return None, f"Request parameter [{name}] must be an integer"
+        return None, f"Request parameter [{name}] must be integer or float"
+    if kind == "number":
+        value = None if isinstance(raw, bool) else _as_float(raw)
+        if value is None:
+            return None, f"Request parameter [{name}] must be integer or float"
+        return value, None
+    if kind == "boolean":
+        # a select with options "true"/"false" on the vendor pages: strings only
+        if raw in ("true", "false"):
+            return raw == "true", None
+        return None, f'Request parameter [{name}] must be "true" or "false"'
+    if not isinstance(raw, str):
+        return None, f"Request parameter [{name}] must be a string"
+    return raw, None
+
+
+def _as_float(raw: Any) -> float | None:
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _schema_problem(err: Any, props: dict[str, Any]) -> str:
+    name = ".".join(str(p) for p in err.absolute_path) or "?"
+    prop = props.get(name, {})
+    if err.validator in ("minimum", "maximum"):
+        return (f"Request parameter [{name}] must be between {prop.get('minimum')} and "
+                f"{prop.get('maximum')}")
+    if err.validator == "enum":
+        return f"Request parameter [{name}] must be one of: {', '.join(map(str, prop['enum']))}"
+    if err.validator == "pattern":
+        return f"Request parameter [{name}] must look like WIDTHxHEIGHT, e.g. 2048x2048"
+    return f"Request parameter [{name}] {err.message}"
+
+
+def _dimensions(params: dict[str, Any]) -> tuple[int, int]:
+    if "width" in params:
+        return int(params["width"]), int(params["height"])
+    w, _, h = str(params.get("size", "1024x1024")).partition("x")
+    return int(w), int(h)
+
+
+def validate_run(spec: ModelSpec, fields: Fields) -> tuple[dict[str, Any], list[str]]:
+    """Check a Run request against the model's documented parameters.
+
+    Returns what the task needs (prompt, typed params with defaults, input images, wire
+    parameters, callback) and every problem found."""
+    props: dict[str, Any] = spec.schema["properties"]
+    problems: list[str] = []
+    images: list[str | FilePart] = []
+    raw: dict[str, Any] = {}
+    prompt: Any = None
+    callback = ""
+    unknown: list[str] = []
+    for name, value in fields:
+        if name == "inputImage":
+            if isinstance(value, str):
+                # Wiro's own default lists several images in one comma-separated string
+                images.extend(v.strip() for v in value.split(",") if v.strip())
+            elif isinstance(value, FilePart):
+                images.append(value)
+            elif value is not None:
+                problems.append("Request parameter [inputImage] must be files or URL strings")
+        elif name == "prompt":
+            prompt = value
+        elif name == "callbackUrl":
+            callback = value if isinstance(value, str) else ""
+        elif name in props:
+            raw[name] = value
+        elif name not in unknown:
+            unknown.append(name)
+    # Emulator strictness: the real API may ignore unknown fields; refusing them makes a
+    # misspelt parameter visible instead of silently using its default.
+    accepted = ", ".join([*RUN_FIELDS[:1], *(["inputImage"] if spec.max_input_images else []),
+                          *props, "callbackUrl"])
+    problems.extend(f"Request parameter [{name}] is not supported by {spec.endpoint} "
+                    f"(it takes: {accepted})" for name in unknown)
+    if not isinstance(prompt, str) or not prompt.strip():
+        problems.append("Request parameter [prompt] required")
+    typed: dict[str, Any] = {}
+    for name, value in raw.items():
+        if value is None:
+            continue
+        converted, problem = _convert(name, props[name], value)
+        if problem:
+            problems.append(problem)
+        else:
+            typed[name] = converted
+    params = spec.with_defaults(typed)
+    if not problems:
+        problems.extend(_schema_problem(e, props) for e in
+                        sorted(spec.validator.iter_errors(params), key=lambda e: list(e.path)))
+    limits = spec.limits
+    n = len(images)
+    if n > spec.max_input_images:
+        if spec.max_input_images == 0:
+            problems.append(f"Request parameter [inputImage] is not accepted: {spec.endpoint} "
+                            f"is text-to-image only ({n} given)")
+        else:
+            problems.append(f"Request parameter [inputImage] takes at most "
+                            f"{spec.max_input_images} images ({n} given)")
+    if not problems and "max_total_images" in limits and spec.outputs_param:
+        outputs = params[spec.outputs_param]
+        if n + outputs > limits["max_total_images"]:
+            problems.append(f"Number of input images ({n}) + {spec.outputs_param} ({outputs}) "
+                            f"must be smaller than or equal to {limits['max_total_images']}")
+    if not problems and "min_pixels" in limits:
+        w, h = params["width"], params["height"]
+        if not limits["min_pixels"] <= w * h <= limits["max_pixels"]:
+            problems.append(f"Request parameters [width] × [height] = {w}×{h} = {w * h:,} "
+                            f"pixels; must be between {limits['min_pixels']:,} and "
+                            f"{limits['max_pixels']:,}")
+        if not 1 / limits["max_aspect"] <= w / h <= limits["max_aspect"]:
+            problems.append(f"Request parameters [width]/[height] aspect ratio {w}/{h} must be "
+                            f"between 1/{limits['max_aspect']} and {limits['max_aspect']}")
+    wire = {name: (v if isinstance(v, str) else json.dumps(v)) for name, v in raw.items()
+            if v is not None and not isinstance(v, FilePart)}
+    return {"prompt": prompt, "params": params, "images": images, "wire": wire,
+            "callback": callback}, problems
+
+
+# --- views --------------------------------------------------------------------------------
+def _t(value: float | None) -> str:
+    return "0" if value is None else str(int(value))
+
+
+def task_json(task: Task, now: float, base: str) -> dict[str, Any]:
+    """A tasklist entry, every field of the vendor pages present, numbers as strings."""
+    status = task.wiro_status(now)
+    stop = task.finished if task.finished is not None else None
+    horizon = stop if task.outcome == "cancelled" and stop is not None else now
+
+    def stage(name: str) -> str:
+        when = task.stage_time(WIRO_STAGES.index(name))
+        return _t(when) if when <= horizon else "0"
+
+    end = task.finished if task.outcome in ("succeeded", "failed") else None
+    elapsed = (stop if stop is not None else now) - task.created
+    outputs = []
+    total_size = 0
+    for out in task.outputs if task.outcome == "succeeded" else []:
+        size = len(out.file.data or b"")
+        total_size += size
+        outputs.append({
+            "id": out.id,
+            "name": out.name,
+            "contenttype": out.file.content_type,
+            "parentid": task.folder,
+            "uuid": task.uuid,
+            "size": str(size),
+            "addedtime": _t(end),
+            "modifiedtime": _t(end),
+            "accesskey": out.accesskey,
+            "foldercount": "0",
+            "filecount": "0",
+            "ispublic": 0,
+            "expiretime": None,
+            "url": f"{base}/files/{out.file.path}",
+        })
+    billed = task.outcome == "succeeded"
+    failed = task.outcome == "failed"
+    cost = f"{task.cost_usd:.12f}" if billed else "0"
+    cps = f"{task.cost_usd / max(elapsed, 1e-9):.12f}" if billed else "0"
+    return {
+        "id": task.id,
+        "uuid": task.uuid,
+        "name": "",
+        "socketaccesstoken": task.token,
+        "parameters": task.parameters,
+        "debugoutput": "",
+        "debugerror": ("Traceback (most recent call last):\n  File \"predict.py\", line 88, in "
+                       "predict\nRuntimeError: image generation failed" if failed else ""),
+        "starttime": stage("task_start"),
+        "endtime": stage("task_end"),
+        "elapsedseconds": f"{max(0.0, elapsed):.4f}",
+        "status": status,
+        "cps": cps,
+        "totalcost": cost,
+        "guestid": None,
+        "projectid": "1",
+        "modelid": MODEL_IDS.get(task.model, "0"),
+        "description": "",
+        "basemodelid": "0",
+        "runtype": "model",
+        "modelfolderid": "",
+        "modelfileid": "",
+        "callbackurl": task.callback_url,
+        "marketplaceid": None,
+        "createtime": _t(task.created),
+        "canceltime": _t(task.finished) if task.outcome == "cancelled" else "0",
+        "assigntime": stage("task_assign"),
+        "accepttime": stage("task_accept"),
+        "preprocessstarttime": stage("task_preprocess_start"),
+        "preprocessendtime": stage("task_preprocess_end"),
+        "postprocessstarttime": stage("task_postprocess_start"),
+        "postprocessendtime": _t(end),
+        "pexit": "1" if failed else "0",
+        "categories": CATEGORIES,
+        "outputs": outputs,
+        "size": str(total_size),
+    }
+
+
+# --- endpoints ----------------------------------------------------------------------------
+async def _fields(request: Request) -> Fields | Response:
+    try:
+        return await read_fields(request, max_file_bytes=MAX_FILE_BYTES)
+    except BodyError as exc:
+        return wiro_error(0, str(exc))
+
+
+async def run(request: Request, state: EmulatorState) -> Response:
+    if (denied := check_auth(request, state)) is not None:
+        return denied
+    endpoint = f"{request.path_params['owner']}/{request.path_params['slug']}"
+    spec = by_endpoint("wiro", endpoint)
+    if spec is None:
+        state.stats.rejections["not_found"] += 1
+        return wiro_error(1, "slug-owner-project-not-exist")
+    fields = await _fields(request)
+    if isinstance(fields, Response):
+        state.stats.rejections["validation"] += 1
+        return fields
+    req, problems = validate_run(spec, fields)
+    if problems:
+        state.stats.rejections["validation"] += 1
+        return wiro_errors([(0, p) for p in problems])
+    params = req["params"]
+    images = params.get(spec.outputs_param, 1) if spec.outputs_param else 1
+    price = WIRO_PRICES_USD[endpoint] * images
+    if state.wiro_balance - state.reserved("wiro") < price:
+        state.stats.rejections["balance"] += 1
+        return wiro_error(97, "Insufficient balance")
+    limit = state.config.concurrency
+    if state.active_count("wiro") >= limit:
+        state.stats.rejections["concurrency"] += 1
+        return wiro_error(96, f"You have reached your concurrent task limit. With your current "
+                              f"balance of ${state.wiro_balance:.2f}, you can run up to {limit} "
+                              f"tasks at the same time. Add funds to increase your limit.")
+    base = base_url(request)
+    folder = uuid.uuid4().hex
+    refs: list[str] = []
+    inputs: list[str] = []
+    for i, image in enumerate(req["images"]):
+        if isinstance(image, FilePart):
+            name = safe_name(image.filename, f"inputImage-{i}.png")
+            stored = state.store(f"wiro/inputs/{folder}/{i}-{name}", image.data,
+                                 image.content_type or "application/octet-stream")
+            refs.append(f"{base}/files/{stored.path}")
+            inputs.append(f"sha256:{stored.sha256}")
+        else:
+            refs.append(image)
+            inputs.append(state.identity(image))
+    parameters: dict[str, Any] = {"prompt": req["prompt"], **req["wire"]}
+    if refs:
+        parameters["inputImage"] = ",".join(refs)
+    width, height = _dimensions(params)
+    task = state.new_task(
+        provider="wiro", model=endpoint, prompt=req["prompt"], params=params,
+        parameters=parameters, inputs=tuple(inputs), images=images, width=width,
+        height=height, callback_url=req["callback"],
+    )
+    return JSONResponse({"errors": [], "taskid": task.id, "socketaccesstoken": task.token,
+                         "result": True})
+
+
+def _find(state: EmulatorState, values: dict[str, Any]) -> Task | Response:
+    taskid = values.get("taskid")
+    tok = values.get("tasktoken") or values.get("socketaccesstoken")
+    taskid = str(taskid) if isinstance(taskid, (str, int)) and not isinstance(taskid, bool) \
+        else ""
+    tok = tok if isinstance(tok, str) else ""
+    if not taskid and not tok:
+        return wiro_error(0, "taskid or socketaccesstoken is required")
+    task = state.find_wiro(taskid, tok)
+    if task is None:
+        state.stats.rejections["not_found"] += 1
+        return wiro_error(1, "There is no task yet.")
+    return task
+
+
+async def _lookup(request: Request, state: EmulatorState) -> Task | Response:
+    if (denied := check_auth(request, state)) is not None:
+        return denied
+    fields = await _fields(request)
+    if isinstance(fields, Response):
+        return fields
+    return _find(state, last_values(fields))
+
+
+async def _render_outputs(task: Task) -> None:
+    for out in task.outputs:
+        await out.file.read()
+
+
+async def detail(request: Request, state: EmulatorState) -> Response:
+    task = await _lookup(request, state)
+    if isinstance(task, Response):
+        return task
+    await _render_outputs(task)  # sizes are listed: the bytes must exist
+    return JSONResponse({"total": "1", "errors": [],
+                         "tasklist": [task_json(task, state.now(), base_url(request))],
+                         "result": True})
+
+
+async def cancel(request: Request, state: EmulatorState) -> Response:
+    task = await _lookup(request, state)
+    if isinstance(task, Response):
+        return task
+    if task.terminal or task.wiro_status(state.now()) not in WIRO_CANCELLABLE:
+        return wiro_error(1, "Task is not in a cancellable state.")
+    state.cancel(task)
+    return JSONResponse({"errors": [], "tasklist": [task_json(task, state.now(),
+                                                              base_url(request))],
+                         "result": True})
+
+
+async def kill(request: Request, state: EmulatorState) -> Response:
+    task = await _lookup(request, state)
+    if isinstance(task, Response):
+        return task
+    if task.terminal:
+        return wiro_error(1, f"Task could not be killed: it has already ended "
+                             f"({task.wiro_status(state.now())})")
+    state.cancel(task)
+    return JSONResponse({"errors": [], "tasklist": [task_json(task, state.now(),
+                                                              base_url(request))],
+                         "result": True})
+
+
+async def upload(request: Request, state: EmulatorState) -> Response:
+    if (denied := check_auth(request, state)) is not None:
+        return denied
+    fields = await _fields(request)
+    if isinstance(fields, Response):
+        return fields
+    values = last_values(fields)
+    part = values.get("file")
+    if not isinstance(part, FilePart):
+        return wiro_error(0, "Request files [file] required")
+    file_id = uuid.uuid4().hex
+    name = safe_name(part.filename)
+    parent = values.get("folderid") or values.get("folderId")
+    stored = state.store(f"wiro/uploads/{file_id}/{name}", part.data,
+                         part.content_type or "application/octet-stream")
+    return JSONResponse({"result": True, "errors": [], "list": [{
+        "id": file_id,
+        "name": name,
+        "contenttype": stored.content_type,
+        "size": str(len(part.data)),
+        "parentid": parent if isinstance(parent, str) and parent else uuid.uuid4().hex,
+        "url": f"{base_url(request)}/files/{stored.path}",
+        "addedtime": _t(state.now()),
+        "accesskey": token(30),
+    }]})
+
+
+async def not_found(request: Request, state: EmulatorState) -> Response:
+    return wiro_error(0, "Error parsing url.", status=404)
