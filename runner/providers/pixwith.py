@@ -30,9 +30,11 @@ import httpx
 from runner.catalog import MODELS, ModelSpec, by_endpoint, get_model
 from runner.errors import (
     AuthError,
+    ConcurrencyLimited,
     InsufficientBalance,
     JobRejected,
     ProviderError,
+    RateLimited,
     ServerError,
     UnknownOutcome,
 )
@@ -60,11 +62,14 @@ SUBMIT_AMBIGUOUS_HTTP = frozenset({504})  # gateway timeout: the task may exist 
 STATUS_PROCESSING, STATUS_COMPLETED, STATUS_FAILED = 1, 2, 3
 
 # Pixwith documents its errors only as messages ("Invalid API KEY", "Credits not enough",
-# "Invalid image format", "Invalid image url"). These patterns sort them; anything else is a
+# "Invalid image format", "Invalid image url") and no limits at all. These patterns sort
+# them; a busy account or a rate limit said in words is treated as such; anything else is a
 # rejection of the job, unless it reads like a server-side failure.
 _AUTH_WORDS = re.compile(r"api[ _-]?key|unauthori[sz]ed|forbidden", re.I)
 _BALANCE_WORDS = re.compile(r"credits? (?:is |are )?not enough|not enough credits?|insufficient|"
                             r"balance", re.I)
+_BUSY_WORDS = re.compile(r"too many (?:tasks|jobs)|tasks? in progress|concurren", re.I)
+_RATE_WORDS = re.compile(r"too many requests|rate limit|slow down", re.I)
 _SERVER_WORDS = re.compile(r"server|internal|try again|temporar|unavailable|timed? ?out|timeout|"
                            r"overload|busy|maintenance", re.I)
 
@@ -78,6 +83,10 @@ def error_from_message(code: int | None, message: str, *, op: str, subject: str,
         return AuthError(f"Pixwith refused the API key: {text}", **kw)
     if _BALANCE_WORDS.search(text):
         return InsufficientBalance(f"Pixwith credits exhausted: {text}", **kw)
+    if _BUSY_WORDS.search(text):
+        return ConcurrencyLimited(f"Pixwith is busy with this account's tasks: {text}", **kw)
+    if _RATE_WORDS.search(text):
+        return RateLimited(f"Pixwith rate limit: {text}", **kw)
     if _SERVER_WORDS.search(text):
         return ServerError(f"Pixwith server error: {text}", **kw)
     if op == "poll":

@@ -92,13 +92,18 @@ class NonceSource:
             return self._last
 
 
+#: One nonce sequence for the whole process: two clients built in the same millisecond (a
+#: run and a cancel, two providers objects in one test) still never send the same nonce.
+PROCESS_NONCES = NonceSource()
+
+
 class WiroAuth(httpx.Auth):
     """Adds Wiro's signature headers to each request it is given (sans-I/O)."""
 
     def __init__(self, api_key: str, api_secret: str, nonces: NonceSource | None = None) -> None:
         self._api_key = api_key
         self._api_secret = api_secret
-        self.nonces = nonces or NonceSource()
+        self.nonces = nonces or PROCESS_NONCES
 
     def __repr__(self) -> str:
         return "WiroAuth(api_key=***, api_secret=***)"

@@ -11,6 +11,7 @@ import pytest
 
 from runner.errors import (
     AuthError,
+    ConcurrencyLimited,
     ConnectFailed,
     JobRejected,
     RateLimited,
@@ -227,6 +228,20 @@ async def test_connect_failure_and_429_and_5xx() -> None:
     async with pixwith_client(lambda r: httpx.Response(502, text="bad gateway")) as client:
         with pytest.raises(ServerError):
             await client.submit(make_job("pixwith/seedream-4.5"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("message", "error"), [
+    ("Too many tasks in progress, please try again later", ConcurrencyLimited),
+    ("Too many requests, please slow down.", RateLimited),
+    ("Internal server error", ServerError),
+    ("Invalid model_id: '0-99'", JobRejected),
+])
+async def test_worded_limits_and_server_errors(message: str, error: type[Exception]) -> None:
+    async with pixwith_client(lambda r: json_response({"code": 0, "message": message})) as client:
+        with pytest.raises(error) as info:
+            await client.submit(make_job("pixwith/seedream-4.5"))
+    assert type(info.value) is error
 
 
 @pytest.mark.anyio

@@ -128,3 +128,21 @@ async def test_nonces_unique_across_5000_concurrent_requests() -> None:
     assert len(nonces) == 5000
     assert len(set(nonces)) == 5000
     assert bad == []
+
+
+@pytest.mark.anyio
+async def test_clients_of_one_process_share_the_nonce_sequence() -> None:
+    nonces: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonces.append(request.headers["x-nonce"])
+        return json_response({"result": True, "errors": [],
+                              "tasklist": [{"id": "1", "status": "task_queue"}]})
+
+    first, second = wiro_client(handler), wiro_client(handler)
+    assert first.auth.nonces is second.auth.nonces
+    async with first, second:
+        for _ in range(50):
+            await first.poll("1")
+            await second.poll("1")
+    assert len(set(nonces)) == 100
