@@ -7,7 +7,7 @@ Wire facts (docs/providers.md has the whole story):
 * ``POST Run/{owner}/{slug}`` as multipart/form-data: repeated ``inputImage`` parts (files or
   URL strings, in the manifest's order), ``prompt`` and every parameter as a string;
 * ``POST Task/Detail`` ``{"taskid"}``; success only on ``task_postprocess_end`` with
-  ``pexit == "0"``;
+  ``pexit == "0"``, failure on ``task_postprocess_end`` with any other ``pexit``;
 * ``POST Task/Cancel`` for queued tasks, ``Task/Kill`` for running ones;
 * errors: ``{"result": false, "errors": [{"code", "message"}]}``, mostly with HTTP 200.
 """
@@ -54,11 +54,16 @@ log = logging.getLogger(__name__)
 PROVIDER = "wiro"
 
 QUEUED_STATUSES = frozenset({"task_queue", "task_accept", "task_assign"})
+# task_error / task_error_full mean "the model wrote to stderr": Wiro's task documentation
+# calls them interim log events, not failures ("the task may still complete successfully;
+# always wait for task_postprocess_end"), and the official client's terminal statuses are
+# task_postprocess_end and task_cancel only. Ending a task there would drop outputs that
+# are then billed, so they count as running; the verdict is pexit at task_postprocess_end.
+STDERR_STATUSES = frozenset({"task_error", "task_error_full"})
 RUNNING_STATUSES = frozenset({
     "task_preprocess_start", "task_preprocess_end", "task_start", "task_output",
     "task_output_full", "task_end", "task_postprocess_start",
-})
-FAILED_STATUSES = frozenset({"task_error", "task_error_full"})
+}) | STDERR_STATUSES
 SUCCESS_STATUS = "task_postprocess_end"
 CANCEL_STATUS = "task_cancel"
 
@@ -282,9 +287,6 @@ def parse_task(task: Mapping[str, Any]) -> TaskStatus:
                 error = debugerror or f"exit code {str(pexit).strip()}"
     elif status == CANCEL_STATUS:
         state = TaskState.CANCELLED
-    elif status in FAILED_STATUSES:
-        state = TaskState.FAILED
-        error = debugerror or f"task reported {status}"
     elif status in QUEUED_STATUSES:
         state = TaskState.QUEUED
     else:
@@ -418,5 +420,4 @@ class WiroProvider(HttpProvider):
 
 def wiro_statuses() -> Iterable[str]:
     """Every status word this client knows, for documentation and tests."""
-    return sorted(QUEUED_STATUSES | RUNNING_STATUSES | FAILED_STATUSES
-                  | {SUCCESS_STATUS, CANCEL_STATUS})
+    return sorted(QUEUED_STATUSES | RUNNING_STATUSES | {SUCCESS_STATUS, CANCEL_STATUS})
