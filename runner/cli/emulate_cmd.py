@@ -1,0 +1,137 @@
+"""``seedbatch emulate``: serve the built-in Wiro + Pixwith emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import click
+
+from runner.cli import handles_errors, main
+from runner.config import DEMO_CREDENTIALS, is_loopback
+from runner.errors import ConfigError
+
+CREDENTIAL_VARS = ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY")
+
+
+def credential_lines(env: Mapping[str, str]) -> list[str]:
+    """Where each accepted credential comes from. Values from the environment are never
+    shown; the built-in demo values are public and shown so they can be copied."""
+    lines = []
+    for var in CREDENTIAL_VARS:
+        if env.get(var):
+            lines.append(f"  {var:<16} from the environment (value not shown)")
+        else:
+            lines.append(f"  export {var}={DEMO_CREDENTIALS[var]}   # built-in demo value")
+    return lines
+
+
+def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+    from runner.emulator.faults import FaultSpec
+
+    try:
+        return FaultSpec.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command(context_settings={"max_content_width": 100})
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on. Keep it loopback: the emulator has no real security.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--latency", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds from submit to a finished task.")
+@click.option("--jitter", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Random ± fraction of --latency per task.")
+@click.option("--faults", "faults", default=None, callback=_faults, metavar="SPEC",
+              help="Fault rates per request, e.g. "
+                   "'429=0.1,5xx=0.05,drop=0.02,slow=0.05,fail=0.1,truncate=0.05,slow_seconds=3'.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Unfinished tasks allowed per account (Wiro answers code 96 beyond).")
+@click.option("--image-size", type=click.Choice(["small", "full"]), default="small",
+              show_default=True,
+              help="'small': outputs ~256 px on the long side; 'full': the requested size.")
+@click.option("--pad-bytes", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Pad every output PNG to at least this many bytes (download benchmarks).")
+@click.option("--credits", "credits", default=500, show_default=True,
+              type=click.IntRange(min=0), help="Starting Pixwith credit balance.")
+@click.option("--seed", default=None, type=int, help="Seed for fault and jitter draws.")
+@handles_errors
+def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
+            concurrency: int, image_size: str, pad_bytes: int, credits: int,
+            seed: int | None) -> None:
+    """Serve the built-in Wiro + Pixwith emulator (offline, free) until Ctrl-C.
+
+    It speaks both vendors' APIs exactly as their pages document them, renders real PNGs
+    showing the prompt, bills list prices, and can inject faults. Counters live at /__stats.
+
+    \b
+    Try a vendor recipe against it (Wiro, signature auth):
+      seedbatch emulate --port 8000 --latency 1 &
+      export YOUR_API_KEY=demo-wiro-key YOUR_API_SECRET=demo-wiro-secret
+      export NONCE=$(date +%s%N)
+      export SIGNATURE="$(echo -n "${YOUR_API_SECRET}${NONCE}" \\
+        | openssl dgst -sha256 -hmac "${YOUR_API_KEY}" | awk '{print $NF}')"
+      curl -X POST "http://127.0.0.1:8000/wiro/v1/Run/bytedance/seedream-v4" \\
+        -H "x-api-key: ${YOUR_API_KEY}" -H "x-nonce: ${NONCE}" \\
+        -H "x-signature: ${SIGNATURE}" \\
+        -F "prompt=A lighthouse at dawn" -F "size=2048x2048" -F "maxImages=1" \\
+        -F "watermark=false" -F "inputImage=@ref.png"
+      # then Task/Detail with -d '{"taskid": "…"}' and a fresh NONCE/SIGNATURE
+
+    \b
+    Pixwith:
+      curl -X POST http://127.0.0.1:8000/pixwith/api/task/create \\
+        -H "Content-Type: application/json" \\
+        -H "Api-Key: key_00000000000000000000000000000000" \\
+        -d '{"prompt": "a lighthouse", "model_id": "0-32",
+             "options": {"prompt_optimization": false, "num_outputs": 1,
+                         "resolution": "2K", "aspect_ratio": "16:9"}}'
+
+    \b
+    Point seedbatch at it (or use `seedbatch run --emulate`, which starts its own):
+      export WIRO_BASE_URL=http://127.0.0.1:8000/wiro/v1
+      export PIXWITH_BASE_URL=http://127.0.0.1:8000/pixwith/api
+    """
+    from runner.emulator import EmulatorConfig
+    from runner.emulator.app import create_app
+    from runner.emulator.faults import FaultSpec
+    from runner.emulator.server import bind_socket, make_server, url_for
+
+    assert isinstance(faults, FaultSpec)
+    config = EmulatorConfig.from_env(
+        latency=latency, jitter=jitter, faults=faults, concurrency=concurrency,
+        image_size=image_size, output_pad_bytes=pad_bytes, pixwith_credits=credits, seed=seed,
+    )
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}, not a loopback address: anyone who can "
+                   f"reach this machine can use the emulator and read its files", err=True)
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick "
+                          f"another --port, or --port 0 for a free one") from None
+    url = url_for(host, sock.getsockname()[1])
+    lines = [
+        f"seedbatch emulator listening on {url}",
+        f"  Wiro     {url}/wiro/v1",
+        f"  Pixwith  {url}/pixwith/api",
+        f"  stats    {url}/__stats",
+        "Point clients at it:",
+        f"  export WIRO_BASE_URL={url}/wiro/v1",
+        f"  export PIXWITH_BASE_URL={url}/pixwith/api",
+        "Credentials it accepts:",
+        *credential_lines(os.environ),
+        f"latency {latency:g} s, jitter {jitter:g}, concurrency {concurrency}, "
+        f"faults {faults}, images {image_size}"
+        + (f", padded to {pad_bytes} bytes" if pad_bytes else ""),
+        "Press Ctrl-C to stop.",
+    ]
+    click.echo("\n".join(lines))
+    server = make_server(create_app(config), log_level="info", access_log=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    click.echo("emulator stopped")
