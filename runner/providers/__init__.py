@@ -27,10 +27,12 @@ def make_provider(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: httpx.Timeout | None = None,
     concurrency: int = 8,
-) -> Provider:
-    """A client for ``settings.name``. ``transport`` replaces the network (tests pass
-    ``httpx.ASGITransport(app=...)`` or ``httpx.MockTransport``); ``concurrency`` sizes the
-    connection pool for that many tasks in flight."""
+) -> WiroProvider | PixwithProvider:
+    """A client for ``settings.name``; both kinds implement :class:`Provider`.
+
+    ``transport`` replaces the network (tests pass ``httpx.ASGITransport(app=...)`` or
+    ``httpx.MockTransport``); ``timeout`` replaces the default (connect 10 s, read 60 s);
+    ``concurrency`` sizes the connection pool for that many tasks in flight."""
     if settings.name == "wiro":
         return WiroProvider(base_url=settings.base_url, api_key=settings.api_key,
                             api_secret=settings.api_secret, transport=transport,
