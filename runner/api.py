@@ -1,0 +1,684 @@
+"""Library entry points: run a manifest, resume, look at or cancel a run directory.
+
+>>> result = run("manifests/quickstart.yaml", emulate=True)      # doctest: +SKIP
+>>> result.exit_code, result.run_dir                              # doctest: +SKIP
+
+``run`` = :func:`prepare` (load the plan, resolve every provider's credentials up front,
+apply ``only``/``max_usd``/``concurrency``) then :func:`execute` (create the run directory,
+journal, execute, summarise, write the report). The command line asks for confirmation
+between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runner import __version__
+from runner.config import ProviderSettings, is_loopback, resolve
+from runner.errors import ConfigError, FatalProviderError, RunDirError
+from runner.execute.executor import (
+    Executor,
+    ExecutorOptions,
+    Outcome,
+    ReuseLookup,
+    cancel_remote_tasks,
+)
+from runner.execute.journal import JobRecord, JobState, Journal, utc_now
+from runner.execute.limits import EffectiveLimits, effective_limits
+from runner.execute.progress import LogProgress, NullProgress, ProgressSink, RichProgress
+from runner.execute.rundir import (
+    JOURNAL_NAME,
+    MANIFEST_NAME,
+    OUTPUTS_DIR,
+    PLAN_NAME,
+    RunLock,
+    check_run_dir,
+    new_run_dir,
+    output_names,
+    plan_document,
+    read_plan,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from runner.jobs import Budget, Estimate, Job, Limits, Plan
+from runner.providers.base import Provider
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEFAULT_EMULATE_LATENCY = 1.0
+# Paths of the two APIs on the emulator (a transport injected in tests has no real address).
+EMULATOR_PATHS = {"wiro": "/wiro/v1", "pixwith": "/pixwith/api"}
+TRANSPORT_HOST = "http://127.0.0.1:9"
+
+
+# -- results ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    counts: dict[str, int]
+    exit_code: int
+    spent_usd: float = 0.0
+    spent_credits: float = 0.0
+    estimate: Estimate = field(default_factory=Estimate)
+    images: int = 0
+    elapsed: float = 0.0
+    interrupted: bool = False
+    fatal: tuple[str, ...] = ()
+    messages: tuple[str, ...] = ()
+    report: Path | None = None
+
+    @property
+    def succeeded(self) -> int:
+        return self.counts.get("succeeded", 0) + self.counts.get("reused", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+    @property
+    def unknown(self) -> int:
+        return self.counts.get("unknown", 0)
+
+    @property
+    def pending(self) -> int:
+        """Not finished: never submitted, or a task still out there (resume re-attaches)."""
+        return sum(self.counts.get(s, 0) for s in
+                   ("pending", "submitting", "submitted", "running", "downloading"))
+
+    @property
+    def cancelled(self) -> int:
+        return self.counts.get("cancelled", 0)
+
+    @property
+    def skipped(self) -> int:
+        return self.counts.get("skipped", 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir), "exit_code": self.exit_code,
+            "counts": dict(self.counts), "succeeded": self.succeeded, "failed": self.failed,
+            "pending": self.pending, "unknown": self.unknown, "cancelled": self.cancelled,
+            "skipped": self.skipped, "images": self.images,
+            "spent": {"usd": self.spent_usd, "credits": self.spent_credits},
+            "estimate": {"images": self.estimate.images, "usd": self.estimate.usd,
+                         "credits": self.estimate.credits},
+            "elapsed_seconds": round(self.elapsed, 3), "interrupted": self.interrupted,
+            "fatal": list(self.fatal), "messages": list(self.messages),
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A plan ready to run: jobs selected, limits and budget settled, credentials checked."""
+
+    plan: Plan
+    selected: tuple[Job, ...]
+    skipped: Mapping[str, str]  # job key → why it is not run
+    names: Mapping[str, Mapping[str, Mapping[str, str]]]  # output names per job
+    limits: Mapping[str, EffectiveLimits]
+    budget: Budget
+    providers: tuple[str, ...]
+    emulate: bool
+    env: Mapping[str, str]
+    force: bool = False
+    only: str | None = None
+
+    @property
+    def estimate(self) -> Estimate:
+        total = Estimate()
+        for job in self.selected:
+            total = total + job.estimate
+        return total
+
+
+# -- shared pieces ----------------------------------------------------------------------------
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return min(values) if values else None
+
+
+def _limits_for(providers: Sequence[str], plan_limits: Mapping[str, Limits],
+                concurrency: int | None) -> dict[str, EffectiveLimits]:
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1 (got {concurrency})")
+    return {name: effective_limits(plan_limits.get(name), concurrency) for name in providers}
+
+
+def _check_max_usd(max_usd: float | None) -> None:
+    if max_usd is not None and not max_usd >= 0:
+        raise ConfigError(f"--max-usd must be a non-negative amount (got {max_usd})")
+
+
+def select_jobs(jobs: Sequence[Job], only: str | None) -> tuple[tuple[Job, ...], dict[str, str]]:
+    """Jobs whose name matches the glob ``only`` (all without one), and why the rest are out."""
+    if not only:
+        return tuple(jobs), {}
+    chosen = tuple(j for j in jobs if fnmatch.fnmatchcase(j.name, only))
+    if not chosen:
+        names = ", ".join(sorted({j.name for j in jobs})[:8])
+        raise ConfigError(f"--only {only!r} matches no job; job names: {names}"
+                          f"{' …' if len({j.name for j in jobs}) > 8 else ''}")
+    picked = {j.key for j in chosen}
+    return chosen, {j.key: f"not selected by --only {only}" for j in jobs if j.key not in picked}
+
+
+def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | None = None,
+            concurrency: int | None = None, only: str | None = None, force: bool = False,
+            env: Mapping[str, str] | None = None) -> Prepared:
+    """Load and check everything a run needs before anything is created or sent."""
+    from runner.manifest import load_plan
+
+    _check_max_usd(max_usd)
+    env = dict(os.environ if env is None else env)
+    plan = load_plan(manifest)
+    selected, skipped = select_jobs(plan.jobs, only)
+    providers = tuple(sorted({job.provider for job in selected}))
+    # Every credential needed, up front: a missing one stops the run before any submit.
+    for name in providers:
+        resolve(name, plan.providers, env, demo=emulate,
+                base_url="http://127.0.0.1" if emulate else None)
+    names = {job.key: output_names(plan, job) for job in plan.jobs}
+    budget = Budget(_lower(plan.budget.max_usd, max_usd), plan.budget.max_credits)
+    return Prepared(plan=plan, selected=selected, skipped=skipped, names=names,
+                    limits=_limits_for(providers, plan.limits, concurrency), budget=budget,
+                    providers=providers, emulate=emulate, env=env, force=force, only=only)
+
+
+def make_progress(quiet: bool, stream: Any = None) -> ProgressSink:
+    if quiet:
+        return NullProgress()
+    target = stream or sys.stderr
+    if hasattr(target, "isatty") and target.isatty():
+        return RichProgress()
+    return LogProgress(target)
+
+
+@contextlib.contextmanager
+def _emulator(emulate: bool, transport: httpx.AsyncBaseTransport | None, latency: float,
+              faults: str | None) -> Iterator[dict[str, str] | None]:
+    """Base URLs of an in-process emulator (started here unless a transport is injected)."""
+    if not emulate:
+        yield None
+        return
+    if transport is not None:
+        yield {name: TRANSPORT_HOST + path for name, path in EMULATOR_PATHS.items()}
+        return
+    from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread
+
+    cfg = EmulatorConfig(latency=latency, faults=FaultSpec.parse(faults or ""))
+    with serve_in_thread(cfg) as server:
+        yield {"wiro": server.wiro_base_url, "pixwith": server.pixwith_base_url}
+
+
+def _settings(providers: Sequence[str], manifest_providers: Mapping[str, Any],
+              env: Mapping[str, str], emulated: Mapping[str, str] | None,
+              ) -> dict[str, ProviderSettings]:
+    return {name: resolve(name, manifest_providers, env, demo=emulated is not None,
+                          base_url=emulated.get(name) if emulated else None)
+            for name in providers}
+
+
+def _make_providers(settings: Mapping[str, ProviderSettings],
+                    limits: Mapping[str, EffectiveLimits],
+                    transport: httpx.AsyncBaseTransport | None) -> dict[str, Provider]:
+    from runner.providers import make_provider
+
+    return {name: make_provider(s, transport=transport, concurrency=limits[name].concurrency)
+            for name, s in settings.items()}
+
+
+def _reuse_lookup(prepared: Prepared, runs_dir: Path) -> ReuseLookup | None:
+    """Outputs of earlier runs for jobs with the same key (unless ``force``), when the
+    report package offers a cache."""
+    if prepared.force:
+        return None
+    try:
+        cache = importlib.import_module("runner.report.cache")
+    except ModuleNotFoundError:
+        return None
+    finder = getattr(cache, "reuse_lookup", None)
+    return finder(runs_dir) if callable(finder) else None
+
+
+@contextlib.contextmanager
+def _signals(executor: Executor, enabled: bool) -> Iterator[None]:
+    """SIGINT → executor.interrupt() (first: stop submitting; second: cancel and stop)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, executor.interrupt)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - not on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _execute_async(executor: Executor, providers: Mapping[str, Provider],
+                         handle_signals: bool) -> Outcome:
+    try:
+        with _signals(executor, handle_signals):
+            return await executor.run()
+    finally:
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+
+
+def _exit_code(outcome: Outcome, counts: Mapping[str, int]) -> int:
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if outcome.fatal:
+        return EXIT_FATAL
+    unfinished = sum(n for state, n in counts.items()
+                     if state not in ("succeeded", "reused", "skipped"))
+    return EXIT_OK if unfinished == 0 else EXIT_FAILED
+
+
+def _finalize_report(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """Let the report package write report.json/report.html, when it is installed."""
+    try:
+        report = importlib.import_module("runner.report")
+    except ModuleNotFoundError:
+        return None, []
+    finalize = getattr(report, "finalize", None)
+    if not callable(finalize):
+        return None, []
+    try:
+        done = finalize(run_dir)
+    except Exception as exc:  # the run's outcome stands; say what went wrong with the report
+        return None, [f"report not written: {type(exc).__name__}: {exc}"]
+    warnings = [str(w) for w in getattr(done, "warnings", ()) or ()]
+    return getattr(done, "report_json", None), warnings
+
+
+def _messages(outcome: Outcome, journal: Journal, run_dir: Path) -> list[str]:
+    notes = []
+    for exc in outcome.fatal:
+        notes.append(fatal_advice(exc))
+    if outcome.budget_held:
+        notes.append(f"{outcome.budget_held} job{'s' if outcome.budget_held != 1 else ''} not "
+                     f"submitted: the budget would be exceeded ({outcome.budget_reason}). "
+                     f"Raise it with --max-usd and run: seedbatch resume {run_dir}")
+    unknown = journal.jobs(JobState.UNKNOWN)
+    if unknown:
+        notes.append(f"{len(unknown)} job{'s' if len(unknown) != 1 else ''} with an unknown "
+                     f"outcome (a task may exist and be billed); check the provider's "
+                     f"dashboard, then, to send them again: "
+                     f"seedbatch resume {run_dir} --retry-unknown")
+    if outcome.interrupted and not outcome.cancelled:
+        notes.append(f"interrupted: continue with: seedbatch resume {run_dir}")
+    notes.extend(outcome.notes)
+    return notes
+
+
+def fatal_advice(exc: FatalProviderError) -> str:
+    from runner.config import CREDENTIAL_VARS
+    from runner.errors import AuthError
+
+    name = exc.provider or "the provider"
+    if isinstance(exc, AuthError):
+        variables = " and ".join(CREDENTIAL_VARS.get(exc.provider, ())) or "the credentials"
+        return f"{name} refused the credentials: check {variables} ({exc.message})"
+    return f"{name}: not enough balance or credits — top up the account, then resume " \
+           f"({exc.message})"
+
+
+def _finish(run_dir: Path, journal: Journal, outcome: Outcome, estimate: Estimate,
+            started: float) -> RunResult:
+    journal.set_meta("finished_at", utc_now())
+    counts = journal.counts()
+    code = _exit_code(outcome, counts)
+    journal.set_meta("exit_code", code)
+    messages = _messages(outcome, journal, run_dir)
+    return RunResult(
+        run_dir=run_dir, counts=counts, exit_code=code, spent_usd=outcome.spent_usd,
+        spent_credits=outcome.spent_credits, estimate=estimate, images=outcome.images,
+        elapsed=time.monotonic() - started, interrupted=outcome.interrupted,
+        fatal=tuple(str(f) for f in outcome.fatal), messages=tuple(messages))
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = True,
+            progress: ProgressSink | None = None,
+            transport: httpx.AsyncBaseTransport | None = None,
+            emulate_latency: float = DEFAULT_EMULATE_LATENCY, emulate_faults: str | None = None,
+            handle_signals: bool = True, options: ExecutorOptions | None = None,
+            on_run_dir: Any = None) -> RunResult:
+    """Create the run directory and run the prepared plan (no questions asked)."""
+    started = time.monotonic()
+    plan = prepared.plan
+    runs = Path(runs_dir)
+    with _emulator(prepared.emulate, transport, emulate_latency, emulate_faults) as emulated:
+        settings = _settings(prepared.providers, plan.providers, prepared.env, emulated)
+        run_dir = new_run_dir(runs, plan.name)
+        if on_run_dir is not None:
+            on_run_dir(run_dir)
+        lock = RunLock(run_dir).acquire()
+        try:
+            write_bytes_atomic(run_dir / MANIFEST_NAME, plan.manifest_bytes)
+            write_json_atomic(run_dir / PLAN_NAME,
+                              plan_document(plan, plan.jobs, prepared.names))
+            (run_dir / OUTPUTS_DIR).mkdir(exist_ok=True)
+            meta = {
+                "run_id": run_dir.name,
+                "name": plan.name,
+                "tool": "seedbatch",
+                "version": __version__,
+                "created_at": utc_now(),
+                "started_at": utc_now(),
+                "manifest_path": str(plan.manifest_path),
+                "manifest_sha256": plan.manifest_sha256,
+                "emulate": "in-process" if prepared.emulate else None,
+                "emulated": prepared.emulate,
+                "base_urls": {name: s.base_url for name, s in settings.items()},
+                "options": {"only": prepared.only, "force": prepared.force,
+                            "max_usd": prepared.budget.max_usd,
+                            "max_credits": prepared.budget.max_credits,
+                            "limits": {n: {"concurrency": lim.concurrency,
+                                           "requests_per_minute": lim.requests_per_minute}
+                                       for n, lim in prepared.limits.items()}},
+                "estimate": {"images": prepared.estimate.images, "usd": prepared.estimate.usd,
+                             "credits": prepared.estimate.credits},
+            }
+            with Journal.create(run_dir / JOURNAL_NAME, plan.jobs, meta,
+                                skipped=prepared.skipped) as journal:
+                providers = _make_providers(settings, prepared.limits, transport)
+                executor = Executor(
+                    run_dir=run_dir, journal=journal, jobs=plan.jobs,
+                    output_names=prepared.names, providers=providers, limits=prepared.limits,
+                    budget=prepared.budget,
+                    progress=progress if progress is not None else make_progress(quiet),
+                    options=options, reuse=_reuse_lookup(prepared, runs))
+                outcome = asyncio.run(_execute_async(executor, providers, handle_signals))
+                result = _finish(run_dir, journal, outcome, prepared.estimate, started)
+            report, warnings = _finalize_report(run_dir)
+        finally:
+            lock.release()
+    return replace(result, report=report, messages=result.messages + tuple(warnings))
+
+
+def run(manifest: str | Path, *, emulate: bool = False, runs_dir: str | Path = "runs",
+        max_usd: float | None = None, concurrency: int | None = None, only: str | None = None,
+        force: bool = False, quiet: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        env: Mapping[str, str] | None = None,
+        emulate_latency: float = DEFAULT_EMULATE_LATENCY, emulate_faults: str | None = None,
+        progress: ProgressSink | None = None, handle_signals: bool = True,
+        options: ExecutorOptions | None = None) -> RunResult:
+    """Run a manifest end to end; returns where the run directory is and how it went.
+
+    ``transport`` replaces the network for every provider (tests pass
+    ``httpx.ASGITransport(app=create_app(cfg))``); ``env`` replaces ``os.environ`` for
+    credentials and base URLs."""
+    prepared = prepare(manifest, emulate=emulate, max_usd=max_usd, concurrency=concurrency,
+                       only=only, force=force, env=env)
+    return execute(prepared, runs_dir=runs_dir, quiet=quiet, progress=progress,
+                   transport=transport, emulate_latency=emulate_latency,
+                   emulate_faults=emulate_faults, handle_signals=handle_signals,
+                   options=options)
+
+
+# -- resume -------------------------------------------------------------------------------------
+
+def _resume_base_urls(meta: Mapping[str, Any], env: Mapping[str, str], emulate: bool,
+                      emulated: Mapping[str, str] | None, providers: Sequence[str],
+                      run_dir: Path) -> tuple[dict[str, dict[str, str]], bool]:
+    """Base URLs for a resume: the emulator started now, else ``*_BASE_URL`` from the
+    environment, else the ones the run recorded. Returns (providers section, demo)."""
+    from runner.config import BASE_URL_VARS
+
+    recorded = dict(meta.get("base_urls") or {})
+    section: dict[str, dict[str, str]] = {}
+    demo = False
+    for name in providers:
+        if emulated is not None:
+            demo = True
+            continue
+        if env.get(BASE_URL_VARS[name]):
+            url = env[BASE_URL_VARS[name]]
+        elif name in recorded:
+            url = recorded[name]
+            if meta.get("emulate") == "in-process":
+                raise ConfigError(
+                    f"{run_dir} ran against an emulator inside the process that ran it, which "
+                    f"stopped with it. Serve one (seedbatch emulate --port 8765) and set "
+                    f"WIRO_BASE_URL=http://127.0.0.1:8765/wiro/v1 and "
+                    f"PIXWITH_BASE_URL=http://127.0.0.1:8765/pixwith/api, or pass --emulate "
+                    f"to start a fresh one (tasks sent to the old one are sent again: "
+                    f"emulated tasks cost nothing)")
+        else:
+            continue
+        section[name] = {"base_url": url}
+        from urllib.parse import urlsplit
+
+        if meta.get("emulated") and is_loopback(urlsplit(url).hostname or ""):
+            demo = True
+    return section, demo
+
+
+def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = False,
+           max_usd: float | None = None, concurrency: int | None = None, quiet: bool = True,
+           transport: httpx.AsyncBaseTransport | None = None,
+           env: Mapping[str, str] | None = None,
+           emulate_latency: float = DEFAULT_EMULATE_LATENCY, emulate_faults: str | None = None,
+           progress: ProgressSink | None = None, handle_signals: bool = True,
+           options: ExecutorOptions | None = None) -> RunResult:
+    """Pick a run up where it stopped: tasks that exist are followed and downloaded (never
+    sent again), pending jobs are submitted, jobs left mid-submit become ``unknown`` (sent
+    again only with ``retry_unknown``)."""
+    started = time.monotonic()
+    _check_max_usd(max_usd)
+    env = dict(os.environ if env is None else env)
+    path = check_run_dir(run_dir)
+    doc = read_plan(path)
+    lock = RunLock(path).acquire()
+    try:
+        with Journal.open(path / JOURNAL_NAME) as journal:
+            meta = journal.meta()
+            records = journal.jobs()
+            by_key = {r.key: r for r in records}
+            jobs = [j for j in doc.jobs if j.key in by_key]
+            active = [j for j in jobs if by_key[j.key].state not in
+                      (JobState.SUCCEEDED, JobState.SKIPPED, JobState.REUSED,
+                       JobState.CANCELLED)]
+            if not retry_unknown:
+                active = [j for j in active if by_key[j.key].state is not JobState.UNKNOWN]
+            providers = tuple(sorted({j.provider for j in active}))
+            opts = options or ExecutorOptions()
+            opts = replace(opts, retry_unknown=retry_unknown)
+            if emulate and not meta.get("emulated"):
+                raise ConfigError(f"{path} ran against the real providers; --emulate can only "
+                                  f"resume a run that was emulated")
+            fresh_emulator = emulate and meta.get("emulate") == "in-process"
+            with _emulator(emulate, transport, emulate_latency, emulate_faults) as emulated:
+                section, demo = _resume_base_urls(meta, env, emulate, emulated, providers, path)
+                settings = {name: resolve(name, section, env, demo=demo or emulated is not None,
+                                          base_url=emulated.get(name) if emulated else None)
+                            for name in providers}
+                if fresh_emulator and emulated is not None:
+                    _forget_emulated_tasks(journal)
+                plan_budget = doc.budget
+                budget = Budget(_lower(plan_budget.max_usd, max_usd), plan_budget.max_credits)
+                limits = _limits_for(providers, doc.limits, concurrency)
+                journal.set_meta("base_urls", {**(meta.get("base_urls") or {}),
+                                               **{n: s.base_url for n, s in settings.items()}})
+                resumes = int(meta.get("resumes", 0)) + 1
+                journal.set_meta("resumes", resumes)
+                journal.note("resume", {"n": resumes, "retry_unknown": retry_unknown})
+                providers_obj = _make_providers(settings, limits, transport)
+                estimate = Estimate()
+                for job in doc.jobs:
+                    if by_key.get(job.key) and by_key[job.key].state is not JobState.SKIPPED:
+                        estimate = estimate + job.estimate
+                from runner.execute.download import discard_partials
+
+                discard_partials(path / OUTPUTS_DIR)
+                executor = Executor(
+                    run_dir=path, journal=journal, jobs=jobs, output_names=doc.output_names,
+                    providers=providers_obj, limits=limits, budget=budget,
+                    progress=progress if progress is not None else make_progress(quiet),
+                    options=opts)
+                outcome = asyncio.run(_execute_async(executor, providers_obj, handle_signals))
+                result = _finish(path, journal, outcome, estimate, started)
+        report, warnings = _finalize_report(path)
+    finally:
+        lock.release()
+    return replace(result, report=report, messages=result.messages + tuple(warnings))
+
+
+def _forget_emulated_tasks(journal: Journal) -> None:
+    """A fresh in-process emulator knows none of the old one's tasks: send them again."""
+    for rec in journal.jobs():
+        if rec.state in (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING,
+                         JobState.DOWNLOADING, JobState.UNKNOWN) or (
+                rec.state is JobState.FAILED and rec.task_state == "succeeded"):
+            journal.set_pending(rec.key, clear_task=True,
+                                detail="the emulator that ran this task is gone")
+
+
+# -- status -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_dir: Path
+    meta: dict[str, Any]
+    counts: dict[str, int]
+    jobs: list[JobRecord]
+    running_pid: int | None
+    spent_usd: float
+    spent_credits: float
+    outputs: int = 0
+    cancel_requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        meta = {k: v for k, v in self.meta.items() if k != "options"}
+        return {
+            "run_dir": str(self.run_dir),
+            "running_pid": self.running_pid,
+            "meta": meta,
+            "counts": self.counts,
+            "spent": {"usd": self.spent_usd, "credits": self.spent_credits},
+            "outputs": self.outputs,
+            "cancel_requested": self.cancel_requested,
+            "jobs": [{"key": r.key, "name": r.name, "provider": r.provider, "model": r.model,
+                      "state": str(r.state), "attempts": r.attempts, "polls": r.polls,
+                      "task_id": r.task_id, "provider_status": r.provider_status,
+                      "cost_usd": r.cost_usd, "credits": r.credits, "error": r.error,
+                      "reason": r.reason, "submitted_at": r.submitted_at,
+                      "finished_at": r.finished_at} for r in self.jobs],
+        }
+
+
+def status(run_dir: str | Path) -> RunStatus:
+    """Where every job of a run stands (safe while another process runs it)."""
+    from runner.execute.executor import spent_so_far
+
+    path = check_run_dir(run_dir)
+    lock = RunLock(path)
+    pid = lock.holder_pid() if lock.is_held() else None
+    with Journal.open(path / JOURNAL_NAME) as journal:
+        jobs = journal.jobs()
+        usd, credits = spent_so_far(jobs)
+        return RunStatus(run_dir=path, meta=journal.meta(), counts=journal.counts(), jobs=jobs,
+                         running_pid=pid, spent_usd=usd, spent_credits=credits,
+                         outputs=len(journal.outputs()),
+                         cancel_requested=bool(journal.get_meta("cancel_requested")))
+
+
+# -- cancel -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CancelResult:
+    run_dir: Path
+    signalled_pid: int | None  # a process was running the run and was asked to stop
+    stopped: bool  # that process ended within the wait
+    cancelled: int  # remote tasks cancelled here (no process was running)
+    problems: tuple[str, ...] = ()
+
+
+def cancel(run_dir: str | Path, *, env: Mapping[str, str] | None = None,
+           transport: httpx.AsyncBaseTransport | None = None, wait: float = 30.0) -> CancelResult:
+    """Stop a run's remote tasks.
+
+    If a process runs it, a cancel request is written to the journal (the process checks
+    it twice a second, cancels its tasks and exits 130) and this waits up to ``wait``
+    seconds for it to end. Otherwise the remote tasks the journal shows in flight are
+    cancelled from here."""
+    env = dict(os.environ if env is None else env)
+    path = check_run_dir(run_dir)
+    lock = RunLock(path)
+    try:
+        lock.acquire()
+    except RunDirError:
+        pid = lock.holder_pid()
+        with Journal.open(path / JOURNAL_NAME) as journal:
+            journal.set_meta("cancel_requested", utc_now())
+            journal.note("cancel_requested", {"pid": pid, "by": os.getpid()})
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and lock.is_held():
+            time.sleep(0.1)
+        return CancelResult(path, pid, not lock.is_held(), 0)
+    try:
+        with Journal.open(path / JOURNAL_NAME) as journal:
+            meta = journal.meta()
+            targets = [r for r in journal.jobs()
+                       if r.state in (JobState.SUBMITTED, JobState.RUNNING) and r.task_id]
+            if not targets:
+                journal.note("cancel", {"cancelled": 0})
+                return CancelResult(path, None, True, 0)
+            providers = tuple(sorted({r.provider for r in targets}))
+            section, demo = _resume_base_urls({**meta, "emulate": None}, env, False, None,
+                                              providers, path)
+            settings = {name: resolve(name, section, env, demo=demo) for name in providers}
+            doc = read_plan(path)
+            limits = _limits_for(providers, doc.limits, None)
+            clients = _make_providers(settings, limits, transport)
+
+            async def go() -> tuple[int, list[str]]:
+                try:
+                    return await cancel_remote_tasks(journal, clients, why="seedbatch cancel")
+                finally:
+                    for client in clients.values():
+                        with contextlib.suppress(Exception):
+                            await client.aclose()
+
+            done, problems = asyncio.run(go())
+            journal.note("cancel", {"cancelled": done, "problems": problems})
+            return CancelResult(path, None, True, done, tuple(problems))
+    finally:
+        lock.release()
+
+
+__all__ = [
+    "CancelResult",
+    "Prepared",
+    "RunResult",
+    "RunStatus",
+    "cancel",
+    "execute",
+    "prepare",
+    "resume",
+    "run",
+    "status",
+]

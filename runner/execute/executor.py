@@ -1,0 +1,909 @@
+"""The executor: submit, follow and download every job of a run, within limits, paying once.
+
+Shape of a run (one asyncio loop)::
+
+    dispatcher per provider ── for each pending job, in plan order:
+        wait for an in-flight slot (AdaptiveSlots) ─▶ reserve its estimated cost (Budget)
+        ─▶ spawn the job's task
+    job task:
+        submit  (journal: ``submitting`` + attempt committed first; every call through the
+                 provider's RequestGate; retried only on TransientError, via stamina)
+        follow  (first poll when the task is likely done — LatencyBook — then backing off;
+                 the slot is released the moment the task is seen finished)
+        download every output (streamed, checked, atomic) ─▶ ``succeeded``
+
+Never paying twice: a submit is sent again only after an error that proves no task was
+created. A lost answer (UnknownOutcome), or a process stopped mid-submit, leaves the job
+``unknown``; only ``resume --retry-unknown`` (the user's explicit choice) sends it again.
+A fatal answer (credentials, balance) stops every submit; tasks in flight are still
+followed and downloaded. :meth:`Executor.interrupt` does the same on a first Ctrl-C; a
+second (or a cancel request written in the journal by ``seedbatch cancel``) cancels the
+remote tasks and ends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import stamina
+
+from runner.errors import (
+    ConcurrencyLimited,
+    FatalProviderError,
+    JobRejected,
+    ProviderError,
+    RateLimited,
+    TransientError,
+    UnknownOutcome,
+)
+from runner.execute.download import DownloadError, download
+from runner.execute.journal import JobRecord, JobState, Journal, OutputRecord
+from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
+from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
+from runner.execute.progress import NullProgress, ProgressSink
+from runner.execute.rundir import OUTPUTS_DIR, output_name_for
+from runner.jobs import Budget, Job
+from runner.providers.base import Provider, RemoteOutput, SubmitResult, TaskState, TaskStatus
+
+IN_FLIGHT = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING, JobState.DOWNLOADING)
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    submit_failures: int = 5  # ServerError/ConnectFailed per job before it fails
+    poll_attempts: int = 8  # consecutive failed polls before a task is left for resume
+    task_timeout: float = 1800.0  # seconds after submit before a task is left for resume
+    download_attempts: int = 4
+    download_concurrency: int = 8
+    cancel_check_interval: float = 0.5
+    cancel_timeout: float = 30.0
+    retry_wait_initial: float = 0.5  # stamina: first backoff (and its jitter), seconds
+    retry_wait_max: float = 30.0
+    limited_wait_initial: float = 0.5  # first wait after a concurrency/rate rejection
+    download_backoff: float = 0.5
+    cooldown: float = 5.0
+    poll: PollSettings = field(default_factory=PollSettings)
+    initial_guess: Mapping[str, float] | None = None
+    retry_unknown: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReusedOutput:
+    """An output found in an earlier run, to be placed into this one."""
+
+    source: Path
+    index: int
+    bytes: int
+    sha256: str
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseHit:
+    origin: str  # where the outputs come from (an earlier run directory)
+    outputs: tuple[ReusedOutput, ...]
+
+
+ReuseLookup = Callable[[Job], ReuseHit | None]
+
+_EXT_OF = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+@dataclass
+class Lane:
+    """One provider: its client, slots, request gate, and whether it said something fatal."""
+
+    name: str
+    provider: Provider
+    limits: EffectiveLimits
+    slots: AdaptiveSlots
+    gate: RequestGate
+    fatal: FatalProviderError | None = None
+
+
+class SlotHolder:
+    """One job's hold on a provider slot: acquired and released at most once each time."""
+
+    def __init__(self, slots: AdaptiveSlots, *, held: bool) -> None:
+        self.slots = slots
+        self.held = held
+
+    async def acquire(self) -> None:
+        if not self.held:
+            await self.slots.acquire()
+            self.held = True
+
+    def take_now(self) -> None:
+        """Hold a slot at once, over the target if need be (a task already in flight)."""
+        if not self.held:
+            self.slots.take_now()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.release()
+
+
+class BudgetBook:
+    """Spent (provider-reported, or the estimate where a paid task reported nothing) plus
+    what tasks in flight are estimated to cost, against the caps."""
+
+    def __init__(self, budget: Budget, *, spent_usd: float = 0.0,
+                 spent_credits: float = 0.0) -> None:
+        self.max_usd = budget.max_usd
+        self.max_credits = budget.max_credits
+        self.spent_usd = spent_usd
+        self.spent_credits = spent_credits
+        self._reserved: dict[str, tuple[float, float]] = {}
+        self.changed = asyncio.Event()
+
+    @property
+    def reserved_usd(self) -> float:
+        return sum(u for u, _ in self._reserved.values())
+
+    @property
+    def reserved_credits(self) -> float:
+        return sum(c for _, c in self._reserved.values())
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._reserved)
+
+    def fits(self, job: Job) -> bool:
+        if self.max_usd is not None and job.estimate.usd > 0 and (
+                self.spent_usd + self.reserved_usd + job.estimate.usd > self.max_usd + 1e-9):
+            return False
+        return not (self.max_credits is not None and job.estimate.credits > 0 and (
+            self.spent_credits + self.reserved_credits + job.estimate.credits
+            > self.max_credits + 1e-9))
+
+    def why_not(self, job: Job) -> str:
+        parts = []
+        if self.max_usd is not None:
+            parts.append(f"${self.spent_usd + self.reserved_usd:.4f} spent or committed of "
+                         f"${self.max_usd:.2f}; this job ≈ ${job.estimate.usd:.4f}")
+        if self.max_credits is not None:
+            parts.append(f"{self.spent_credits + self.reserved_credits:g} credits of "
+                         f"{self.max_credits:g}; this job ≈ {job.estimate.credits:g}")
+        return "budget: " + "; ".join(parts)
+
+    def reserve(self, job: Job) -> None:
+        self._reserved[job.key] = (job.estimate.usd, job.estimate.credits)
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def settle(self, key: str, usd: float, credits: float) -> None:
+        """The task finished: its reservation becomes what it cost."""
+        self._reserved.pop(key, None)
+        self.spent_usd += usd
+        self.spent_credits += credits
+        self._notify()
+
+    def release(self, key: str) -> None:
+        """Nothing was (or will be) billed for this job."""
+        if self._reserved.pop(key, None) is not None:
+            self._notify()
+
+    def keep(self, key: str) -> None:
+        """The outcome is unknown: count the estimate as spent (it may have been billed)."""
+        usd, credits = self._reserved.pop(key, (0.0, 0.0))
+        self.spent_usd += usd
+        self.spent_credits += credits
+        self._notify()
+
+
+def spent_so_far(records: Sequence[JobRecord]) -> tuple[float, float]:
+    """What the journal says was (or may have been) paid: reported costs, estimates where a
+    paid or possibly-paid task reported none."""
+    usd = credits = 0.0
+    for r in records:
+        if r.state in (JobState.SUCCEEDED, JobState.DOWNLOADING) or (
+                r.state is JobState.FAILED and r.task_state == "succeeded"):
+            usd += r.cost_usd if r.cost_usd is not None else r.estimate_usd
+            credits += r.credits if r.credits is not None else r.estimate_credits
+        elif r.state is JobState.UNKNOWN:
+            usd += r.estimate_usd
+            credits += r.estimate_credits
+        else:
+            usd += r.cost_usd or 0.0
+            credits += r.credits or 0.0
+    return usd, credits
+
+
+@dataclass
+class Outcome:
+    counts: dict[str, int]
+    interrupted: bool = False
+    cancelled: bool = False
+    fatal: list[FatalProviderError] = field(default_factory=list)
+    budget_held: int = 0
+    budget_reason: str = ""
+    spent_usd: float = 0.0
+    spent_credits: float = 0.0
+    images: int = 0
+    elapsed: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class _Stopped(Exception):
+    """Submitting stopped (interrupt, fatal error, cancel): the job stays pending."""
+
+
+def _wall_age(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    try:
+        then = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        journal: Journal,
+        jobs: Sequence[Job],
+        output_names: Mapping[str, Mapping[str, Mapping[str, str]]],
+        providers: Mapping[str, Provider],
+        limits: Mapping[str, EffectiveLimits],
+        budget: Budget | None = None,
+        progress: ProgressSink | None = None,
+        options: ExecutorOptions | None = None,
+        reuse: ReuseLookup | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.journal = journal
+        self.jobs = {job.key: job for job in jobs}
+        self.output_names = output_names
+        self.options = options or ExecutorOptions()
+        self.progress = progress or NullProgress()
+        self.reuse = reuse
+        self.lanes = {
+            name: Lane(name, provider, limits[name],
+                       AdaptiveSlots(limits[name].concurrency, cooldown=self.options.cooldown),
+                       RequestGate(limits[name].requests_per_minute))
+            for name, provider in providers.items()
+        }
+        self.latency = LatencyBook(self.options.poll, dict(self.options.initial_guess)
+                                   if self.options.initial_guess is not None else None)
+        self.budget_input = budget or Budget()
+        self.budget: BudgetBook | None = None
+        self.stopping: str | None = None
+        self.fatal: list[FatalProviderError] = []
+        self._interrupts = 0
+        self._cancelling = False
+        self._cancel_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatchers: list[asyncio.Task[None]] = []
+        self._state: dict[str, JobState] = {}
+        self._claimed: dict[str, str] = {}  # output path → job key
+        self._download_sem: asyncio.Semaphore | None = None
+        self._budget_held: dict[str, str] = {}
+        self._stop_event: asyncio.Event | None = None
+        self.notes: list[str] = []
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(str(s) for s in self._state.values())
+        return {str(s): found.get(str(s), 0) for s in JobState}
+
+    def _track(self, key: str, state: JobState, detail: str = "") -> None:
+        old = self._state.get(key)
+        self._state[key] = state
+        if old is not state:
+            job = self.jobs.get(key)
+            self.progress.job_state(job.name if job else key, str(state), detail)
+            self._refresh()
+
+    def _refresh(self) -> None:
+        b = self.budget
+        self.progress.update(self.counts(), b.spent_usd if b else 0.0,
+                             b.spent_credits if b else 0.0)
+
+    def stop(self, reason: str) -> None:
+        """Stop submitting (jobs not yet submitted stay pending); in-flight tasks go on."""
+        if self.stopping is None:
+            self.stopping = reason
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self.budget is not None:
+            self.budget._notify()
+
+    def _on_fatal(self, lane: Lane, exc: FatalProviderError) -> None:
+        if lane.fatal is None:
+            lane.fatal = exc
+            self.fatal.append(exc)
+            self.progress.notice(f"{exc} — no more jobs will be submitted; tasks in flight are "
+                                 f"still followed and downloaded")
+            self.journal.note("fatal", {"provider": lane.name, "error": str(exc)})
+        self.stop("fatal")
+
+    def interrupt(self) -> None:
+        """Ctrl-C: the first stops new submits; the second cancels the remote tasks."""
+        self._interrupts += 1
+        if self._interrupts == 1:
+            running = sum(1 for s in self._state.values() if s in IN_FLIGHT)
+            self.journal.note("interrupt", {"in_flight": running})
+            self.progress.notice(f"Interrupted: no new jobs will be submitted; waiting for "
+                                 f"{running} task{'s' if running != 1 else ''} in flight to "
+                                 f"finish and download. Press Ctrl-C again to cancel them.")
+            self.stop("interrupted")
+        else:
+            self.cancel_all("second interrupt")
+
+    def cancel_all(self, why: str) -> None:
+        """Cancel every remote task in flight and end the run (exit 130)."""
+        if self._cancelling:
+            return
+        self._cancelling = True
+        self.stop("cancelled")
+        self.progress.notice(f"Cancelling remote tasks ({why})…")
+        self._cancel_task = asyncio.get_running_loop().create_task(self._cancel_everything(why))
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        started = time.monotonic()
+        self._stop_event = asyncio.Event()
+        self._download_sem = asyncio.Semaphore(self.options.download_concurrency)
+        records = self.journal.jobs()
+        reattach, pending = self._prepare(records)
+        records = self.journal.jobs()
+        usd, credits = spent_so_far(records)
+        self.budget = BudgetBook(self.budget_input, spent_usd=usd, spent_credits=credits)
+        for out in self.journal.outputs():
+            self._claimed[out.path] = out.job_key
+        self.progress.start(len(records), self.counts())
+        watcher = asyncio.create_task(self._watch_cancel_requests())
+        try:
+            for rec in reattach:
+                self._spawn(self._reattach(rec))
+            by_provider: dict[str, list[Job]] = {}
+            for job in pending:
+                by_provider.setdefault(job.provider, []).append(job)
+            self._dispatchers = [asyncio.create_task(self._dispatch(self.lanes[name], jobs))
+                                 for name, jobs in by_provider.items()]
+            await self._drain()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if self._cancel_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._cancel_task
+            self.progress.stop()
+        for key, reason in self._budget_held.items():
+            if self._state.get(key) is JobState.PENDING:
+                self.journal.set_reason(key, reason)
+        counts = self.counts()
+        outcome = Outcome(
+            counts=counts,
+            interrupted=self._interrupts > 0 or self._cancelling,
+            cancelled=self._cancelling,
+            fatal=list(self.fatal),
+            budget_held=sum(1 for k in self._budget_held
+                            if self._state.get(k) is JobState.PENDING),
+            budget_reason=next(iter(self._budget_held.values()), ""),
+            spent_usd=self.budget.spent_usd,
+            spent_credits=self.budget.spent_credits,
+            images=len(self.journal.outputs()),
+            elapsed=time.monotonic() - started,
+            notes=list(self.notes),
+        )
+        return outcome
+
+    async def _drain(self) -> None:
+        while True:
+            waiting = [t for t in (*self._dispatchers, *self._tasks) if not t.done()]
+            if self._cancel_task is not None and not self._cancel_task.done():
+                waiting.append(self._cancel_task)
+            if not waiting:
+                break
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for task in self._dispatchers:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _prepare(self, records: Sequence[JobRecord]) -> tuple[list[JobRecord], list[Job]]:
+        """Sort the journal's jobs into: follow again (a task exists), submit, leave alone."""
+        reattach: list[JobRecord] = []
+        pending: list[Job] = []
+        for rec in records:
+            state = rec.state
+            if state is JobState.SUBMITTING:
+                reason = ("the run stopped while this job's submit was in flight: a task may "
+                          "exist (and be billed)")
+                if self.options.retry_unknown:
+                    self.journal.set_pending(rec.key, clear_task=True,
+                                             detail="--retry-unknown: " + reason)
+                    state = JobState.PENDING
+                else:
+                    self.journal.mark_unknown(rec.key, reason)
+                    state = JobState.UNKNOWN
+            elif state is JobState.UNKNOWN and self.options.retry_unknown:
+                self.journal.set_pending(rec.key, clear_task=True,
+                                         detail="--retry-unknown accepted: sent again")
+                state = JobState.PENDING
+            self._state[rec.key] = state
+            if rec.key not in self.jobs:
+                continue
+            if state.attached and rec.task_id:
+                reattach.append(rec)
+            elif state is JobState.FAILED and rec.task_state == "succeeded" and rec.task_id:
+                reattach.append(rec)  # paid for, download failed: fetch it again
+            elif state.attached:  # attached without a task id cannot happen; be safe
+                self.journal.mark_unknown(rec.key, "no task id recorded")
+                self._state[rec.key] = JobState.UNKNOWN
+            elif state is JobState.PENDING:
+                job = self.jobs[rec.key]
+                if self.reuse is not None and self._apply_reuse(job):
+                    continue
+                pending.append(job)
+        return reattach, pending
+
+    # -- reuse ----------------------------------------------------------------------------
+
+    def _apply_reuse(self, job: Job) -> bool:
+        assert self.reuse is not None
+        hit = self.reuse(job)
+        if hit is None or not hit.outputs:
+            return False
+        records = []
+        for out in hit.outputs:
+            ext = _EXT_OF.get(out.content_type, out.source.suffix.lstrip(".") or "png")
+            names = self.output_names.get(job.key, {})
+            rel = f"{OUTPUTS_DIR}/{output_name_for(names, out.index, ext)}"
+            dest = self.run_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(out.source, dest)
+            except OSError:
+                shutil.copy2(out.source, dest)
+            records.append(OutputRecord(job.key, out.index, rel, out.url, out.bytes, out.sha256,
+                                        out.content_type, out.width, out.height))
+        self.journal.mark_reused(job.key, records, hit.origin)
+        self._track(job.key, JobState.REUSED, f"from {hit.origin}")
+        return True
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    async def _dispatch(self, lane: Lane, jobs: Sequence[Job]) -> None:
+        assert self.budget is not None
+        for job in jobs:
+            if self.stopping:
+                return
+            await lane.slots.acquire()
+            if self.stopping:
+                lane.slots.release()
+                return
+            if not await self._reserve(job):
+                lane.slots.release()
+                if self.stopping:
+                    return
+                self._budget_held[job.key] = self.budget.why_not(job)
+                continue
+            self._spawn(self._run_job(job, lane))
+
+    async def _reserve(self, job: Job) -> bool:
+        """Reserve the job's estimated cost; wait while tasks in flight may free some."""
+        assert self.budget is not None
+        while not self.stopping:
+            if self.budget.fits(job):
+                self.budget.reserve(job)
+                return True
+            if self.budget.in_flight == 0:
+                return False
+            await self.budget.changed.wait()
+        return False
+
+    # -- one job --------------------------------------------------------------------------
+
+    async def _run_job(self, job: Job, lane: Lane) -> None:
+        """Submit (the dispatcher handed over a held slot), follow, download."""
+        assert self.budget is not None
+        slot = SlotHolder(lane.slots, held=True)
+        status: TaskStatus | None = None
+        try:
+            result = await self._submit(job, lane, slot)
+            if result is None:
+                return
+            t0 = asyncio.get_running_loop().time()
+            status = await self._follow(job, lane, slot, result.task_id, t0,
+                                        result.estimated_seconds, learn=True)
+            if status is None:
+                self._left_in_flight(job.key)
+        finally:
+            slot.release()
+        if status is not None:
+            await self._finish(job, lane, status)
+
+    def _left_in_flight(self, key: str) -> None:
+        """A task is no longer followed but was not seen to end: it may still be billed."""
+        assert self.budget is not None
+        if self._state.get(key) is JobState.FAILED:
+            self.budget.release(key)
+        else:
+            self.budget.keep(key)
+
+    async def _submit(self, job: Job, lane: Lane, slot: SlotHolder) -> SubmitResult | None:
+        """Submit with retries (the slot is held on entry, and on return with a result).
+
+        Returns None when the job ended (failed, unknown) or stays pending (stopped)."""
+        assert self.budget is not None
+        key = job.key
+        hook = SubmitRetry(max_failures=self.options.submit_failures,
+                           limited_step=self.options.limited_wait_initial,
+                           max_wait_limited=self.options.retry_wait_max)
+        try:
+            async for attempt in stamina.retry_context(
+                    on=hook, attempts=None, timeout=None,
+                    wait_initial=self.options.retry_wait_initial,
+                    wait_max=self.options.retry_wait_max,
+                    wait_jitter=self.options.retry_wait_initial):
+                with attempt:
+                    if self.stopping or lane.fatal:
+                        raise _Stopped
+                    await slot.acquire()
+                    if self.stopping or lane.fatal:
+                        raise _Stopped
+                    await lane.gate.wait()
+                    if self.stopping or lane.fatal:
+                        raise _Stopped
+                    attempt_no = self.journal.mark_submitting(key)
+                    self._track(key, JobState.SUBMITTING,
+                                f"attempt {attempt_no}" if attempt_no > 1 else "")
+                    try:
+                        result = await lane.provider.submit(job)
+                    except TransientError as exc:
+                        # The provider surely created nothing: back to pending, free the slot.
+                        self.journal.mark_submit_retry(key, str(exc))
+                        self._track(key, JobState.PENDING)
+                        slot.release()
+                        if isinstance(exc, ConcurrencyLimited):
+                            lane.slots.on_limited(concurrency=True)
+                        elif isinstance(exc, RateLimited):
+                            lane.slots.on_limited(concurrency=False)
+                            lane.gate.pause(exc.retry_after if exc.retry_after is not None
+                                            else 1.0)
+                        raise
+                    lane.slots.on_success()
+                    self.journal.mark_submitted(key, result.task_id,
+                                                estimated_seconds=result.estimated_seconds)
+                    self._track(key, JobState.SUBMITTED)
+                    return result
+        except _Stopped:
+            self.budget.release(key)
+        except TransientError as exc:
+            self.budget.release(key)
+            self._fail(key, f"submit failed {hook.failures} times, last: {exc}")
+        except JobRejected as exc:
+            self.budget.release(key)
+            self._fail(key, f"rejected: {exc}")
+        except UnknownOutcome as exc:
+            self.budget.keep(key)
+            self.journal.mark_unknown(key, str(exc))
+            self._track(key, JobState.UNKNOWN, str(exc))
+        except FatalProviderError as exc:
+            # Credentials or balance refused: the provider created nothing.
+            self.budget.release(key)
+            self.journal.mark_submit_retry(key, str(exc))
+            self._track(key, JobState.PENDING)
+            self._on_fatal(lane, exc)
+        except asyncio.CancelledError:
+            self._submit_abandoned(key, "cancelled while the submit was in flight: a task "
+                                        "may exist (and be billed)")
+            raise
+        except Exception as exc:  # a bug or an unexpected error: never resend blindly
+            self._submit_abandoned(key, f"unexpected error during submit "
+                                        f"({type(exc).__name__}: {exc})")
+        return None
+
+    def _submit_abandoned(self, key: str, reason: str) -> None:
+        assert self.budget is not None
+        if self._state.get(key) is JobState.SUBMITTING:
+            self.budget.keep(key)
+            self.journal.mark_unknown(key, reason)
+            self._track(key, JobState.UNKNOWN, reason)
+        else:
+            self.budget.release(key)
+            if self._state.get(key) is JobState.PENDING and "cancelled" not in reason:
+                self._fail(key, reason)
+
+    def _fail(self, key: str, error: str, **kw: Any) -> None:
+        self.journal.mark_failed(key, error, **kw)
+        self._track(key, JobState.FAILED, error)
+
+    async def _poll(self, lane: Lane, task_id: str) -> TaskStatus:
+        """One poll, retried (polls are safe to repeat) on transient errors and lost answers."""
+
+        def retry(exc: Exception) -> bool | float:
+            if isinstance(exc, RateLimited):
+                lane.slots.on_limited(concurrency=False)
+                lane.gate.pause(exc.retry_after if exc.retry_after is not None else 1.0)
+                return exc.retry_after if exc.retry_after is not None else True
+            if isinstance(exc, TransientError | UnknownOutcome):
+                return exc.retry_after if exc.retry_after is not None else True
+            return False
+
+        async for attempt in stamina.retry_context(
+                on=retry, attempts=self.options.poll_attempts, timeout=None,
+                wait_initial=self.options.retry_wait_initial,
+                wait_max=self.options.retry_wait_max,
+                    wait_jitter=self.options.retry_wait_initial):
+            with attempt:
+                await lane.gate.wait()
+                return await lane.provider.poll(task_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _follow(self, job: Job, lane: Lane, slot: SlotHolder, task_id: str, t0: float,
+                      announced: float | None, *, learn: bool,
+                      first_delay: float | None = None) -> TaskStatus | None:
+        """Poll until the task ends; releases the job's slot as soon as it does.
+
+        Returns the final status, or None when the task is left for ``resume`` (fatal error,
+        too many failed polls, too long) or the job already ended (rejected)."""
+        key = job.key
+        loop = asyncio.get_running_loop()
+        model = self.latency.model(job.provider, job.model)
+        delay = model.first_delay(announced) if first_delay is None else first_delay
+        not_done = 0
+        not_done_at: float | None = None
+        try:
+            while True:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if loop.time() - t0 > self.options.task_timeout:
+                    msg = (f"task {task_id} still not finished after "
+                           f"{self.options.task_timeout:.0f} s; left for resume")
+                    self.journal.note("timeout", {"task_id": task_id}, key)
+                    self.notes.append(f"{job.name}: {msg}")
+                    return None
+                sent = loop.time() - t0
+                try:
+                    status = await self._poll(lane, task_id)
+                except FatalProviderError as exc:
+                    self._on_fatal(lane, exc)
+                    return None
+                except JobRejected as exc:
+                    self._fail(key, f"poll refused: {exc}")
+                    return None
+                except (TransientError, UnknownOutcome) as exc:
+                    msg = f"task {task_id}: polls keep failing ({exc}); left for resume"
+                    self.journal.note("poll_failed", {"task_id": task_id, "error": str(exc)},
+                                      key)
+                    self.notes.append(f"{job.name}: {msg}")
+                    return None
+                got = loop.time() - t0
+                if not status.state.terminal:
+                    new = JobState.RUNNING if status.state is TaskState.RUNNING else None
+                    cur = self._state.get(key)
+                    if new is not None and cur is JobState.RUNNING:
+                        new = None
+                    self.journal.record_poll(key, task_state=str(status.state),
+                                             provider_status=status.provider_status,
+                                             state=new, elapsed_seconds=status.elapsed_seconds)
+                    if new is not None:
+                        self._track(key, new)
+                    not_done += 1
+                    not_done_at = sent
+                    delay = model.next_delay(got, not_done, announced)
+                    continue
+                self.journal.record_poll(key, task_state=str(status.state),
+                                         provider_status=status.provider_status,
+                                         elapsed_seconds=status.elapsed_seconds)
+                slot.release()
+                if status.state is TaskState.SUCCEEDED and learn:
+                    model.observe(done_by=got, not_done_at=not_done_at,
+                                  reported=status.elapsed_seconds, announced=announced)
+                return status
+        finally:
+            slot.release()
+
+    async def _finish(self, job: Job, lane: Lane, status: TaskStatus) -> None:
+        assert self.budget is not None
+        key = job.key
+        if status.state is TaskState.CANCELLED:
+            self.budget.settle(key, status.cost_usd or 0.0, status.credits or 0.0)
+            self.journal.mark_cancelled(key, status.error or "cancelled by the provider")
+            self._track(key, JobState.CANCELLED)
+            return
+        if status.state is TaskState.FAILED:
+            # Failed tasks cost nothing unless the provider billed them.
+            self.budget.settle(key, status.cost_usd or 0.0, status.credits or 0.0)
+            self._fail(key, f"task failed: {status.error or status.provider_status}",
+                       task_state="failed", cost_usd=status.cost_usd, credits=status.credits)
+            return
+        usd = status.cost_usd if status.cost_usd is not None else job.estimate.usd
+        credits = status.credits if status.credits is not None else job.estimate.credits
+        self.budget.settle(key, usd, credits)
+        outputs = [{"url": o.url, "name": o.name, "content_type": o.content_type,
+                    "size": o.size} for o in status.outputs]
+        self.journal.mark_downloading(key, outputs, cost_usd=status.cost_usd,
+                                      credits=status.credits)
+        self._track(key, JobState.DOWNLOADING)
+        await self._download_all(job, lane, status.outputs)
+
+    async def _download_all(self, job: Job, lane: Lane,
+                            outputs: Sequence[RemoteOutput]) -> None:
+        key = job.key
+        if not outputs:
+            self._fail(key, "the provider reported success but listed no outputs",
+                       task_state="succeeded")
+            return
+        done = {o.index for o in self.journal.outputs(key) if (self.run_dir / o.path).is_file()}
+        names = self.output_names.get(key, {})
+        assert self._download_sem is not None
+        for index, remote in enumerate(outputs):
+            if index in done:
+                continue
+
+            def final_for(ext: str, index: int = index) -> Path:
+                rel = f"{OUTPUTS_DIR}/{output_name_for(names, index, ext)}"
+                owner = self._claimed.setdefault(rel, key)
+                if owner != key:
+                    other = self.jobs[owner].name if owner in self.jobs else owner
+                    raise DownloadError(f"output name {rel} is already used by job {other!r}; "
+                                        f"make output.filename unique per job",
+                                        retryable=False)
+                return self.run_dir / rel
+
+            try:
+                async with self._download_sem:
+                    got = await download(lane.provider, remote, final_for,
+                                         attempts=self.options.download_attempts,
+                                         backoff=self.options.download_backoff)
+            except DownloadError as exc:
+                self._fail(key, f"output {index}: {exc}", task_state="succeeded")
+                return
+            rel = got.path.relative_to(self.run_dir).as_posix()
+            self.journal.record_output(OutputRecord(key, index, rel, remote.url, got.bytes,
+                                                    got.sha256, got.content_type, got.width,
+                                                    got.height))
+        self.journal.mark_succeeded(key)
+        self._track(key, JobState.SUCCEEDED)
+
+    # -- resume: follow tasks that exist ----------------------------------------------------
+
+    async def _reattach(self, rec: JobRecord) -> None:
+        job = self.jobs[rec.key]
+        lane = self.lanes[job.provider]
+        assert rec.task_id is not None
+        assert self.budget is not None
+        if rec.state is JobState.DOWNLOADING or rec.state is JobState.FAILED:
+            # The task finished (and was paid): poll once for fresh output links.
+            try:
+                status = await self._poll(lane, rec.task_id)
+            except ProviderError as exc:
+                self.notes.append(f"{job.name}: could not re-read task {rec.task_id}: {exc}")
+                if isinstance(exc, FatalProviderError):
+                    self._on_fatal(lane, exc)
+                return
+            if status.state is not TaskState.SUCCEEDED:
+                self._fail(rec.key, f"task {rec.task_id} now reports {status.state}")
+                return
+            self.journal.mark_downloading(
+                rec.key, [{"url": o.url, "name": o.name, "content_type": o.content_type,
+                           "size": o.size} for o in status.outputs],
+                cost_usd=status.cost_usd if status.cost_usd is not None else rec.cost_usd,
+                credits=status.credits if status.credits is not None else rec.credits)
+            self._track(rec.key, JobState.DOWNLOADING)
+            await self._download_all(job, lane, status.outputs)
+            return
+        # Still in flight remotely: it holds one of the provider's slots already.
+        slot = SlotHolder(lane.slots, held=False)
+        slot.take_now()
+        self.budget.reserve(job)
+        age = _wall_age(rec.submitted_at)
+        t0 = asyncio.get_running_loop().time() - age
+        model = self.latency.model(job.provider, job.model)
+        first = max(0.0, model.first_delay(rec.estimated_seconds) - age)
+        status: TaskStatus | None = None
+        try:
+            status = await self._follow(job, lane, slot, rec.task_id, t0,
+                                        rec.estimated_seconds, learn=False, first_delay=first)
+            if status is None:
+                self._left_in_flight(rec.key)
+        finally:
+            slot.release()
+        if status is not None:
+            await self._finish(job, lane, status)
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    async def _watch_cancel_requests(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.cancel_check_interval)
+            try:
+                requested = self.journal.get_meta("cancel_requested")
+            except Exception:
+                continue
+            if requested and not self._cancelling:
+                self.journal.note("cancel_request_seen", {"requested": requested})
+                self.cancel_all("requested with seedbatch cancel")
+                return
+
+    async def _cancel_everything(self, why: str) -> None:
+        for task in self._dispatchers:
+            task.cancel()
+        me = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*self._dispatchers, *tasks, return_exceptions=True)
+        await cancel_remote_tasks(self.journal, {n: lane.provider for n, lane in
+                                                 self.lanes.items()},
+                                  gates={n: lane.gate for n, lane in self.lanes.items()},
+                                  limit_seconds=self.options.cancel_timeout,
+                                  on_cancelled=lambda key: self._track(key, JobState.CANCELLED),
+                                  why=why)
+
+
+async def cancel_remote_tasks(
+    journal: Journal,
+    providers: Mapping[str, Provider],
+    *,
+    gates: Mapping[str, RequestGate] | None = None,
+    limit_seconds: float = 30.0,
+    on_cancelled: Callable[[str], None] | None = None,
+    why: str = "",
+) -> tuple[int, list[str]]:
+    """Cancel every task the journal shows in flight; returns (cancelled, problems).
+
+    A task whose cancel is refused has probably finished (and may be paid for): it is left
+    attached so ``resume`` can fetch its outputs."""
+    problems: list[str] = []
+    done = 0
+
+    async def one(rec: JobRecord) -> None:
+        nonlocal done
+        provider = providers.get(rec.provider)
+        if provider is None or rec.task_id is None:
+            return
+        try:
+            state = TaskState(rec.task_state) if rec.task_state else TaskState.QUEUED
+        except ValueError:
+            state = TaskState.RUNNING
+        try:
+            async with asyncio.timeout(limit_seconds):
+                if gates and rec.provider in gates:
+                    await gates[rec.provider].wait()
+                await provider.cancel(rec.task_id, state)
+        except (ProviderError, TimeoutError) as exc:
+            problems.append(f"{rec.name}: task {rec.task_id} could not be cancelled: "
+                            f"{exc or 'timed out'}")
+            journal.note("cancel_failed", {"task_id": rec.task_id, "error": str(exc)}, rec.key)
+            return
+        journal.mark_cancelled(rec.key, why or "cancelled")
+        done += 1
+        if on_cancelled is not None:
+            on_cancelled(rec.key)
+
+    targets = [r for r in journal.jobs() if r.state in (JobState.SUBMITTED, JobState.RUNNING)
+               and r.task_id]
+    await asyncio.gather(*(one(r) for r in targets))
+    return done, problems

@@ -1,0 +1,203 @@
+"""When to poll, and when (and whether) to try a call again.
+
+Polling: a task is polled first when it is *likely* done, then at growing intervals.
+:class:`LatencyModel` learns, per provider and model, how long tasks take from the answer to
+their submit to their completion. What it learns from:
+
+* the provider's own run time when it reports one (Wiro ``elapsedseconds``), kept inside
+  what the polls proved (done by the poll that saw it done, not done at the last one that
+  did not);
+* otherwise the middle of that bracket when a poll found the task still running;
+* otherwise (done at the first poll) 95% of the time that poll took: an upper bound, shaded
+  so the estimate drifts down until a poll comes too early and brackets the truth again.
+
+The first poll is at the chosen quantile (80%) of recent durations, plus a small margin;
+when the provider announces an estimate (Pixwith ``estimated_time``) durations are learnt as
+a ratio of it. Before anything is learnt the first poll waits the provider's estimate or an
+initial guess, and later polls grow ×1.5 from a step of a tenth of the expectation.
+
+Retries: :class:`SubmitRetry` is the hook given to ``stamina`` for one job's submits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from runner.errors import (
+    ConcurrencyLimited,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    initial_guess: float = 2.0  # seconds to the first poll before anything is learnt
+    quantile: float = 0.8
+    margin: float = 0.02  # first poll at quantile × (1 + margin) + margin_seconds
+    margin_seconds: float = 0.02
+    min_step: float = 0.25
+    step_fraction: float = 0.1  # first re-poll step: this fraction of the expectation
+    growth: float = 1.5
+    max_step: float = 15.0
+    window: int = 64
+
+
+INITIAL_GUESS = {"wiro": 2.0, "pixwith": 2.0}
+
+
+@dataclass
+class LatencyModel:
+    """How long one model's tasks take, learnt from the tasks seen so far."""
+
+    settings: PollSettings = field(default_factory=PollSettings)
+    _samples: deque[float] = field(default_factory=deque)  # seconds, or ratios to estimates
+    _ratio_samples: deque[float] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self._samples = deque(maxlen=self.settings.window)
+        self._ratio_samples = deque(maxlen=self.settings.window)
+
+    @property
+    def learned(self) -> int:
+        return len(self._samples) + len(self._ratio_samples)
+
+    @staticmethod
+    def _quantile(values: deque[float], q: float) -> float:
+        ordered = sorted(values)
+        pos = q * (len(ordered) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(ordered) - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+    def expected(self, announced: float | None = None) -> float | None:
+        """Seconds from the submit's answer to completion at the chosen quantile."""
+        s = self.settings
+        if announced and announced > 0 and self._ratio_samples:
+            return announced * self._quantile(self._ratio_samples, s.quantile)
+        if self._samples:
+            return self._quantile(self._samples, s.quantile)
+        if announced and announced > 0:
+            return announced
+        return None
+
+    def first_delay(self, announced: float | None = None) -> float:
+        s = self.settings
+        expected = self.expected(announced)
+        if expected is None:
+            return s.initial_guess
+        return expected * (1 + s.margin) + s.margin_seconds
+
+    def next_delay(self, elapsed: float, not_done_polls: int,
+                   announced: float | None = None) -> float:
+        """Seconds to wait after the ``not_done_polls``-th poll that found the task unfinished,
+        ``elapsed`` seconds after the submit's answer."""
+        s = self.settings
+        expected = self.expected(announced)
+        base = expected if expected is not None else max(s.initial_guess, elapsed)
+        step = max(s.min_step, s.step_fraction * base) * s.growth ** max(0, not_done_polls - 1)
+        step = min(step, max(s.min_step, s.max_step))
+        if expected is not None and elapsed < expected:
+            # What was learnt since this task's last poll says it is not done yet.
+            return max(step, expected * (1 + s.margin) + s.margin_seconds - elapsed)
+        return step
+
+    def observe(self, *, done_by: float, not_done_at: float | None,
+                reported: float | None = None, announced: float | None = None) -> float:
+        """Learn from one finished task; returns the duration sample taken (seconds).
+
+        ``done_by``: seconds from the submit's answer to the answer of the poll that saw it
+        finished; ``not_done_at``: to the sending of the last poll that saw it unfinished."""
+        lo = not_done_at if not_done_at is not None else 0.0
+        hi = max(done_by, lo)
+        if reported is not None and reported >= 0:
+            sample = min(max(reported, lo), hi)
+        elif not_done_at is not None:
+            sample = (lo + hi) / 2
+        else:
+            sample = hi * 0.95
+        if announced and announced > 0:
+            self._ratio_samples.append(sample / announced)
+        else:
+            self._samples.append(sample)
+        return sample
+
+
+class LatencyBook:
+    """One :class:`LatencyModel` per (provider, model)."""
+
+    def __init__(self, settings: PollSettings | None = None,
+                 initial_guess: dict[str, float] | None = None) -> None:
+        self.settings = settings or PollSettings()
+        self.initial_guess = dict(INITIAL_GUESS if initial_guess is None else initial_guess)
+        self._models: dict[tuple[str, str], LatencyModel] = {}
+
+    def model(self, provider: str, model: str) -> LatencyModel:
+        key = (provider, model)
+        if key not in self._models:
+            guess = self.initial_guess.get(provider, self.settings.initial_guess)
+            settings = PollSettings(**{**_asdict(self.settings), "initial_guess": guess})
+            self._models[key] = LatencyModel(settings)
+        return self._models[key]
+
+
+def _asdict(settings: PollSettings) -> dict[str, float | int]:
+    return {name: getattr(settings, name) for name in settings.__slots__}  # type: ignore[attr-defined]
+
+
+def jittered(delay: float, spread: float = 0.25, rng: random.Random | None = None) -> float:
+    """``delay`` ± ``spread``×delay, never negative."""
+    r = (rng or random).uniform(-spread, spread)
+    return max(0.0, delay * (1 + r))
+
+
+@dataclass
+class SubmitRetry:
+    """The ``stamina`` backoff hook for one job's submits.
+
+    * ConcurrencyLimited / RateLimited: wait for a slot. They do not count against the job's
+      retry budget (waiting is not failing); the delay honours ``retry_after`` and otherwise
+      grows ×1.5 from a short step up to ``max_wait_limited``, jittered. The executor has
+      already lowered the provider's in-flight target, so re-acquiring a slot itself waits
+      for a running task to finish.
+    * ServerError / ConnectFailed: count against ``max_failures``; the delay is stamina's
+      jittered exponential backoff, or ``retry_after``.
+    * anything else: no retry (JobRejected, UnknownOutcome, fatal errors).
+    """
+
+    max_failures: int = 5
+    limited_step: float = 0.5
+    max_wait_limited: float = 30.0
+    failures: int = 0
+    limited: int = 0
+    last_error: ProviderError | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __call__(self, exc: Exception) -> bool | float:
+        if not isinstance(exc, TransientError):
+            return False
+        self.last_error = exc
+        if isinstance(exc, ConcurrencyLimited | RateLimited):
+            self.limited += 1
+            if exc.retry_after is not None:
+                return exc.retry_after + self.rng.uniform(0, 0.1 * exc.retry_after + 0.05)
+            step = min(self.max_wait_limited, self.limited_step * 1.5 ** (self.limited - 1))
+            return self.rng.uniform(step / 2, step)
+        self.failures += 1
+        if self.failures > self.max_failures:
+            return False
+        if exc.retry_after is not None:
+            return exc.retry_after + self.rng.uniform(0, 0.1 * exc.retry_after + 0.05)
+        return True
+
+
+def poll_error_delay(consecutive: int, retry_after: float | None = None,
+                     rng: random.Random | None = None) -> float:
+    """Backoff between failed polls (polls are safe to repeat): jittered ×2 from 0.5 s."""
+    if retry_after is not None:
+        return retry_after
+    base = min(30.0, 0.5 * 2 ** max(0, consecutive - 1))
+    return (rng or random).uniform(base / 2, base)
