@@ -1,0 +1,291 @@
+"""From a manifest file to a :class:`~runner.jobs.Plan`, and pure summaries of a plan.
+
+* :func:`load_manifest` — read + validate; the :class:`~runner.manifest.validate.Manifest`.
+* :func:`load_plan` — read + validate + expand + check output names; the Plan.
+* :func:`check` — the same, returning the plan (or None) and every problem instead of
+  raising: what ``seedbatch validate`` prints.
+* :func:`summarize` / :func:`plan_document` — jobs by model with estimated cost, and the
+  ``seedbatch plan --json`` document. Both take an optional ``status`` (job key → "new",
+  "cached", "changed", …) so a cache-aware caller can show it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ManifestError, ManifestErrors
+from runner.jobs import Job, Plan
+from runner.manifest.expand import ErrorBag, expand
+from runner.manifest.load import read_document
+from runner.manifest.templates import TemplateFailure
+from runner.manifest.validate import Manifest, locate_template, validate_document
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unsafe_output_reason(name: str) -> str | None:
+    """Why ``name`` cannot be a path under outputs/, or None when it is safe."""
+    if not name:
+        return "it is empty"
+    if "\\" in name:
+        return "it contains a backslash (use '/' between folders)"
+    if name.startswith("/"):
+        return "it is an absolute path"
+    if _DRIVE.match(name):
+        return "it starts with a drive letter"
+    if _CONTROL.search(name):
+        return "it contains a control character"
+    for segment in name.split("/"):
+        if segment == "":
+            return "it has an empty path segment ('//' or a trailing '/')"
+        if segment == "..":
+            return "it has a '..' segment"
+        if segment == ".":
+            return "it has a '.' segment"
+        if len(segment.encode("utf-8")) > 255:
+            return "a path segment is longer than 255 bytes"
+    return None
+
+
+class _OutputProblem(Exception):
+    def __init__(self, parts: Any, message: str, failure: TemplateFailure | None = None):
+        super().__init__(message)
+        self.parts = parts
+        self.message = message
+        self.failure = failure
+
+
+class OutputNamer:
+    """Renders ``output.filename`` for (job, image index, extension): a safe relative path.
+
+    Raises :class:`~runner.errors.ManifestError` (located at ``output.filename``, or at the
+    prompt that failed) for a name that fails to render or would leave outputs/."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.m = manifest
+        self.t = manifest.output.template
+        self.parts = manifest.output.parts
+        self.refs = self.t.refs
+
+    def context(self, job: Job, image_index: int, ext: str) -> dict[str, Any]:
+        ctx: dict[str, Any] = {}
+        m = self.m
+        for name in self.refs:
+            if name == "job":
+                ctx["job"] = {"name": job.name, "key": job.key, "alias": job.alias,
+                              "model": job.model, "provider": job.provider,
+                              "index": job.index}
+            elif name == "image":
+                ctx["image"] = {"index": image_index, "ext": ext}
+            elif name == "model":
+                ctx["model"] = {"alias": job.alias, "id": job.model, "provider": job.provider}
+            elif name == "index":
+                ctx["index"] = job.index
+            elif name in job.axes:
+                ctx[name] = job.axes[name]
+            elif name in m.vars:
+                ctx[name] = m.vars[name]
+        if "prompts" in self.refs:
+            ctx["prompts"] = self._prompts(job, self.t.prompt_refs)
+        return ctx
+
+    def _prompts(self, job: Job, wanted: frozenset[str] | None) -> dict[str, str]:
+        names = list(self.m.prompts)
+        if wanted is not None:  # prompts only use earlier ones: render up to the last wanted
+            last = max((names.index(n) for n in wanted if n in names), default=-1)
+            names = names[: last + 1]
+        base: dict[str, Any] = {**self.m.vars, **job.axes, "index": job.index,
+                                "model": {"alias": job.alias, "id": job.model,
+                                          "provider": job.provider}}
+        done: dict[str, str] = {}
+        for pname in names:
+            pt = self.m.prompts[pname]
+            base["prompts"] = dict(done)
+            try:
+                done[pname] = pt.template.render(base)
+            except TemplateFailure as failure:
+                raise _OutputProblem(pt.parts, failure.message, failure) from None
+        return done
+
+    def name(self, job: Job, image_index: int, ext: str) -> str:
+        try:
+            text = str(self.t.render(self.context(job, image_index, ext)))
+        except TemplateFailure as failure:
+            raise _OutputProblem(self.parts, failure.message, failure) from None
+        reason = unsafe_output_reason(text)
+        if reason is not None:
+            raise _OutputProblem(self.parts, f"output file name {text!r} would escape or "
+                                 f"break the outputs folder: {reason}")
+        return text
+
+    def __call__(self, job: Job, image_index: int, ext: str) -> str:
+        try:
+            return self.name(job, image_index, ext)
+        except _OutputProblem as problem:
+            suffix = f" [job {job.name!r}]"
+            if problem.failure is not None:
+                raise locate_template(self.m.doc, problem.parts, problem.failure,
+                                      suffix) from None
+            raise self.m.doc.error(problem.message + suffix, problem.parts) from None
+
+
+def _check_outputs(manifest: Manifest, jobs: list[Job],
+                   namer: OutputNamer) -> list[ManifestError]:
+    bag = ErrorBag(manifest)
+    seen: dict[str, str] = {}
+    multi = None
+    for job in jobs:
+        try:
+            name = namer.name(job, 0, "png")
+        except _OutputProblem as problem:
+            bag.add(problem.parts, problem.message, f"job {job.name!r}", problem.failure)
+            continue
+        other = seen.get(name)
+        if other is not None:
+            bag.add(namer.parts, f"output.filename gives the same path {name!r} to more than "
+                    f"one job (first {other!r}); include {{{{ job.name }}}} in it",
+                    f"job {job.name!r}")
+        else:
+            seen[name] = job.name
+        if multi is None and job.estimate.images > 1:
+            multi = job
+    errors = bag.errors()
+    if multi is not None and "image" not in namer.refs:
+        errors.append(manifest.doc.error(
+            f"output.filename does not use {{{{ image.index }}}}, but job {multi.name!r} asks "
+            f"for {multi.estimate.images} images: they would overwrite each other",
+            namer.parts))
+    return errors
+
+
+def load_manifest(path: str | Path, *, display: str | None = None) -> Manifest:
+    """Read and validate the manifest at ``path``; raises :class:`ManifestErrors`."""
+    doc = read_document(path, display=display)
+    manifest, errors = validate_document(doc)
+    if errors or manifest is None:
+        raise ManifestErrors(errors)
+    return manifest
+
+
+def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]:
+    """Expand a validated manifest; the Plan (None if any problem) and every problem."""
+    jobs, errors = expand(manifest)
+    namer = OutputNamer(manifest)
+    errors += _check_outputs(manifest, jobs, namer)
+    if errors:
+        return None, errors
+    doc = manifest.doc
+    plan = Plan(manifest_path=doc.path, manifest_bytes=doc.raw, name=manifest.name,
+                jobs=tuple(jobs), limits=dict(manifest.limits), budget=manifest.budget,
+                providers={k: dict(v) for k, v in manifest.providers.items()},
+                output_namer=namer)
+    return plan, []
+
+
+_GLOBAL_SECTIONS = ("$.vars", "$.prompts", "$.models")
+
+
+def check(path: str | Path, *, display: str | None = None) -> tuple[Plan | None,
+                                                                      list[ManifestError]]:
+    """Everything :func:`load_plan` checks, returning every problem instead of raising."""
+    try:
+        doc = read_document(path, display=display)
+    except ManifestErrors as exc:
+        return None, exc.problems
+    manifest, errors = validate_document(doc)
+    if manifest is None:
+        return None, errors
+    blocked = any(e.path == s or e.path.startswith((s + ".", s + "["))
+                  for e in errors for s in _GLOBAL_SECTIONS[:2])
+    if blocked:  # rendering with broken vars or prompts would only add noise
+        return None, errors
+    plan, more = plan_manifest(manifest)
+    errors = errors + more
+    return (plan if not errors else None), errors
+
+
+def load_plan(path: str | Path, *, display: str | None = None) -> Plan:
+    """The manifest at ``path`` as a Plan; raises :class:`ManifestErrors` with every problem."""
+    plan, errors = check(path, display=display)
+    if errors or plan is None:
+        raise ManifestErrors(errors)
+    return plan
+
+
+# ── summaries ────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """Jobs of one model: how many, how many images, estimated cost."""
+
+    model: str
+    provider: str
+    aliases: tuple[str, ...]
+    jobs: int
+    images: int
+    usd: float
+    credits: float
+
+
+def summarize(jobs: tuple[Job, ...] | list[Job]) -> list[ModelRow]:
+    """Jobs grouped by model id, in order of first appearance."""
+    acc: dict[str, list[Any]] = {}
+    for job in jobs:
+        row = acc.get(job.model)
+        if row is None:
+            row = acc[job.model] = [job.provider, {}, 0, 0, 0.0, 0.0]
+        row[1][job.alias] = None
+        row[2] += 1
+        row[3] += job.estimate.images
+        row[4] += job.estimate.usd
+        row[5] += job.estimate.credits
+    return [ModelRow(model, r[0], tuple(r[1]), r[2], r[3], round(r[4], 6), round(r[5], 6))
+            for model, r in acc.items()]
+
+
+def estimate_document(plan: Plan) -> dict[str, Any]:
+    total = plan.estimate()
+    budget = plan.budget
+    doc: dict[str, Any] = {
+        "jobs": len(plan.jobs),
+        "images": total.images,
+        "usd": round(total.usd, 6),
+        "credits": round(total.credits, 6),
+        "by_model": [
+            {"model": r.model, "provider": r.provider, "aliases": list(r.aliases),
+             "jobs": r.jobs, "images": r.images, "usd": r.usd, "credits": r.credits}
+            for r in summarize(plan.jobs)],
+        "budget": {"max_usd": budget.max_usd, "max_credits": budget.max_credits},
+        "within_budget": ((budget.max_usd is None or total.usd <= budget.max_usd + 1e-9)
+                          and (budget.max_credits is None
+                               or total.credits <= budget.max_credits + 1e-9)),
+    }
+    return doc
+
+
+def plan_document(plan: Plan, status: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``seedbatch plan --json`` document: ``{"jobs": [...], "estimate": {...}}``.
+
+    Each job is :meth:`Job.to_dict` plus its first output path and line; with ``status``
+    (job key → state) each job also gets ``"status"``."""
+    jobs = []
+    for job in plan.jobs:
+        d = job.to_dict()
+        d["output"] = plan.output_name(job, 0, "png")
+        d["line"] = job.line
+        if status is not None:
+            d["status"] = status.get(job.key, "new")
+        jobs.append(d)
+    return {
+        "name": plan.name,
+        "manifest": str(plan.manifest_path),
+        "manifest_sha256": plan.manifest_sha256,
+        "jobs": jobs,
+        "estimate": estimate_document(plan),
+    }
