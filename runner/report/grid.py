@@ -41,9 +41,18 @@ class Grid:
     columns: tuple[Label, ...]
     rows: tuple[Label, ...]  # one empty label when there is no y axis
     cells: Mapping[tuple[int, int], tuple[Mapping[str, Any], ...]]  # (row, col) → jobs
+    inner_axes: tuple[str, ...] = ()  # other axes that vary: they tell a cell's images apart
 
     def jobs_at(self, row: int, col: int) -> tuple[Mapping[str, Any], ...]:
         return self.cells.get((row, col), ())
+
+    def caption(self, job: Mapping[str, Any], output: Mapping[str, Any] | None = None) -> str:
+        """What tells this image from its cell neighbours: the other varying axes' values
+        (e.g. the model alias) and the image index; the job name when nothing varies."""
+        parts = [_label(axis_value(job, axis)).text for axis in self.inner_axes]
+        if output is not None and len(job.get("outputs", ())) > 1:
+            parts.append(f"#{output['index']}")
+        return " · ".join(parts) if parts else str(job["name"])
 
     @property
     def max_images(self) -> int:
@@ -77,7 +86,7 @@ def axis_value(job: Mapping[str, Any], axis: str) -> Any:
 
 def _label(value: Any) -> Label:
     if value is MISSING:
-        return Label("\x00missing", "—")
+        return Label("\x00missing", "-")
     if isinstance(value, str):
         return Label(json.dumps(value), value)
     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
@@ -103,7 +112,7 @@ def parse_grid_option(text: str) -> tuple[str | None, str | None]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         name, value = name.strip().lower(), value.strip()
-        if not sep or name not in ("x", "y") or not value:
+        if not sep or name not in ("x", "y") or not value or (x if name == "x" else y):
             raise ConfigError(f"--grid {text!r}: expected x=VAR,y=VAR (e.g. x=light,y=model)")
         if name == "x":
             x = value
@@ -165,7 +174,10 @@ def build_grid(report: Mapping[str, Any], spec: GridSpec) -> Grid:
         c = col_index[_label(axis_value(job, spec.x)).key]
         r = 0 if spec.y is None else row_index[_label(axis_value(job, spec.y)).key]
         cells.setdefault((r, c), []).append(job)
-    return Grid(spec, tuple(columns), tuple(rows), {k: tuple(v) for k, v in cells.items()})
+    inner = tuple(name for name in axis_names(report)
+                  if name not in (spec.x, spec.y) and len(axis_values(report, name)) >= 2)
+    return Grid(spec, tuple(columns), tuple(rows), {k: tuple(v) for k, v in cells.items()},
+                inner)
 
 
 # ---- grid.png ------------------------------------------------------------------------------
@@ -179,7 +191,17 @@ HEADER = (244, 246, 249)
 TILE = (236, 239, 243)
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+FONT_FILES = {False: ("DejaVuSans.ttf", "LiberationSans-Regular.ttf"),
+              True: ("DejaVuSans-Bold.ttf", "LiberationSans-Bold.ttf")}
+
+
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A system sans-serif with wide glyph coverage when there is one, else Pillow's own."""
+    for name in FONT_FILES[bold]:
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
     return ImageFont.load_default(size=size)
 
 
@@ -194,7 +216,7 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: float) -> str:
 def render_grid_png(grid: Grid, thumbs: Mapping[str, Image.Image], dest: Path,
                     title: str = "") -> Path:
     """Draw ``grid`` as a labelled contact sheet and save it as PNG at ``dest``."""
-    font, bold = _font(14), _font(16)
+    font, bold = _font(13), _font(15, bold=True)
     line = 20
     pad, gap = 10, 6
     most = grid.max_images
@@ -204,10 +226,9 @@ def render_grid_png(grid: Grid, thumbs: Mapping[str, Image.Image], dest: Path,
     cell_w = most * tile + (most - 1) * gap + 2 * pad
     cell_h = tile + 2 * pad + line
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    row_texts = [r.text for r in grid.rows]
-    label_w = 0 if grid.spec.y is None else int(min(
-        280, max([scratch.textlength(t, font=font) for t in [*row_texts, grid.spec.y]]) + 2 * pad
-    ))
+    label_w = 0 if grid.spec.y is None else int(min(280, 2 * pad + 4 + max(
+        [scratch.textlength(r.text, font=bold) for r in grid.rows]
+        + [scratch.textlength(grid.spec.y, font=font)])))
     top = line + pad  # title
     head_h = 2 * line + pad
     width = label_w + len(grid.columns) * cell_w + pad
@@ -215,9 +236,9 @@ def render_grid_png(grid: Grid, thumbs: Mapping[str, Image.Image], dest: Path,
     sheet = Image.new("RGB", (max(width, 320), height), PAPER)
     draw = ImageDraw.Draw(sheet)
     heading = title or "A/B grid"
-    axes_text = f"x = {grid.spec.x}" + (f", y = {grid.spec.y}" if grid.spec.y else "")
-    draw.text((pad, pad // 2), _fit(draw, f"{heading} — {axes_text}", bold, sheet.width - 2 * pad),
-              font=bold, fill=INK)
+    axes_text = f"columns: {grid.spec.x}" + (f", rows: {grid.spec.y}" if grid.spec.y else "")
+    draw.text((pad, pad // 2), _fit(draw, f"{heading}  |  {axes_text}", bold,
+                                    sheet.width - 2 * pad), font=bold, fill=INK)
     y0 = top
     draw.rectangle((0, y0, sheet.width, y0 + head_h), fill=HEADER)
     draw.text((label_w + pad, y0 + 2), grid.spec.x, font=font, fill=MUTED)
@@ -238,7 +259,6 @@ def render_grid_png(grid: Grid, thumbs: Mapping[str, Image.Image], dest: Path,
         for c in range(len(grid.columns)):
             cx = label_w + c * cell_w + pad
             slot = 0
-            failed = 0
             for job in grid.jobs_at(r, c):
                 outputs = job["outputs"] or [None]
                 for output in outputs:
@@ -255,15 +275,11 @@ def render_grid_png(grid: Grid, thumbs: Mapping[str, Image.Image], dest: Path,
                         word = job["status"] if output is None else "missing"
                         draw.text((sx + 8, sy + tile // 2 - 8), _fit(draw, word, font, tile - 16),
                                   font=font, fill=FAIL if output is None else MUTED)
+                    draw.text((sx, sy + tile + 3), _fit(draw, grid.caption(job, output), font,
+                                                        tile), font=font, fill=MUTED)
                     slot += 1
-                if job["status"] != "succeeded":
-                    failed += 1
-            caption = f"{failed} not succeeded" if failed else ""
             if not grid.jobs_at(r, c):
-                caption = "no job"
-            if caption:
-                draw.text((cx, ry + pad + tile + 2), caption, font=font,
-                          fill=FAIL if failed else MUTED)
+                draw.text((cx, ry + pad + tile // 2 - 8), "no job", font=font, fill=MUTED)
     for c in range(1, len(grid.columns)):
         x = label_w + c * cell_w
         draw.line((x, top, x, height - pad), fill=RULE)

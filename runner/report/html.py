@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from runner.report.files import atomic_write_text
 from runner.report.grid import MODEL_AXIS, Grid, grid_rows
 from runner.report.text import credits, duration, size, usd, value
 
@@ -34,6 +35,17 @@ def _href(path: str) -> str:
 
 _ENV.filters.update(usd=usd, credits=credits, size=size, duration=duration, value=value,
                     href=_href)
+
+
+def _grid_px(grid: Grid | None, page_px: int = 1000) -> int:
+    """Thumbnail size in the grid: as large as fits the page width, within 84..150 px."""
+    if grid is None:
+        return 150
+    slots = 0
+    for c in range(len(grid.columns)):
+        slots += max(sum(max(1, len(job["outputs"])) for job in grid.jobs_at(r, c))
+                     for r in range(len(grid.rows)))
+    return max(84, min(150, page_px // max(1, slots) - 8))
 
 
 def render_html(report: Mapping[str, Any], thumbs: Mapping[str, str] | None = None,
@@ -58,13 +70,12 @@ def render_html(report: Mapping[str, Any], thumbs: Mapping[str, str] | None = No
         grid=grid,
         grid_rows=grid_rows(grid) if grid is not None else [],
         grid_png=grid_png,
+        grid_px=_grid_px(grid),
         model_axis=MODEL_AXIS,
         usd_ratio=(spent_usd / estimate_usd) if estimate_usd else None,
     )
 
 
 def write_html(path: Path, html: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, html)
     return path

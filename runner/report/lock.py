@@ -14,15 +14,13 @@ entries of other jobs still in the plan stay; jobs no longer in the plan are dro
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from runner.errors import RunDirError
+from runner.report.files import atomic_write_text
 
 LOCK_VERSION = 1
 LOCK_SUFFIX = ".lock.json"
@@ -94,21 +92,6 @@ def read_lock(path: str | Path) -> dict[str, Any] | None:
         raise RunDirError(f"{path}: not a version {LOCK_VERSION} seedbatch lockfile; "
                           "delete it to start a new one")
     return lock
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def update_lock(path: str | Path, report: Mapping[str, Any],
