@@ -29,7 +29,7 @@ class EmulatorConfig:
     latency: float = 2.0  # seconds from submit to a terminal state
     jitter: float = 0.0  # ± fraction of latency, drawn per task
     concurrency: int = 8  # non-terminal tasks allowed per account (Wiro code 96 beyond)
-    faults: FaultSpec = field(default_factory=FaultSpec)
+    faults: FaultSpec = field(default_factory=FaultSpec)  # or a spec string: "429=0.1,…"
     image_size: ImageSize = "small"  # "small": ~256 px long side; "full": the requested size
     output_pad_bytes: int = 0  # pad each output PNG to at least this many bytes
     seed: int | None = None  # RNG seed for faults and latency jitter
@@ -41,6 +41,8 @@ class EmulatorConfig:
     upload_ttl: float = 600.0  # Pixwith presigned upload lifetime, seconds
 
     def __post_init__(self) -> None:
+        if isinstance(self.faults, str):  # a spec string is accepted for convenience
+            object.__setattr__(self, "faults", FaultSpec.parse(self.faults))
         if self.latency < 0:
             raise ValueError(f"latency must be ≥ 0 seconds, not {self.latency}")
         if not 0 <= self.jitter <= 1:
