@@ -145,3 +145,49 @@ def by_endpoint(provider: str, endpoint: str) -> ModelSpec | None:
         if spec.provider == provider and spec.endpoint == endpoint:
             return spec
     return None
+
+
+def cross_field_rules(spec: ModelSpec) -> list[str]:
+    """The model's limits that JSON Schema cannot say, in words."""
+    lim = spec.limits
+    rules: list[str] = []
+    if spec.max_input_images == 0:
+        rules.append("text-to-image only: no reference images")
+    else:
+        rules.append(f"at most {spec.max_input_images} reference images")
+    if "max_total_images" in lim and spec.outputs_param:
+        rules.append(f"reference images + {spec.outputs_param} ≤ {lim['max_total_images']}")
+    if "min_pixels" in lim:
+        rules.append(f"width × height between {lim['min_pixels']:,} and {lim['max_pixels']:,} "
+                     f"pixels")
+    if "max_aspect" in lim:
+        rules.append(f"aspect ratio width/height between 1/{lim['max_aspect']} and "
+                     f"{lim['max_aspect']}")
+    return rules
+
+
+def describe_model(spec: ModelSpec) -> dict[str, Any]:
+    """Everything a user needs to write a model's parameters (``seedbatch models --json``)."""
+    params = []
+    for name, prop in spec.schema["properties"].items():
+        entry: dict[str, Any] = {"name": name, "type": prop.get("type")}
+        for key in ("default", "enum", "minimum", "maximum", "pattern"):
+            if key in prop:
+                entry[key] = prop[key]
+        entry["description"] = prop.get("description", "")
+        params.append(entry)
+    return {
+        "id": spec.id,
+        "provider": spec.provider,
+        "endpoint": spec.endpoint,
+        "title": spec.title,
+        "description": spec.schema.get("description", ""),
+        "price": {"usd_per_image": spec.price.usd_per_image,
+                  "credits_per_image": spec.price.credits_per_image,
+                  "source": spec.price_source},
+        "max_input_images": spec.max_input_images,
+        "outputs_param": spec.outputs_param,
+        "limits": spec.limits,
+        "rules": cross_field_rules(spec),
+        "params": params,
+    }
