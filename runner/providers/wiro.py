@@ -294,7 +294,8 @@ def parse_task(task: Mapping[str, Any]) -> TaskStatus:
         if status not in RUNNING_STATUSES:
             log.warning("Wiro task %s: unknown status %r, treated as running",
                         task.get("id"), status)
-    raw = status if pexit is None else f"{status} pexit={pexit}"
+    # the status word as Wiro sent it; at the end, with the exit code that decided it
+    raw = f"{status} pexit={pexit}" if status == SUCCESS_STATUS and pexit is not None else status
     return TaskStatus(
         task_id=str(task.get("id") or ""),
         state=state,

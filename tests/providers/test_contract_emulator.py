@@ -281,21 +281,27 @@ async def test_dropped_answers() -> None:
 
 @pytest.mark.anyio
 async def test_failed_tasks_report_failure_with_reason() -> None:
-    async with in_process(config(faults=FaultSpec.parse("fail=1"))) as (wiro, pix, _):
+    now = [1_700_000_000.0]
+    async with in_process(config(latency=10, faults=FaultSpec.parse("fail=1")),
+                          clock=lambda: now[0]) as (wiro, pix, _):
         task = await wiro.submit(make_job("wiro/seedream-v4-5"))
-        history = await until_terminal(wiro, task.task_id)
-        final = history[-1]
+        now[0] += 6.5  # the failing model is writing to stderr
+        interim = await wiro.poll(task.task_id)
+        assert interim.provider_status == "task_error"
+        assert interim.state is TaskState.RUNNING  # not the verdict yet
+        now[0] += 4
+        final = await wiro.poll(task.task_id)
         assert final.state is TaskState.FAILED
         assert final.provider_status == "task_postprocess_end pexit=1"
         assert final.error is not None
         assert "RuntimeError" in final.error
         assert final.outputs == ()
         assert final.cost_usd == 0.0
-        # stderr events on the way were not taken for the end
-        assert all(not s.state.terminal for s in history[:-1])
 
         ptask = await pix.submit(make_job("pixwith/seedream-4.5"))
-        pfinal = (await until_terminal(pix, ptask.task_id))[-1]
+        assert (await pix.poll(ptask.task_id)).state is TaskState.RUNNING
+        now[0] += 11
+        pfinal = await pix.poll(ptask.task_id)
         assert pfinal.state is TaskState.FAILED
         assert pfinal.provider_status == "3"
         assert pfinal.error
