@@ -1,0 +1,249 @@
+"""``seedbatch validate``, ``seedbatch plan`` and ``seedbatch models``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from runner.catalog import MODELS, describe_model
+from runner.cli import EXIT_INPUT, fail, handles_errors, main
+from runner.errors import ManifestError, ManifestErrors
+from runner.jobs import Job, Plan
+
+PLAN_GUARD = 10_000  # plans above this many jobs need --yes (or a "y" on a terminal)
+SHOWN_ROWS = 20  # job rows `plan` prints for a big plan
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _console() -> Console:
+    # a pipe or a file gets whole lines rather than columns cut to 80 characters
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def money(usd: float) -> str:
+    text = f"{usd:,.4f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def credits_text(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+@main.command()
+@click.argument("manifests", nargs=-1, required=True, metavar="MANIFEST...")
+@handles_errors
+def validate(manifests: tuple[str, ...]) -> None:
+    """Check manifests and report every problem at once.
+
+    Each problem is printed as FILE:LINE:COL: message (at $.json.path), pointing at
+    the offending node: YAML syntax, unknown keys (with the allowed ones), unknown
+    models, aliases or image sets, missing or non-image reference files, undefined
+    template variables, parameters a model refuses, duplicate job names, output
+    names that would leave the outputs folder. Valid files print
+    "ok: FILE (N jobs)".
+
+    \b
+    Examples:
+      seedbatch validate manifests/quickstart.yaml
+      seedbatch validate manifests/*.yaml
+
+    Exit status: 0 when every file is valid, 2 otherwise.
+    """
+    from runner.manifest import check
+
+    problems: list[ManifestError] = []
+    for path in manifests:
+        plan, errors = check(path, display=path)
+        if errors or plan is None:
+            problems.extend(errors)
+        else:
+            n = len(plan.jobs)
+            click.echo(f"ok: {path} ({n:,} job{'s' if n != 1 else ''})")
+    if problems:
+        raise ManifestErrors(problems)
+
+
+def job_table(jobs: list[Job] | tuple[Job, ...], plan: Plan, total: int,
+              status_of: Callable[[Job], str] | None = None) -> Table:
+    title = f"Jobs ({len(jobs):,} of {total:,})" if len(jobs) < total else "Jobs"
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("#", justify="right")
+    if status_of is not None:
+        table.add_column("Status")
+    table.add_column("Name", overflow="fold")
+    table.add_column("Model")
+    table.add_column("Refs", justify="right")
+    table.add_column("Images", justify="right")
+    table.add_column("Output", overflow="fold")
+    table.add_column("Key")
+    for i, job in enumerate(jobs, 1):
+        row = [str(i)]
+        if status_of is not None:
+            row.append(status_of(job))
+        row += [job.name, job.alias, str(len(job.images)), str(job.estimate.images),
+                plan.output_name(job, 0, "png"), job.key[:12]]
+        table.add_row(*row)
+    return table
+
+
+def model_table(plan: Plan) -> Table:
+    from runner.manifest.plan import summarize
+
+    table = Table(title="By model", title_justify="left", show_edge=False)
+    for name, justify in (("Model", "left"), ("Provider", "left"), ("Aliases", "left"),
+                          ("Jobs", "right"), ("Images", "right"), ("Est. USD", "right"),
+                          ("Est. credits", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    rows = summarize(plan.jobs)
+    for r in rows:
+        table.add_row(r.model, r.provider, ", ".join(r.aliases), f"{r.jobs:,}",
+                      f"{r.images:,}", money(r.usd), credits_text(r.credits))
+    total = plan.estimate()
+    table.add_section()
+    table.add_row("Total", "", "", f"{len(plan.jobs):,}", f"{total.images:,}",
+                  money(total.usd), credits_text(total.credits), style="bold")
+    return table
+
+
+def print_plan(plan: Plan, console: Console, *, rows: int = SHOWN_ROWS,
+               status: Mapping[str, str] | None = None) -> None:
+    """The human form of a plan: jobs by model with costs, budget, the first job rows."""
+    n = len(plan.jobs)
+    console.print(f"[bold]{plan.name}[/bold] — {plan.manifest_path.name}: {n:,} "
+                  f"job{'s' if n != 1 else ''}")
+    console.print(model_table(plan))
+    total = plan.estimate()
+    budget = plan.budget
+    for cap, spent, unit in ((budget.max_usd, total.usd, "usd"),
+                             (budget.max_credits, total.credits, "credits")):
+        if cap is None:
+            continue
+        shown_cap = money(cap) if unit == "usd" else f"{credits_text(cap)} credits"
+        shown = money(spent) if unit == "usd" else f"{credits_text(spent)} credits"
+        verdict = ("[green]within budget[/green]" if spent <= cap + 1e-9
+                   else "[red]OVER BUDGET: `seedbatch run` will refuse[/red]")
+        console.print(f"budget {shown_cap}: estimate {shown} — {verdict}")
+    console.print()
+    shown_jobs = plan.jobs if n <= rows * 2 else plan.jobs[:rows]
+    status_of = (lambda job: status.get(job.key, "new")) if status is not None else None
+    console.print(job_table(shown_jobs, plan, n, status_of))
+    if len(shown_jobs) < n:
+        console.print(f"… and {n - len(shown_jobs):,} more (all of them: seedbatch plan "
+                      f"--json)")
+    console.print("Estimates use list prices (see `seedbatch models`) unless the manifest "
+                  "sets `price:`; provider-reported costs win in reports.", style="dim")
+
+
+@main.command()
+@click.argument("manifest")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"jobs": [...], "estimate": {...}} instead of tables.')
+@click.option("--yes", "-y", is_flag=True,
+              help=f"Plan even more than {PLAN_GUARD:,} jobs without asking.")
+@click.option("--rows", type=click.IntRange(min=0), default=SHOWN_ROWS, show_default=True,
+              help="Job rows to show for a big plan (all rows up to twice this).")
+@handles_errors
+def plan(manifest: str, as_json: bool, yes: bool, rows: int) -> None:
+    """Expand a manifest into jobs and estimate their cost, without running anything.
+
+    Shows jobs grouped by model with counts, images and estimated USD/credits, the
+    budget check, and the first jobs (name, model, reference images, output path,
+    content key). A job's key is the sha256 of exactly what the provider will be
+    asked, so the same spec has the same key on any machine.
+
+    \b
+    Examples:
+      seedbatch plan manifests/ab-sweep.yaml
+      seedbatch plan manifests/ab-sweep.yaml --json | jq '.estimate'
+      seedbatch plan big-sweep.yaml --yes --rows 50
+
+    Plans of more than 10,000 jobs ask for confirmation first; without a terminal,
+    pass --yes. Exit status: 0, or 2 for an invalid manifest.
+    """
+    from runner.manifest import load_manifest, plan_document, plan_manifest
+
+    m = load_manifest(manifest, display=manifest)
+    count = m.job_count
+    if count > PLAN_GUARD and not yes:
+        if not _interactive():
+            fail(f"{manifest} expands to {count:,} jobs; to plan more than {PLAN_GUARD:,} "
+                 f"jobs pass --yes (there is no terminal to ask)", EXIT_INPUT)
+        if not click.confirm(f"{manifest} expands to {count:,} jobs. Plan them all?",
+                             err=True, default=False):
+            fail("not planned", EXIT_INPUT)
+    result, errors = plan_manifest(m)
+    if errors or result is None:
+        raise ManifestErrors(errors)
+    if as_json:
+        click.echo(json.dumps(plan_document(result), ensure_ascii=False, indent=2))
+        return
+    print_plan(result, _console(), rows=rows)
+
+
+def _constraint(p: Mapping[str, Any]) -> str:
+    bits = []
+    if "enum" in p:
+        bits.append("one of " + ", ".join(str(v) for v in p["enum"]))
+    if "minimum" in p or "maximum" in p:
+        bits.append(f"{p.get('minimum', '…')}..{p.get('maximum', '…')}")
+    if "pattern" in p:
+        bits.append(f"matches {p['pattern']}")
+    return "; ".join(bits)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+@handles_errors
+def models(as_json: bool) -> None:
+    """List the models a manifest can use, with every parameter.
+
+    For each model id: provider, endpoint, list price used for estimates, and each
+    parameter with its type, default, allowed values or range and description, plus
+    the cross-field rules seedbatch checks (pixel ranges, reference image counts).
+    Parameters use the provider's own names; write them in a model alias:
+
+    \b
+      models:
+        v45: {model: wiro/seedream-v4-5, params: {width: 2560, height: 1440}}
+
+    \b
+    Examples:
+      seedbatch models
+      seedbatch models --json | jq '.[].id'
+    """
+    described = [describe_model(spec) for spec in MODELS.values()]
+    if as_json:
+        click.echo(json.dumps(described, ensure_ascii=False, indent=2))
+        return
+    console = _console()
+    for d in described:
+        price = d["price"]
+        shown = []
+        if price["usd_per_image"] is not None:
+            shown.append(f"{money(price['usd_per_image'])} per image")
+        if price["credits_per_image"] is not None:
+            shown.append(f"{credits_text(price['credits_per_image'])} credits per image")
+        console.print(f"[bold]{d['id']}[/bold] — {d['title']}")
+        console.print(f"  provider {d['provider']}, endpoint {d['endpoint']}, list price "
+                      f"{' / '.join(shown) or 'unknown'} ({price['source']})")
+        table = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 2))
+        for col in ("parameter", "type", "default", "allowed", "description"):
+            table.add_column(col, overflow="fold")
+        for p in d["params"]:
+            default = json.dumps(p["default"]) if "default" in p else ""
+            table.add_row(p["name"], str(p["type"]), default, _constraint(p),
+                          p["description"])
+        console.print(table)
+        for rule in d["rules"]:
+            console.print(f"  • {rule}")
+        console.print()
