@@ -7,7 +7,8 @@ Wire facts (docs/providers.md has the whole story):
 * ``POST Run/{owner}/{slug}`` as multipart/form-data: repeated ``inputImage`` parts (files or
   URL strings, in the manifest's order), ``prompt`` and every parameter as a string;
 * ``POST Task/Detail`` ``{"taskid"}``; success only on ``task_postprocess_end`` with
-  ``pexit == "0"``, failure on ``task_postprocess_end`` with any other ``pexit``;
+  ``pexit == "0"`` (or, where ``pexit`` is absent, with outputs), failure on
+  ``task_postprocess_end`` with any other ``pexit``;
 * ``POST Task/Cancel`` for queued tasks, ``Task/Kill`` for running ones;
 * errors: ``{"result": false, "errors": [{"code", "message"}]}``, mostly with HTTP 200.
 """
@@ -269,22 +270,26 @@ def parse_outputs(items: Any) -> tuple[RemoteOutput, ...]:
 
 
 def parse_task(task: Mapping[str, Any]) -> TaskStatus:
-    """One ``tasklist`` entry → TaskStatus. Success only on task_postprocess_end + pexit "0"."""
+    """One ``tasklist`` entry → TaskStatus: success only at task_postprocess_end (see below)."""
     status = str(task.get("status") or "")
     pexit = task.get("pexit")
     debugerror = str(task.get("debugerror") or "").strip()
     outputs = parse_outputs(task.get("outputs"))
     error: str | None = None
     if status == SUCCESS_STATUS:
-        if pexit is not None and str(pexit).strip() == "0":
+        code = None if pexit is None else str(pexit).strip()
+        # Wiro's task documentation: "check pexit or outputs (or both)"; pexit "0" is success,
+        # any other value an error; its own Task/Detail examples sometimes omit pexit. So an
+        # absent pexit decides by outputs (present: success; empty: failure), and an explicit
+        # non-zero (or empty) pexit is always a failure.
+        if code == "0" or (code is None and outputs):
             state = TaskState.SUCCEEDED
         else:
             state = TaskState.FAILED
-            if pexit is None or str(pexit).strip() == "":
-                error = debugerror or ("task ended without an exit code (pexit); "
-                                       "not treated as a success")
+            if not code:
+                error = debugerror or "task ended with no exit code (pexit) and no outputs"
             else:
-                error = debugerror or f"exit code {str(pexit).strip()}"
+                error = debugerror or f"exit code {code}"
     elif status == CANCEL_STATUS:
         state = TaskState.CANCELLED
     elif status in QUEUED_STATUSES:

@@ -173,8 +173,8 @@ def test_unknown_status_is_running_never_success(caplog: pytest.LogCaptureFixtur
 @pytest.mark.parametrize(("pexit", "debugerror", "error"), [
     ("1", "CUDA out of memory", "CUDA out of memory"),
     ("137", "", "exit code 137"),
-    (None, "", "pexit"),
-    ("", "", "pexit"),
+    (None, "", "no exit code"),
+    ("", "", "no exit code"),
 ])
 def test_postprocess_end_without_exit_zero_is_a_failure(pexit: str | None, debugerror: str,
                                                         error: str) -> None:
