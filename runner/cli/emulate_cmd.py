@@ -132,6 +132,8 @@ def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
     server = make_server(create_app(config), log_level="info", access_log=True)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is the goal
+        pass
     finally:
         sock.close()
     click.echo("emulator stopped")

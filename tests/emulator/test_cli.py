@@ -1,0 +1,121 @@
+"""``seedbatch emulate``: help, banner, credentials never shown, serving until Ctrl-C."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from runner.cli import main
+from runner.cli.emulate_cmd import credential_lines
+from runner.config import DEMO_CREDENTIALS
+
+
+def test_help_teaches_the_curl_recipe() -> None:
+    result = CliRunner().invoke(main, ["emulate", "--help"])
+    assert result.exit_code == 0
+    for words in ("openssl dgst -sha256 -hmac", "x-signature", "/wiro/v1/Run/bytedance/",
+                  "Task/Detail", "/pixwith/api/task/create", "Api-Key", "--faults",
+                  "WIRO_BASE_URL", "--image-size"):
+        assert words in result.output, words
+
+
+def test_credentials_from_the_environment_are_never_shown() -> None:
+    lines = "\n".join(credential_lines({"WIRO_API_KEY": "my-real-key",
+                                        "WIRO_API_SECRET": "my-real-secret"}))
+    assert "my-real-key" not in lines
+    assert "my-real-secret" not in lines
+    assert "WIRO_API_SECRET  from the environment (value not shown)" in lines
+    # what is not in the environment falls back to the public demo value, shown to copy
+    assert f"export PIXWITH_API_KEY={DEMO_CREDENTIALS['PIXWITH_API_KEY']}" in lines
+
+
+def test_bad_options_exit_2() -> None:
+    runner = CliRunner()
+    bad = runner.invoke(main, ["emulate", "--faults", "drop=2"])
+    assert bad.exit_code == 2
+    assert "between 0 and 1" in bad.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = runner.invoke(main, ["emulate", "--port", str(port)])
+    assert busy.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.output
+    assert "--port 0" in busy.output
+
+
+@contextmanager
+def emulate(*args: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "emulate", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
+    assert proc.stdout is not None
+    banner = []
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            banner.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        yield proc, "".join(banner)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.e2e
+def test_emulate_serves_until_ctrl_c_and_keeps_secrets_quiet() -> None:
+    env = {"WIRO_API_KEY": "env-key-4471", "WIRO_API_SECRET": "env-secret-9921"}
+    with emulate("--latency", "0.1", "--faults", "slow=0.5", env=env) as (proc, banner):
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", banner)
+        assert match, banner
+        url = match.group(1)
+        assert f"export WIRO_BASE_URL={url}/wiro/v1" in banner
+        assert f"export PIXWITH_BASE_URL={url}/pixwith/api" in banner
+        assert "faults slow=0.5,slow_seconds=3" in banner
+        nonce = str(time.time_ns())
+        signature = hmac.new(b"env-key-4471", f"env-secret-9921{nonce}".encode(),
+                             hashlib.sha256).hexdigest()
+        run = httpx.post(f"{url}/wiro/v1/Run/bytedance/seedream-v4",
+                         headers={"x-api-key": "env-key-4471", "x-nonce": nonce,
+                                  "x-signature": signature},
+                         data={"prompt": "from the command line"}, timeout=10)
+        assert run.json()["result"] is True  # the environment's credentials are the ones
+        assert httpx.get(f"{url}/__stats", timeout=5).json()["tasks_created_total"] == 1
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        output = banner + rest
+        assert "emulator stopped" in output
+        assert "env-key-4471" not in output
+        assert "env-secret-9921" not in output
+        assert "from the environment (value not shown)" in output
+
+
+@pytest.mark.e2e
+def test_emulate_warns_off_loopback() -> None:
+    with emulate("--host", "0.0.0.0", env={}) as (_proc, banner):
+        assert "warning: listening on 0.0.0.0, not a loopback address" in banner
