@@ -79,7 +79,7 @@ def _money(value: float | None) -> float | None:
 
 
 def _sum(values: Iterable[float | None]) -> float:
-    return round(sum(v for v in values if v is not None), 9)
+    return round(float(sum(v for v in values if v is not None)), 9)
 
 
 def _plain(value: Any) -> Any:

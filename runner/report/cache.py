@@ -16,6 +16,7 @@ lockfile (whose entries name the run that holds the files).
 from __future__ import annotations
 
 import json
+import mimetypes
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,11 @@ class CachedOutput:
     rel: str  # its path relative to the run directory that holds it
     sha256: str
     bytes: int
+    index: int = 0
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +128,62 @@ class _Hashes:
 def _verified(run_dir: Path, outputs: Sequence[Mapping[str, Any]],
               hashes: _Hashes) -> tuple[CachedOutput, ...] | None:
     found = []
-    for output in outputs:
+    for position, output in enumerate(outputs):
         rel = str(output["path"])
         path = run_dir / rel
         size = output.get("bytes")
         if not hashes.matches(path, str(output["sha256"]), size):
             return None
-        found.append(CachedOutput(path, rel, str(output["sha256"]), int(size or 0)))
+        found.append(CachedOutput(
+            path, rel, str(output["sha256"]), int(size or 0),
+            index=int(output.get("index", position)),
+            content_type=output.get("content_type") or _guess_type(path),
+            width=output.get("width"), height=output.get("height"), url=output.get("url")))
     return tuple(found)
+
+
+def _guess_type(path: Path) -> str | None:
+    return mimetypes.guess_type(path.name)[0]
+
+
+class OutputCache:
+    """Earlier runs (newest first) and a lockfile, indexed by job key and job name; each
+    file is hashed at most once however many jobs are asked about."""
+
+    def __init__(self, runs: Sequence[EarlierRun] = (),
+                 lock: Mapping[str, Any] | None = None) -> None:
+        self._hashes = _Hashes()
+        run_by_id = {run.run_id: run for run in reversed(runs)}  # newest wins a duplicate id
+        # (run dir, run id, outputs) per key: newest run first, then the lockfile's entry.
+        self._candidates: dict[str, list[tuple[Path, str, Sequence[Mapping[str, Any]]]]] = {}
+        self._names: dict[str, set[str]] = {}
+        for run in runs:
+            for job in run.report.get("jobs", []):
+                self._names.setdefault(job.get("name", ""), set()).add(job.get("key", ""))
+                if job.get("status") == "succeeded" and job.get("outputs"):
+                    self._candidates.setdefault(job["key"], []).append(
+                        (run.run_dir, run.run_id, job["outputs"]))
+        for key, entry in (lock or {}).get("jobs", {}).items():
+            self._names.setdefault(entry.get("name", ""), set()).add(key)
+            holder = run_by_id.get(str(entry.get("run_id")))
+            if holder is not None and entry.get("outputs"):
+                self._candidates.setdefault(key, []).append(
+                    (holder.run_dir, holder.run_id, entry["outputs"]))
+
+    def decide(self, key: str, name: str) -> CacheDecision:
+        tried = self._candidates.get(key, [])
+        for run_dir, run_id, outputs in tried:
+            verified = _verified(run_dir, outputs, self._hashes)
+            if verified is not None:
+                return CacheDecision(key, name, "cached", run_id, run_dir, verified,
+                                     reason=f"outputs of run {run_id}")
+        known = self._names.get(name, set())
+        before = tuple(sorted(known - {key}))
+        if before and key not in known:
+            return CacheDecision(key, name, "changed", previous_keys=before,
+                                 reason="the job's request changed")
+        reason = "earlier outputs are missing or altered" if tried else "no earlier outputs"
+        return CacheDecision(key, name, "new", reason=reason)
 
 
 def classify(
@@ -138,49 +192,33 @@ def classify(
     lock: Mapping[str, Any] | None = None,
 ) -> dict[str, CacheDecision]:
     """A decision for every job of the plan, by key (plan order kept)."""
-    hashes = _Hashes()
-    run_by_id = {run.run_id: run for run in reversed(runs)}  # newest wins a duplicate id
-    lock_jobs: Mapping[str, Any] = (lock or {}).get("jobs", {})
-
-    # (run dir, run id, outputs) candidates per key, newest run first, then the lockfile.
-    candidates: dict[str, list[tuple[Path, str, Sequence[Mapping[str, Any]]]]] = {}
-    names: dict[str, set[str]] = {}
-    for run in runs:
-        for job in run.report.get("jobs", []):
-            names.setdefault(job.get("name", ""), set()).add(job.get("key", ""))
-            if job.get("status") == "succeeded" and job.get("outputs"):
-                candidates.setdefault(job["key"], []).append(
-                    (run.run_dir, run.run_id, job["outputs"]))
-    for key, entry in lock_jobs.items():
-        names.setdefault(entry.get("name", ""), set()).add(key)
-        holder = run_by_id.get(str(entry.get("run_id")))
-        if holder is not None and entry.get("outputs"):
-            candidates.setdefault(key, []).append(
-                (holder.run_dir, holder.run_id, entry["outputs"]))
-
-    decisions: dict[str, CacheDecision] = {}
-    for job in jobs:
-        key, name = job.key, job.name
-        tried = candidates.get(key, [])
-        for run_dir, run_id, outputs in tried:
-            verified = _verified(run_dir, outputs, hashes)
-            if verified is not None:
-                decisions[key] = CacheDecision(key, name, "cached", run_id, run_dir, verified,
-                                               reason=f"outputs of run {run_id}")
-                break
-        else:
-            reason = ("earlier outputs are missing or altered" if tried
-                      else "no earlier outputs")
-            before = tuple(sorted(names.get(name, set()) - {key}))
-            if before and key not in names.get(name, set()):
-                decisions[key] = CacheDecision(key, name, "changed", previous_keys=before,
-                                               reason="the job's request changed")
-            else:
-                decisions[key] = CacheDecision(key, name, "new", reason=reason)
-    return decisions
+    cache = OutputCache(runs, lock)
+    return {job.key: cache.decide(job.key, job.name) for job in jobs}
 
 
 def classify_in(jobs: Iterable[KeyedJob], runs_dir: str | Path,
                 lock: Mapping[str, Any] | None = None) -> dict[str, CacheDecision]:
     """:func:`classify` against every run found under ``runs_dir``."""
     return classify(jobs, scan_runs(runs_dir), lock)
+
+
+def reuse_lookup(runs_dir: str | Path, lock: Mapping[str, Any] | None = None) -> Any:
+    """For the executor: ``job → ReuseHit | None`` over the runs under ``runs_dir``.
+
+    A hit's ``origin`` is the id of the run whose verified files are reused (the run
+    directory's name); the executor links or copies them into the new run."""
+    from runner.execute.executor import ReusedOutput, ReuseHit
+
+    cache = OutputCache(scan_runs(runs_dir), lock)
+
+    def lookup(job: KeyedJob) -> ReuseHit | None:
+        decision = cache.decide(job.key, job.name)
+        if decision.status != "cached" or not decision.outputs:
+            return None
+        return ReuseHit(str(decision.run_id), tuple(
+            ReusedOutput(source=o.path, index=o.index, bytes=o.bytes, sha256=o.sha256,
+                         content_type=o.content_type or "application/octet-stream",
+                         width=o.width, height=o.height, url=o.url)
+            for o in decision.outputs))
+
+    return lookup

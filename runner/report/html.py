@@ -37,7 +37,7 @@ _ENV.filters.update(usd=usd, credits=credits, size=size, duration=duration, valu
                     href=_href)
 
 
-def _grid_px(grid: Grid | None, page_px: int = 1000) -> int:
+def _grid_px(grid: Grid | None, page_px: int = 880) -> int:
     """Thumbnail size in the grid: as large as fits the page width, within 84..150 px."""
     if grid is None:
         return 150

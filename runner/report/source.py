@@ -6,9 +6,9 @@ attempts, polls, times, costs, outputs); the manifest's matrix order comes from 
 byte-exact ``manifest.yaml`` copy.
 
 Journal meta keys read (each optional, with a fallback): ``run_id`` (else the directory
-name), ``name``, ``description``, ``manifest_path``, ``manifest_sha256`` (else the copy's
-hash), ``started_at`` and ``finished_at`` (else the first and last journal events),
-``emulate`` / ``emulated``.
+name), ``name`` (else plan.json's), ``manifest_path`` and ``manifest_sha256`` (else
+plan.json's ``manifest``, else the copy's hash), ``started_at`` and ``finished_at`` (else
+the first and last journal events), ``emulated``. The description is the manifest's.
 """
 
 from __future__ import annotations
@@ -57,36 +57,37 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / JOURNAL_NAME).is_file() or (path / "report.json").is_file())
 
 
-def load_plan(run_dir: Path) -> list[dict[str, Any]]:
-    """plan.json's jobs (a list of Job.to_dict(), bare or under "jobs")."""
+def load_plan(run_dir: Path) -> dict[str, Any]:
+    """plan.json as a document with a "jobs" list (Job.to_dict() records)."""
     path = run_dir / PLAN_NAME
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return []
+        return {"jobs": []}
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
-    jobs = doc.get("jobs", []) if isinstance(doc, dict) else doc
-    if not isinstance(jobs, list):
-        raise RunDirError(f"{path}: expected a list of jobs")
-    return [j for j in jobs if isinstance(j, dict)]
+    if isinstance(doc, list):
+        doc = {"jobs": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("jobs", []), list):
+        raise RunDirError(f"{path}: expected a plan with a list of jobs")
+    doc["jobs"] = [j for j in doc.get("jobs", []) if isinstance(j, dict)]
+    return doc
 
 
-def manifest_axes(text: str) -> tuple[str, ...]:
-    """Matrix variable names in the order the manifest writes them (top level, then jobs)."""
+def manifest_facts(text: str) -> tuple[tuple[str, ...], str | None]:
+    """Matrix variable names in the order the manifest writes them (top level, then
+    jobs), and the manifest's description."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError:
-        return ()
+        return (), None
     names: list[str] = []
 
     def add(matrix: Any) -> None:
         if not isinstance(matrix, Mapping):
             return
         for name in matrix:
-            if name in ("include", "exclude"):
-                continue
-            if str(name) not in names:
+            if name not in ("include", "exclude") and str(name) not in names:
                 names.append(str(name))
         for extra in matrix.get("include") or []:
             if isinstance(extra, Mapping):
@@ -94,12 +95,14 @@ def manifest_axes(text: str) -> tuple[str, ...]:
                     if str(name) not in names:
                         names.append(str(name))
 
-    if isinstance(doc, Mapping):
-        add(doc.get("matrix"))
-        for job in doc.get("jobs") or []:
-            if isinstance(job, Mapping):
-                add(job.get("matrix"))
-    return tuple(names)
+    if not isinstance(doc, Mapping):
+        return (), None
+    add(doc.get("matrix"))
+    for job in doc.get("jobs") or []:
+        if isinstance(job, Mapping):
+            add(job.get("matrix"))
+    description = doc.get("description")
+    return tuple(names), description if isinstance(description, str) else None
 
 
 def _inputs(spec: Mapping[str, Any]) -> tuple[InputRecord, ...]:
@@ -130,7 +133,9 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
     run_dir = Path(run_dir)
     if not (run_dir / JOURNAL_NAME).is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {JOURNAL_NAME})")
-    plan = {job["key"]: job for job in load_plan(run_dir) if "key" in job}
+    plan_doc = load_plan(run_dir)
+    plan = {job["key"]: job for job in plan_doc["jobs"] if "key" in job}
+    plan_manifest = plan_doc.get("manifest") if isinstance(plan_doc.get("manifest"), dict) else {}
     try:
         manifest_bytes = (run_dir / MANIFEST_COPY).read_bytes()
     except FileNotFoundError:
@@ -170,19 +175,21 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
                 reused_from=_reused_from(row, journal) if reused else None,
                 outputs=tuple(outputs_by_job.get(row.key, ())),
             ))
-    sha = meta.get("manifest_sha256") or hashlib.sha256(manifest_bytes).hexdigest()
+    sha = (meta.get("manifest_sha256") or plan_manifest.get("sha256")
+           or hashlib.sha256(manifest_bytes).hexdigest())
+    axes, description = manifest_facts(manifest_bytes.decode("utf-8", errors="replace"))
     return RunRecords(
         meta=RunMeta(
             run_id=str(meta.get("run_id") or run_dir.name),
-            name=str(meta.get("name") or ""),
-            description=meta.get("description"),
-            manifest_path=str(meta.get("manifest_path") or meta.get("manifest") or ""),
+            name=str(meta.get("name") or plan_doc.get("name") or ""),
+            description=meta.get("description") or description,
+            manifest_path=str(meta.get("manifest_path") or plan_manifest.get("path") or ""),
             manifest_sha256=str(sha),
             manifest_copy=MANIFEST_COPY,
             started_at=meta.get("started_at") or (events[0].ts if events else None),
             finished_at=meta.get("finished_at") or (events[-1].ts if events else None),
-            axes=manifest_axes(manifest_bytes.decode("utf-8", errors="replace")),
-            emulated=bool(meta.get("emulated", meta.get("emulate", False))),
+            axes=axes,
+            emulated=bool(meta.get("emulated") or meta.get("emulate")),
         ),
         jobs=tuple(jobs),
     )

@@ -1,0 +1,177 @@
+"""Run directory (journal + plan.json + manifest copy) → run records → a valid report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+from PIL import Image
+
+from runner.execute.journal import JobState, Journal, OutputRecord
+from runner.jobs import Estimate, ImageRef, Job
+from runner.report import finalize
+from runner.report.build import build_report
+from runner.report.records import JobStatus
+from runner.report.source import manifest_facts, records_from_journal
+from runner.report.verify import verify_run
+from runner.resources import load_schema
+
+MANIFEST = b"""version: 1
+name: lights
+description: Light A/B
+matrix:
+  light: [dawn, dusk]
+  include:
+    - {light: noon, lens: wide}
+models:
+  v4: {model: wiro/seedream-v4}
+jobs:
+  - name: "{{ light }}"
+    model: v4
+    prompt: "a tent at {{ light }}"
+  - name: solo
+    model: v4
+    matrix: {angle: [left]}
+    prompt: "solo"
+"""
+
+
+def make_job(name: str, light: str, *, images: tuple[ImageRef, ...] = ()) -> Job:
+    key = hashlib.sha256(name.encode()).hexdigest()
+    return Job(key=key, name=name, alias="v4", model="wiro/seedream-v4", provider="wiro",
+               prompt=f"a tent at {light}", params={"size": "2048x2048", "maxImages": 1},
+               images=images, axes={"light": light}, estimate=Estimate(1, 0.03, 0.0))
+
+
+def test_manifest_facts_keep_manifest_order() -> None:
+    axes, description = manifest_facts(MANIFEST.decode())
+    assert axes == ("light", "lens", "angle")
+    assert description == "Light A/B"
+    assert manifest_facts(":\n  - [") == ((), None)
+
+
+@pytest.fixture
+def journal_run(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "runs" / "20250301T000000Z-lights-abc123"
+    (run_dir / "outputs").mkdir(parents=True)
+    (run_dir / "manifest.yaml").write_bytes(MANIFEST)
+    ref = ImageRef(ref="refs/a.png", path="/abs/refs/a.png", sha256="ab" * 32)
+    jobs = [make_job("dawn", "dawn", images=(ref,)), make_job("dusk", "dusk"),
+            make_job("noon", "noon"), make_job("night", "night"), make_job("late", "late"),
+            make_job("again", "again"), make_job("later", "later")]
+    plan = {"format": 1, "name": "lights",
+            "manifest": {"path": str(tmp_path / "lights.yaml"),
+                         "sha256": hashlib.sha256(MANIFEST).hexdigest()},
+            "jobs": [job.to_dict() for job in jobs]}
+    (run_dir / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+    meta = {"run_id": run_dir.name, "name": "lights", "started_at": "2025-03-01T00:00:00.000Z",
+            "manifest_path": str(tmp_path / "lights.yaml"),
+            "manifest_sha256": hashlib.sha256(MANIFEST).hexdigest(), "emulated": True}
+    with Journal.create(run_dir / "journal.sqlite", jobs, meta,
+                        skipped={jobs[6].key: "not selected by --only"}) as journal:
+        dawn, dusk, noon, night, late, again, _ = (j.key for j in jobs)
+        journal.mark_submitting(dawn)
+        journal.mark_submitted(dawn, "task-1")
+        journal.record_poll(dawn, task_state="running", provider_status="task_start",
+                            state=JobState.RUNNING)
+        journal.mark_downloading(dawn, [{"url": "https://cdn/x.png"}], cost_usd=0.0351,
+                                 credits=None)
+        out = run_dir / "outputs" / "dawn" / "0.png"
+        out.parent.mkdir()
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(out)
+        data = out.read_bytes()
+        journal.record_output(OutputRecord(dawn, 0, "outputs/dawn/0.png", "https://cdn/x.png",
+                                           len(data), hashlib.sha256(data).hexdigest(),
+                                           "image/png", 40, 30))
+        journal.mark_succeeded(dawn)
+        journal.mark_submitting(dusk)
+        journal.mark_submitted(dusk, "task-2")
+        journal.mark_failed(dusk, "wiro: task failed (pexit 1)")
+        journal.mark_submitting(noon)
+        journal.mark_unknown(noon, "submit sent, no answer")
+        journal.mark_submitting(night)
+        journal.mark_submitted(night, "task-4")  # left attached: a stop mid-run
+        journal.mark_submitting(late)  # left mid-submit
+        reused = run_dir / "outputs" / "again" / "0.png"
+        reused.parent.mkdir()
+        Image.new("RGB", (40, 30), (10, 200, 10)).save(reused)
+        data = reused.read_bytes()
+        journal.mark_reused(again, [OutputRecord(again, 0, "outputs/again/0.png", None,
+                                                 len(data), hashlib.sha256(data).hexdigest(),
+                                                 "image/png", 40, 30)],
+                            "20250201T000000Z-lights-old999")
+        journal.set_meta("finished_at", "2025-03-01T00:01:00.000Z")
+    return run_dir
+
+
+def test_records_from_a_journal(journal_run: Path) -> None:
+    records = records_from_journal(journal_run)
+    meta = records.meta
+    assert meta.run_id == journal_run.name
+    assert meta.name == "lights"
+    assert meta.description == "Light A/B"
+    assert meta.axes == ("light", "lens", "angle")
+    assert meta.emulated is True
+    assert meta.finished_at == "2025-03-01T00:01:00.000Z"
+    by_name = {j.name: j for j in records.jobs}
+    assert [j.name for j in records.jobs] == ["dawn", "dusk", "noon", "night", "late", "again",
+                                              "later"]
+    dawn = by_name["dawn"]
+    assert dawn.status == JobStatus.SUCCEEDED
+    assert (dawn.task_id, dawn.attempts, dawn.polls) == ("task-1", 1, 1)
+    assert dawn.cost_usd == pytest.approx(0.0351)
+    assert dawn.prompt == "a tent at dawn"
+    assert dict(dawn.params) == {"size": "2048x2048", "maxImages": 1}
+    assert dict(dawn.axes) == {"light": "dawn"}
+    assert dawn.inputs[0].sha256 == "ab" * 32
+    assert dawn.inputs[0].path == "/abs/refs/a.png"
+    assert dawn.started_at is not None
+    assert dawn.outputs[0].path == "outputs/dawn/0.png"
+    assert (dawn.outputs[0].width, dawn.outputs[0].height) == (40, 30)
+    assert by_name["dusk"].status == JobStatus.FAILED
+    assert by_name["dusk"].error == "wiro: task failed (pexit 1)"
+    assert by_name["noon"].status == JobStatus.UNKNOWN
+    assert by_name["night"].status == JobStatus.PENDING
+    assert "resume" in (by_name["night"].error or "")
+    assert by_name["late"].status == JobStatus.UNKNOWN  # left mid-submit
+    again = by_name["again"]
+    assert again.status == JobStatus.SUCCEEDED
+    assert again.reused
+    assert again.reused_from == "20250201T000000Z-lights-old999"
+    assert by_name["later"].status == JobStatus.SKIPPED
+    assert by_name["later"].error == "not selected by --only"
+
+
+def test_finalize_writes_a_valid_report_page_and_lockfile(journal_run: Path,
+                                                          tmp_path: Path) -> None:
+    done = finalize(journal_run, secrets=())
+    report = json.loads(done.report_json.read_text(encoding="utf-8"))
+    validator = Draft202012Validator(load_schema("report.schema.json"))
+    assert [e.message for e in validator.iter_errors(report)] == []
+    assert report["totals"]["by_status"] == {"succeeded": 2, "failed": 1, "unknown": 2,
+                                             "cancelled": 0, "pending": 1, "skipped": 1}
+    assert report["totals"]["cost_usd"] == pytest.approx(0.0351)
+    assert done.report_html.is_file()
+    assert done.grid_png is not None
+    assert done.lockfile == tmp_path / "lights.lock.json"
+    lock = json.loads(done.lockfile.read_text())
+    assert sorted(e["name"] for e in lock["jobs"].values()) == ["again", "dawn"]
+    assert verify_run(journal_run).intact
+    assert build_report(records_from_journal(journal_run), secrets=(),
+                        environment=report["environment"]) == report
+
+
+def test_finalize_masks_credentials_from_the_environment(journal_run: Path,
+                                                         monkeypatch) -> None:
+    secret = "wiro-secret-value-0042"
+    monkeypatch.setenv("WIRO_API_SECRET", secret)
+    with Journal.open(journal_run / "journal.sqlite") as journal:
+        key = next(j.key for j in journal.jobs() if j.name == "dusk")
+        journal.mark_failed(key, f"signature mismatch for {secret}")
+    done = finalize(journal_run)
+    for name in ("report.json", "report.html"):
+        assert secret not in (journal_run / name).read_text(encoding="utf-8")
+    assert done.report["jobs"][1]["error"] == "signature mismatch for [redacted]"
