@@ -128,3 +128,24 @@ def test_a_finished_report_feeds_the_cache(finished_run) -> None:
     assert by_name["tent-golden-hour-v4"] == "cached"
     assert by_name["boots-overcast-pix"] == "new"  # failed there
     assert sum(s == "cached" for s in by_name.values()) == 9
+
+
+def test_reuse_lookup_hands_the_executor_verified_files(finished_run) -> None:
+    from runner.execute.executor import ReuseHit
+    from runner.report.cache import reuse_lookup
+
+    lookup = reuse_lookup(finished_run.run_dir.parent)
+    jobs = {j.name: j for j in finished_run.records.jobs}
+    hit = lookup(PlannedJob(jobs["tent-golden-hour-v4"].key, "tent-golden-hour-v4"))
+    assert isinstance(hit, ReuseHit)
+    assert hit.origin == finished_run.records.meta.run_id
+    assert [o.index for o in hit.outputs] == [0, 1]
+    first = hit.outputs[0]
+    assert first.source == finished_run.run_dir / "outputs/tent-golden-hour-v4/0.png"
+    assert first.content_type == "image/png"
+    assert (first.width, first.height) == (96, 64)
+    assert first.url == "https://cdn.example/tent-golden-hour-v4/0.png"
+    assert lookup(PlannedJob(jobs["boots-overcast-pix"].key, "boots-overcast-pix")) is None
+    first.source.unlink()
+    fresh = reuse_lookup(finished_run.run_dir.parent)
+    assert fresh(PlannedJob(jobs["tent-golden-hour-v4"].key, "tent-golden-hour-v4")) is None

@@ -82,3 +82,21 @@ def test_verify_exit_codes(finished_run) -> None:
     assert "missing  outputs/tent-golden-hour-pix/0.png" in bad.output
     assert "changed  outputs/boots-golden-hour-v4/0.png" in bad.output
     assert "2 of 12 files missing or changed" in bad.output
+
+
+def test_report_builds_report_json_from_the_journal_when_missing(journal_run) -> None:
+    assert not (journal_run / "report.json").exists()
+    result = invoke("report", str(journal_run), "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["run"]["id"] == journal_run.name
+    assert (journal_run / "report.json").is_file()
+    verified = invoke("verify", str(journal_run))
+    assert verified.exit_code == 0
+    assert verified.output.strip() == "intact: 3 files"
+
+
+def test_rebuild_needs_a_journal(finished_run) -> None:
+    result = invoke("report", str(finished_run.run_dir), "--rebuild")
+    assert result.exit_code == 2
+    assert "no journal.sqlite to rebuild the report from" in result.output

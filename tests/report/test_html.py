@@ -151,3 +151,16 @@ def test_output_paths_are_url_encoded_in_links(report_of: dict[str, Any]) -> Non
     img = next(i for i in page.find("img", **{"class": "thumb"})
                if i["data-output"] == "outputs/a b#c?.png")
     assert img["src"] == "outputs/a%20b%23c%3F.png"  # no thumbnail: the file itself
+
+
+def test_a_run_without_outputs_or_sweep_renders_plainly(report_of: dict[str, Any]) -> None:
+    failed = next(j for j in report_of["jobs"] if j["status"] == "failed")
+    report_of["jobs"] = [failed]
+    report_of["totals"]["by_model"] = report_of["totals"]["by_model"][:1]
+    assert choose_axes(report_of) is None  # one job: nothing to compare
+    page = parse(render_html(report_of, {}, None))
+    text = " ".join(" ".join(page.text).split())
+    assert "No outputs in this run." in text
+    assert "A/B grid" not in text
+    assert "Invalid image format" in text
+    assert page.find("img") == []

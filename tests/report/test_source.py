@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
-from PIL import Image
 
-from runner.execute.journal import JobState, Journal, OutputRecord
-from runner.jobs import Estimate, ImageRef, Job
+from runner.execute.journal import Journal
 from runner.report import finalize
 from runner.report.build import build_report
 from runner.report.records import JobStatus
@@ -19,92 +16,12 @@ from runner.report.source import manifest_facts, records_from_journal
 from runner.report.verify import verify_run
 from runner.resources import load_schema
 
-MANIFEST = b"""version: 1
-name: lights
-description: Light A/B
-matrix:
-  light: [dawn, dusk]
-  include:
-    - {light: noon, lens: wide}
-models:
-  v4: {model: wiro/seedream-v4}
-jobs:
-  - name: "{{ light }}"
-    model: v4
-    prompt: "a tent at {{ light }}"
-  - name: solo
-    model: v4
-    matrix: {angle: [left]}
-    prompt: "solo"
-"""
 
-
-def make_job(name: str, light: str, *, images: tuple[ImageRef, ...] = ()) -> Job:
-    key = hashlib.sha256(name.encode()).hexdigest()
-    return Job(key=key, name=name, alias="v4", model="wiro/seedream-v4", provider="wiro",
-               prompt=f"a tent at {light}", params={"size": "2048x2048", "maxImages": 1},
-               images=images, axes={"light": light}, estimate=Estimate(1, 0.03, 0.0))
-
-
-def test_manifest_facts_keep_manifest_order() -> None:
-    axes, description = manifest_facts(MANIFEST.decode())
+def test_manifest_facts_keep_manifest_order(kit) -> None:
+    axes, description = manifest_facts(kit.JOURNAL_MANIFEST.decode())
     assert axes == ("light", "lens", "angle")
     assert description == "Light A/B"
     assert manifest_facts(":\n  - [") == ((), None)
-
-
-@pytest.fixture
-def journal_run(tmp_path: Path) -> Path:
-    run_dir = tmp_path / "runs" / "20250301T000000Z-lights-abc123"
-    (run_dir / "outputs").mkdir(parents=True)
-    (run_dir / "manifest.yaml").write_bytes(MANIFEST)
-    ref = ImageRef(ref="refs/a.png", path="/abs/refs/a.png", sha256="ab" * 32)
-    jobs = [make_job("dawn", "dawn", images=(ref,)), make_job("dusk", "dusk"),
-            make_job("noon", "noon"), make_job("night", "night"), make_job("late", "late"),
-            make_job("again", "again"), make_job("later", "later")]
-    plan = {"format": 1, "name": "lights",
-            "manifest": {"path": str(tmp_path / "lights.yaml"),
-                         "sha256": hashlib.sha256(MANIFEST).hexdigest()},
-            "jobs": [job.to_dict() for job in jobs]}
-    (run_dir / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
-    meta = {"run_id": run_dir.name, "name": "lights", "started_at": "2025-03-01T00:00:00.000Z",
-            "manifest_path": str(tmp_path / "lights.yaml"),
-            "manifest_sha256": hashlib.sha256(MANIFEST).hexdigest(), "emulated": True}
-    with Journal.create(run_dir / "journal.sqlite", jobs, meta,
-                        skipped={jobs[6].key: "not selected by --only"}) as journal:
-        dawn, dusk, noon, night, late, again, _ = (j.key for j in jobs)
-        journal.mark_submitting(dawn)
-        journal.mark_submitted(dawn, "task-1")
-        journal.record_poll(dawn, task_state="running", provider_status="task_start",
-                            state=JobState.RUNNING)
-        journal.mark_downloading(dawn, [{"url": "https://cdn/x.png"}], cost_usd=0.0351,
-                                 credits=None)
-        out = run_dir / "outputs" / "dawn" / "0.png"
-        out.parent.mkdir()
-        Image.new("RGB", (40, 30), (200, 10, 10)).save(out)
-        data = out.read_bytes()
-        journal.record_output(OutputRecord(dawn, 0, "outputs/dawn/0.png", "https://cdn/x.png",
-                                           len(data), hashlib.sha256(data).hexdigest(),
-                                           "image/png", 40, 30))
-        journal.mark_succeeded(dawn)
-        journal.mark_submitting(dusk)
-        journal.mark_submitted(dusk, "task-2")
-        journal.mark_failed(dusk, "wiro: task failed (pexit 1)")
-        journal.mark_submitting(noon)
-        journal.mark_unknown(noon, "submit sent, no answer")
-        journal.mark_submitting(night)
-        journal.mark_submitted(night, "task-4")  # left attached: a stop mid-run
-        journal.mark_submitting(late)  # left mid-submit
-        reused = run_dir / "outputs" / "again" / "0.png"
-        reused.parent.mkdir()
-        Image.new("RGB", (40, 30), (10, 200, 10)).save(reused)
-        data = reused.read_bytes()
-        journal.mark_reused(again, [OutputRecord(again, 0, "outputs/again/0.png", None,
-                                                 len(data), hashlib.sha256(data).hexdigest(),
-                                                 "image/png", 40, 30)],
-                            "20250201T000000Z-lights-old999")
-        journal.set_meta("finished_at", "2025-03-01T00:01:00.000Z")
-    return run_dir
 
 
 def test_records_from_a_journal(journal_run: Path) -> None:
