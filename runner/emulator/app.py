@@ -133,8 +133,9 @@ async def _download(request: Request) -> Response:
     if decision.error == "truncate":
         state.stats.faults["truncate"] += 1
         cut = len(data) // 2
-    state.stats.downloads += 1
-    state.stats.download_bytes += len(data) if cut is None else cut
+    if request.method == "GET":
+        state.stats.downloads += 1
+        state.stats.download_bytes += len(data) if cut is None else cut
     return FileResponse(data, stored.content_type, cut=cut)
 
 
