@@ -10,7 +10,8 @@ Every job key of the current plan is classified as:
   ``reason`` says so).
 
 Sources are report.json files found under a runs directory (:func:`scan_runs`) and the
-lockfile (whose entries name the run that holds the files).
+lockfile (whose entries name the run that holds the files). :func:`reuse_lookup` is the
+executor's hook: job → the verified files to link into a new run, or None.
 """
 
 from __future__ import annotations
