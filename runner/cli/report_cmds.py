@@ -60,23 +60,27 @@ def report_cmd(run_dir: Path, fmt: str, grid: str | None, output: Path | None,
     if grid and fmt != "html":
         raise ConfigError("--grid applies to --format html only")
     report = _load(run_dir, rebuild)
-    if fmt == "html":
-        html_path, grid_png = render_run(run_dir, report, axes, output)
-        click.echo(f"wrote {html_path}")
-        if grid_png is not None:
-            click.echo(f"wrote {grid_png}")
-        return
-    if fmt == "json":
-        text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    elif fmt == "md":
-        text = to_markdown(report)
-    else:
-        text = to_csv(report)
-    if output is not None:
-        atomic_write_text(output, text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    try:
+        if fmt == "html":
+            html_path, grid_png = render_run(run_dir, report, axes, output)
+            click.echo(f"wrote {html_path}")
+            if grid_png is not None:
+                click.echo(f"wrote {grid_png}")
+            return
+        if fmt == "json":
+            text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+        elif fmt == "md":
+            text = to_markdown(report)
+        else:
+            text = to_csv(report)
+        if output is not None:
+            atomic_write_text(output, text)
+            click.echo(f"wrote {output}", err=True)
+        else:
+            click.echo(text, nl=False)
+    except OSError as exc:
+        where = exc.filename or output or run_dir
+        raise ConfigError(f"cannot write {where}: {exc.strerror or exc}") from None
 
 
 @main.command("verify")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from runner.report.files import atomic_write_text
-from runner.report.grid import MODEL_AXIS, Grid, grid_rows
+from runner.report.grid import Grid, grid_rows
 from runner.report.text import credits, duration, size, usd, value
 
 _ENV = Environment(
@@ -71,7 +71,6 @@ def render_html(report: Mapping[str, Any], thumbs: Mapping[str, str] | None = No
         grid_rows=grid_rows(grid) if grid is not None else [],
         grid_png=grid_png,
         grid_px=_grid_px(grid),
-        model_axis=MODEL_AXIS,
         usd_ratio=(spent_usd / estimate_usd) if estimate_usd else None,
     )
 

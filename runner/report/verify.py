@@ -52,8 +52,9 @@ def load_report(run_dir: str | Path) -> dict[str, Any]:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunDirError(f"{run_dir}: not a run directory with a report "
-                          f"(no {REPORT_NAME}); pass a folder under runs/") from None
+        hint = (f"`seedbatch report {run_dir}` writes it from the journal"
+                if (run_dir / "journal.sqlite").is_file() else "pass a folder under runs/")
+        raise RunDirError(f"{run_dir}: no {REPORT_NAME} here; {hint}") from None
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
     if not isinstance(report, dict) or not isinstance(report.get("jobs"), list):

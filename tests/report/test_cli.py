@@ -100,3 +100,18 @@ def test_rebuild_needs_a_journal(finished_run) -> None:
     result = invoke("report", str(finished_run.run_dir), "--rebuild")
     assert result.exit_code == 2
     assert "no journal.sqlite to rebuild the report from" in result.output
+
+
+def test_unwritable_output_is_a_clear_error(finished_run, tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "out.md"
+    result = invoke("report", str(finished_run.run_dir), "--format", "md", "-o", str(target))
+    assert result.exit_code == 2
+    assert "cannot write" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_verify_points_at_report_when_only_the_journal_exists(journal_run) -> None:
+    result = invoke("verify", str(journal_run))
+    assert result.exit_code == 2
+    assert "no report.json here" in result.output
+    assert "seedbatch report" in result.output

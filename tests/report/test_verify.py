@@ -50,7 +50,7 @@ def test_manifest_copy_is_verified(finished_run) -> None:
 
 
 def test_not_a_run_directory(tmp_path) -> None:
-    with pytest.raises(RunDirError, match=r"no report\.json"):
+    with pytest.raises(RunDirError, match=r"no report\.json here; pass a folder under runs/"):
         load_report(tmp_path)
     with pytest.raises(RunDirError, match="no such run directory"):
         load_report(tmp_path / "absent")
