@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateAssertionError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
@@ -324,9 +324,12 @@ def compile_template(source: str, *, native: bool = False,
         return Template(source, frozenset(), frozenset(), constant=source, is_constant=True)
     try:
         ast = env.parse(source)
+        refs = frozenset(meta.find_undeclared_variables(ast))  # also checks filter names
+        ast = env.parse(source)  # the analysis may have annotated the tree: start afresh
     except TemplateSyntaxError as exc:
-        raise TemplateFailure(f"template syntax error: {exc.message}", exc.lineno or 1) from None
-    refs = frozenset(meta.find_undeclared_variables(ast))
+        kind = "template error" if isinstance(exc, TemplateAssertionError) else \
+            "template syntax error"
+        raise TemplateFailure(f"{kind}: {exc.message}", exc.lineno or 1) from None
     prompt_refs = _prompt_refs(ast) if "prompts" in refs else frozenset()
     body = ast.body
     single = (len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
@@ -337,14 +340,14 @@ def compile_template(source: str, *, native: bool = False,
             inner = inner[2:-2].strip("-+").strip()
             try:
                 expr = env.compile_expression(inner, undefined_to_none=False)
-            except TemplateSyntaxError as exc:  # pragma: no cover - parse above succeeded
-                raise TemplateFailure(f"template syntax error: {exc.message}", 1) from None
+            except TemplateSyntaxError as exc:
+                raise TemplateFailure(f"template error: {exc.message}", 1) from None
             return Template(source, refs, prompt_refs, native=True, _expr=expr)
     fast = _fast_renderer(ast)
     try:
         jinja = env.from_string(source)
-    except TemplateSyntaxError as exc:  # pragma: no cover - parse above succeeded
-        raise TemplateFailure(f"template syntax error: {exc.message}", exc.lineno or 1) from None
+    except TemplateSyntaxError as exc:  # pragma: no cover - the analysis compiled it already
+        raise TemplateFailure(f"template error: {exc.message}", exc.lineno or 1) from None
     if not refs:  # reads no variable: render once, now (a failure is reported now)
         text = Template(source, refs, prompt_refs, _jinja=jinja).render({})
         return Template(source, refs, prompt_refs, constant=text, is_constant=True)
