@@ -93,6 +93,9 @@ def api(provider: str, handler: Handler, label: str | None = None) -> Endpoint:
     async def body(request: Request) -> Response:
         state = _state(request)
         decision = state.faults.for_api()
+        if decision.error in ("429", "5xx"):
+            # read the request through, so the refused connection stays reusable
+            await request.body()
         await _delay(decision, state)
         if decision.error == "429":
             state.stats.faults["429"] += 1
@@ -144,6 +147,7 @@ async def _upload_target(request: Request) -> Response:
     decision = state.faults.for_upload()
     await _delay(decision, state)
     if decision.error == "5xx":
+        await request.body()
         state.stats.faults["5xx"] += 1
         return server_error(decision.status, "files")
     if decision.error == "drop" and not decision.drop_after:

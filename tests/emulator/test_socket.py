@@ -94,3 +94,21 @@ def test_truncate_stops_short_of_content_length(sign: Callable[..., Any]) -> Non
             download()
         assert 0 < sum(chunks) < int(out["size"])
         assert server.stats()["faults"]["truncate"] == 1
+
+
+def test_refusals_keep_the_connection_usable(sign: Callable[..., Any]) -> None:
+    # a 429 or 5xx must not poison a kept-alive connection: every request gets an answer
+    with serve_in_thread(config(faults="429=1", seed=4)) as server, \
+            httpx.Client(timeout=5) as client:
+        image = b"\x89PNG" + b"\0" * 200_000
+        for spec, expected in (("429=1", {429}), ("5xx=1", {500, 502, 503})):
+            server.set_faults(spec)
+            for _ in range(8):
+                response = client.post(f"{server.wiro_base_url}/Run/{V4}", headers=sign(),
+                                       files={"prompt": (None, "x"),
+                                              "inputImage": ("a.png", image, "image/png")})
+                assert response.status_code in expected
+        stats = server.stats()
+        assert stats["faults"]["429"] == 8
+        assert stats["faults"]["5xx"] == 8
+        assert stats["tasks_created_total"] == 0
