@@ -51,7 +51,9 @@ models:
 prompts:
   hero: "{{{{ brand }}}} {{{{ subject }}}} at {{{{ light }}}}, {{{{ style }}}}"
 jobs:
-  - name: "{{{{ subject }}}}-{{{{ light | slug }}}}-{{{{ style | slug }}}}-{{{{ model.alias }}}}-{{{{ index }}}}"
+  - name: >-
+      {{{{ subject }}}}-{{{{ light | slug }}}}-{{{{ style | slug }}}}-{{{{
+      model.alias }}}}-{{{{ index }}}}
     model: [v4, pix]
     prompt: "{{{{ prompts.hero }}}}"
     repeat: {REPEAT}

@@ -29,7 +29,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from runner.errors import Location, ManifestError, ManifestErrors
 
 MAX_BYTES = 4 * 1024 * 1024  # a manifest is a small text file
-MAX_NODES = 500_000  # nodes visited, aliases counted every time they are followed
+MAX_NODES = 250_000  # nodes visited, aliases counted every time they are followed
 MAX_DEPTH = 64
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

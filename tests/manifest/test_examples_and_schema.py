@@ -1,0 +1,131 @@
+"""The shipped example manifests, the manifest schema, and planning speed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from runner.catalog import MODELS
+from runner.manifest import check, load_plan
+from runner.manifest.images import image_kind
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "manifests").glob("*.yaml"))
+SCHEMA = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
+
+
+def test_the_four_examples_exist() -> None:
+    assert {p.name for p in EXAMPLES} >= {"quickstart.yaml", "ab-sweep.yaml",
+                                          "edit-refs.yaml", "multi-model.yaml"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_validates_and_names_its_schema(path: Path) -> None:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first == "# yaml-language-server: $schema=../schemas/manifest.schema.json"
+    plan, errors = check(path)
+    assert errors == []
+    assert plan is not None
+    assert plan.jobs
+
+
+def test_quickstart_is_small_and_uses_both_providers() -> None:
+    plan = load_plan(ROOT / "manifests" / "quickstart.yaml")
+    assert 4 <= len(plan.jobs) <= 6
+    assert {j.provider for j in plan.jobs} == {"wiro", "pixwith"}
+
+
+def test_ab_sweep_uses_matrix_include_exclude_and_repeat() -> None:
+    path = ROOT / "manifests" / "ab-sweep.yaml"
+    text = path.read_text()
+    for word in ("include:", "exclude:", "repeat:"):
+        assert word in text
+    plan = load_plan(path)
+    assert {j.index for j in plan.jobs} == {0, 1}
+    assert any("lens" in j.axes for j in plan.jobs)
+    assert any(j.axes.get("product") == "kettle" for j in plan.jobs)
+    assert not any(j.axes.get("product") == "beans" and j.axes.get("light") == "overcast"
+                   for j in plan.jobs)
+
+
+def test_edit_refs_uses_small_real_images_and_a_url() -> None:
+    plan = load_plan(ROOT / "manifests" / "edit-refs.yaml")
+    refs = {r.ref: r for j in plan.jobs for r in j.images}
+    local = [r for r in refs.values() if not r.is_url]
+    assert len(local) >= 2
+    assert any(r.is_url for r in refs.values())
+    kinds = set()
+    for r in local:
+        data = Path(r.path or "").read_bytes()
+        assert len(data) < 20_000
+        kinds.add(image_kind(data[:16]))
+    assert kinds == {"png", "jpeg"}
+
+
+def test_multi_model_uses_all_four_models_with_one_prompt() -> None:
+    plan = load_plan(ROOT / "manifests" / "multi-model.yaml")
+    assert {j.model for j in plan.jobs} == set(MODELS)
+    assert len({j.prompt for j in plan.jobs}) == 1
+
+
+def _objects(node: Any, where: str = "$") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if isinstance(node, dict):
+        if "properties" in node:
+            found.append((where, node))
+        for key, value in node.items():
+            found.extend(_objects(value, f"{where}/{key}"))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(_objects(value, f"{where}/{i}"))
+    return found
+
+
+def test_schema_is_valid_strict_and_documented() -> None:
+    Draft202012Validator.check_schema(SCHEMA)
+    objects = _objects(SCHEMA)
+    assert len(objects) >= 10
+    for where, obj in objects:
+        extra = obj.get("additionalProperties")
+        if where == "$/$defs/matrix":  # axes are the user's own names: each one described
+            assert extra["description"]
+        else:
+            assert extra is False, where
+        for name, prop in obj["properties"].items():
+            assert prop.get("description"), f"{where}/properties/{name}"
+
+
+def test_schema_model_ids_match_the_catalog() -> None:
+    assert SCHEMA["$defs"]["alias"]["properties"]["model"]["enum"] == list(MODELS)
+
+
+def test_schema_accepts_the_design_example() -> None:
+    text = (ROOT / "manifests" / "ab-sweep.yaml").read_text()
+    import yaml
+
+    errors = list(Draft202012Validator(SCHEMA).iter_errors(yaml.safe_load(text)))
+    assert errors == []
+
+
+def test_ten_thousand_jobs_plan_quickly(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_expand", ROOT / "bench" / "expand.py")
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text, expected = bench.sweep_manifest(10_000)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    start = time.perf_counter()
+    plan = load_plan(path)
+    seconds = time.perf_counter() - start
+    assert len(plan.jobs) == expected == 10_000
+    assert len({j.key for j in plan.jobs}) == 10_000
+    assert seconds < 2.0  # measured ≈ 0.2 s; the 100,000-job figure is in docs/performance.md
