@@ -293,6 +293,14 @@ class _Checker:
         n = len(parts)
         return not any(b[:n] == parts or parts[:len(b)] == b for b in self.broken)
 
+    def ok_fields(self, parts: Parts, fields: Sequence[str]) -> bool:
+        """Nothing broken at or above ``parts``, nor within the ``fields`` that are used
+        (an unknown extra key does not spoil the rest of the mapping)."""
+        n = len(parts)
+        if any(parts[:len(b)] == b and len(b) <= n for b in self.broken):
+            return False
+        return all(self.ok((*parts, f)) for f in fields)
+
     def error(self, message: str, parts: Parts, *, key: bool = False) -> None:
         self.errors.append(self.doc.error(message, parts, key=key))
 
@@ -437,7 +445,7 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
     if isinstance(raw_models, dict):
         for alias, body in raw_models.items():
             p = ("models", alias)
-            if not ck.ok(p) or not isinstance(body, dict):
+            if not ck.ok_fields(p, ("model", "params", "price")) or not isinstance(body, dict):
                 continue
             spec = MODELS.get(body.get("model", ""))
             if spec is None:
@@ -552,7 +560,8 @@ def _job_entry(ck: _Checker, i: int, body: Any, aliases: dict[str, Alias],
     p: Parts = ("jobs", i)
     if not isinstance(body, dict):
         return None
-    usable = ck.ok(p)
+    usable = ck.ok_fields(p, ("name", "model", "prompt", "matrix", "images", "params",
+                              "repeat"))
     line = ck.doc.pos(p).line
 
     # models: aliases or bare model ids

@@ -129,3 +129,41 @@ def test_ten_thousand_jobs_plan_quickly(tmp_path: Path) -> None:
     assert len(plan.jobs) == expected == 10_000
     assert len({j.key for j in plan.jobs}) == 10_000
     assert seconds < 2.0  # measured ≈ 0.2 s; the 100,000-job figure is in docs/performance.md
+
+
+DOC = (ROOT / "docs" / "manifest.md").read_text(encoding="utf-8")
+
+
+def _block_after(marker: str, lang: str = "") -> str:
+    start = DOC.index(marker)
+    fence = f"```{lang}\n"
+    begin = DOC.index(fence, start) + len(fence)
+    return DOC[begin:DOC.index("```", begin)]
+
+
+def test_the_documented_error_report_is_what_validate_prints(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from runner.cli import main
+
+    (tmp_path / "m.yaml").write_text(_block_after("(and then how many were found)", "yaml"))
+    expected = _block_after("`seedbatch validate m.yaml` prints")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["validate", "m.yaml"])
+    assert result.exit_code == 2
+    assert result.stderr == expected
+
+
+def test_the_documented_matrix_example() -> None:
+    import yaml
+
+    from runner.manifest.matrix import expand_matrix
+
+    doc = yaml.safe_load(_block_after("\nExample:\n", "yaml"))
+    assert expand_matrix(doc["matrix"]) == [
+        {"fruit": "apple", "animal": "cat", "color": "pink", "shape": "circle"},
+        {"fruit": "apple", "animal": "dog", "color": "green", "shape": "circle"},
+        {"fruit": "pear", "animal": "cat", "color": "pink"},
+        {"fruit": "banana"},
+    ]
