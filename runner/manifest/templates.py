@@ -320,6 +320,17 @@ def compile_template(source: str, *, native: bool = False,
 
     ``native``: if the whole source is one ``{{ expression }}``, :meth:`Template.render`
     returns the expression's value (int, float, bool, list, …) rather than text."""
+    try:
+        return _compile(source, native, env)
+    except TemplateFailure:
+        raise
+    except RecursionError:
+        raise TemplateFailure("template nested too deeply") from None
+    except Exception as exc:  # anything else Jinja may raise while compiling
+        raise TemplateFailure(f"template error: {type(exc).__name__}: {exc}") from None
+
+
+def _compile(source: str, native: bool, env: ManifestEnvironment) -> Template:
     if not has_markup(source):
         return Template(source, frozenset(), frozenset(), constant=source, is_constant=True)
     try:

@@ -83,3 +83,11 @@ def test_fast_path_renders_exactly_like_jinja() -> None:
         t = compile_template(source)
         assert t._fast is not None, source
         assert t.render(ctx) == ENV.from_string(source).render(ctx), source
+
+
+def test_deeply_nested_template_is_a_located_error(only) -> None:
+    deep = "(" * 3000 + "1" + ")" * 3000
+    err = only("version: 1\njobs:\n  - name: x\n    model: wiro/seedream-v4\n"
+               f"    prompt: \"{{{{ {deep} }}}}\"\n")
+    assert (err.line, err.col) == (5, 13)
+    assert "nested too deeply" in err.message
