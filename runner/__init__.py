@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_manifest", "load_plan"]
+__all__ = ["__version__", "load_manifest", "load_plan", "resume", "run"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from runner import manifest
 
         return getattr(manifest, name)
+    if name in ("run", "resume"):
+        from runner import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'runner' has no attribute {name!r}")

@@ -219,6 +219,7 @@ class Journal:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._durable = True
 
     # -- opening --------------------------------------------------------------------------
 
@@ -253,7 +254,7 @@ class Journal:
         journal = cls(conn, path)
         skipped = skipped or {}
         now = utc_now()
-        with journal._tx():
+        with journal._tx(durable=True):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -301,7 +302,13 @@ class Journal:
         self.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction. ``durable`` commits survive a power cut (fsync, ``synchronous =
+        FULL``); the others survive a crash of this process (WAL, ``synchronous = NORMAL``)
+        and become durable with the next durable commit."""
+        if durable != self._durable:
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -320,13 +327,13 @@ class Journal:
                       json.dumps(dict(detail)) if detail else None))
 
     def _set(self, key: str, state: JobState | None, detail: Mapping[str, Any] | None = None,
-             kind: str = "state", **columns: Any) -> None:
+             kind: str = "state", durable: bool = False, **columns: Any) -> None:
         now = utc_now()
         if state is not None:
             columns["state"] = str(state)
         columns["updated_at"] = now
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        with self._tx() as conn:
+        with self._tx(durable) as conn:
             cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE key = ?",
                                (*columns.values(), key))
             if cur.rowcount != 1:
@@ -334,7 +341,7 @@ class Journal:
             self._event(conn, key, kind, str(state) if state else None, detail, now)
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self._tx() as conn:
+        with self._tx(durable=True) as conn:
             conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO "
                          "UPDATE SET value = excluded.value", (key, json.dumps(value)))
 
@@ -345,9 +352,10 @@ class Journal:
             self._event(conn, job_key, kind, None, detail)
 
     def mark_submitting(self, key: str) -> int:
-        """Count a submit attempt and commit it before the request leaves; returns it."""
+        """Count a submit attempt and commit it (durably) before the request leaves; returns
+        the attempt number."""
         now = utc_now()
-        with self._tx() as conn:
+        with self._tx(durable=True) as conn:
             row = conn.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, error = NULL,"
                                " reason = NULL, updated_at = ? WHERE key = ? RETURNING attempts",
                                (str(JobState.SUBMITTING), now, key)).fetchone()
@@ -362,7 +370,7 @@ class Journal:
 
     def mark_submitted(self, key: str, task_id: str, *,
                        estimated_seconds: float | None = None) -> None:
-        self._set(key, JobState.SUBMITTED, {"task_id": task_id}, task_id=task_id,
+        self._set(key, JobState.SUBMITTED, {"task_id": task_id}, durable=True, task_id=task_id,
                   estimated_seconds=estimated_seconds, submitted_at=utc_now(), error=None)
 
     def record_poll(self, key: str, *, task_state: str, provider_status: str,

@@ -9,14 +9,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakes import FakeProvider, make_plan  # noqa: E402
+from fakes import FakeProvider, make_plan
 
-from runner.execute.executor import Executor, ExecutorOptions, Outcome, ReuseLookup  # noqa: E402
-from runner.execute.journal import Journal  # noqa: E402
-from runner.execute.limits import EffectiveLimits  # noqa: E402
-from runner.execute.policy import PollSettings  # noqa: E402
-from runner.execute.rundir import output_names  # noqa: E402
-from runner.jobs import Budget, Job  # noqa: E402
+from runner.execute.executor import Executor, ExecutorOptions, Outcome, ReuseLookup
+from runner.execute.journal import Journal
+from runner.execute.limits import EffectiveLimits
+from runner.execute.policy import PollSettings
+from runner.execute.rundir import output_names
+from runner.jobs import Budget, Job
 
 FAST_POLL = PollSettings(initial_guess=0.05, min_step=0.01, max_step=0.2)
 FAST = ExecutorOptions(poll=FAST_POLL, initial_guess={"wiro": 0.05, "pixwith": 0.05},

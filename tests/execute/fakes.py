@@ -22,9 +22,7 @@ import httpx
 from PIL import Image
 
 from runner.errors import (
-    AuthError,
     ConcurrencyLimited,
-    InsufficientBalance,
     JobRejected,
     ProviderError,
     RateLimited,

@@ -1,0 +1,306 @@
+"""Throughput of the executor against the emulator, and two naive baselines.
+
+    python bench/throughput.py --jobs 1000 --latency 2 --concurrency 8 --json
+
+Runs N Seedream 4.0 jobs on Wiro's emulated API (in-process thread server on loopback,
+``image_size=small``, no faults, no latency jitter unless ``--jitter``) through the real
+provider client and the real executor (journal, limits, polling policy, downloads), then the
+same client driven by:
+
+* ``sequential``: one job at a time — submit, poll every second until done, download
+  (measured on ``--sequential-jobs`` jobs and extrapolated linearly to N);
+* ``fixed_2s``: the same concurrency, polling every 2 seconds (measured on
+  ``--baseline-jobs`` jobs, N by default, and extrapolated when fewer).
+
+Figures: ``makespan_s`` (first submit to last download), ``lower_bound_s`` =
+max(N·S/C, request-rate bound), ``ratio``, ``requests_per_job`` (API calls and downloads),
+``polls_per_task``, ``cpu_ms_per_job`` (this process's CPU minus the emulator thread's),
+``peak_rss_mb`` (the whole process, emulator included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runner.catalog import MODELS  # noqa: E402
+from runner.config import resolve  # noqa: E402
+from runner.emulator import EmulatorConfig, serve_in_thread  # noqa: E402
+from runner.errors import TransientError  # noqa: E402
+from runner.execute.executor import Executor, ExecutorOptions  # noqa: E402
+from runner.execute.journal import Journal  # noqa: E402
+from runner.execute.limits import EffectiveLimits  # noqa: E402
+from runner.execute.rundir import output_names  # noqa: E402
+from runner.jobs import Estimate, Job, Plan, job_key  # noqa: E402
+from runner.providers import make_provider  # noqa: E402
+from runner.providers.base import Provider, TaskState  # noqa: E402
+
+MODEL = "wiro/seedream-v4"
+
+
+def make_jobs(n: int) -> list[Job]:
+    spec = MODELS[MODEL]
+    params = spec.with_defaults({"size": "1024x1024"})
+    jobs = []
+    for i in range(n):
+        prompt = f"benchmark image {i}"
+        jobs.append(Job(key=job_key(MODEL, prompt, params, (), 0), name=f"bench-{i:05d}",
+                        alias="v4", model=MODEL, provider="wiro", prompt=prompt, params=params,
+                        estimate=Estimate(1, 0.03, 0.0)))
+    return jobs
+
+
+def _emulator_thread() -> threading.Thread | None:
+    for thread in threading.enumerate():
+        if thread.name == "seedbatch-emulator":
+            return thread
+    return None
+
+
+def _thread_cpu(thread: threading.Thread | None) -> float:
+    if thread is None or thread.ident is None:
+        return 0.0
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    except (AttributeError, OSError):
+        return 0.0
+
+
+class CpuMeter:
+    """This process's CPU time minus the emulator thread's."""
+
+    def __enter__(self) -> CpuMeter:
+        self.thread = _emulator_thread()
+        self.p0, self.e0 = time.process_time(), _thread_cpu(self.thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = (time.process_time() - self.p0) - (_thread_cpu(self.thread) - self.e0)
+
+
+def provider_for(server: Any, concurrency: int) -> Provider:
+    env = {"WIRO_API_KEY": "demo-wiro-key", "WIRO_API_SECRET": "demo-wiro-secret"}
+    settings = resolve("wiro", None, env, demo=True, base_url=server.wiro_base_url)
+    return make_provider(settings, concurrency=concurrency)
+
+
+def lower_bound(n: int, latency: float, concurrency: int, rpm: float | None) -> float:
+    slots = n * latency / concurrency
+    # Each job needs at least a submit and a poll.
+    rate = 2 * n / (rpm / 60) if rpm else 0.0
+    return max(slots, rate)
+
+
+def figures(n: int, makespan: float, lb: float, requests: dict[str, int], cpu: float,
+            tasks: int) -> dict[str, Any]:
+    total = sum(requests.values())
+    return {
+        "makespan_s": round(makespan, 3),
+        "lower_bound_s": round(lb, 3),
+        "ratio": round(makespan / lb, 4) if lb else None,
+        "requests_per_job": round(total / n, 3),
+        "requests": dict(requests),
+        "polls_per_task": round(requests.get("poll", 0) / max(1, tasks), 3),
+        "cpu_ms_per_job": round(cpu * 1000 / n, 3),
+    }
+
+
+# -- the executor -------------------------------------------------------------------------------
+
+async def _run_executor(provider: Provider, jobs: list[Job], concurrency: int,
+                        rpm: float | None, work: Path) -> tuple[float, Journal]:
+    run_dir = work / "executor-run"
+    run_dir.mkdir()
+    manifest = work / "bench.yaml"
+    manifest.write_bytes(b"version: 1\nname: bench\n")
+    plan = Plan(manifest_path=manifest, manifest_bytes=manifest.read_bytes(), name="bench",
+                jobs=tuple(jobs))
+    names = {job.key: output_names(plan, job) for job in jobs}
+    journal = Journal.create(run_dir / "journal.sqlite", jobs, {"name": "bench"})
+    executor = Executor(run_dir=run_dir, journal=journal, jobs=jobs, output_names=names,
+                        providers={"wiro": provider},
+                        limits={"wiro": EffectiveLimits(concurrency, rpm)},
+                        options=ExecutorOptions())
+    t0 = time.monotonic()
+    outcome = await executor.run()
+    makespan = time.monotonic() - t0
+    if outcome.counts["succeeded"] != len(jobs):
+        raise SystemExit(f"executor: not every job succeeded: {outcome.counts}")
+    await provider.aclose()
+    return makespan, journal
+
+
+def bench_executor(args: argparse.Namespace, server: Any, work: Path) -> dict[str, Any]:
+    jobs = make_jobs(args.jobs)
+    provider = provider_for(server, args.concurrency)
+    with CpuMeter() as cpu:
+        makespan, journal = asyncio.run(_run_executor(provider, jobs, args.concurrency,
+                                                      args.rpm, work))
+    polls = [r.polls for r in journal.jobs()]
+    journal.close()
+    out = figures(args.jobs, makespan, lower_bound(args.jobs, args.latency, args.concurrency,
+                                                   args.rpm),
+                  dict(provider.requests_sent), cpu.seconds, args.jobs)  # type: ignore[attr-defined]
+    out["polls_max"] = max(polls)
+    return out
+
+
+# -- baselines ----------------------------------------------------------------------------------
+
+async def _download(provider: Provider, url: str, dest: Path) -> None:
+    async with provider.stream(url) as response, aiofiles.open(dest, "wb") as fh:
+        async for block in response.aiter_bytes(65536):
+            await fh.write(block)
+
+
+async def _submit_retrying(provider: Provider, job: Job) -> str:
+    while True:
+        try:
+            return (await provider.submit(job)).task_id
+        except TransientError:
+            await asyncio.sleep(1.0)
+
+
+async def _naive_job(provider: Provider, job: Job, interval: float, first: float,
+                     dest: Path) -> None:
+    task_id = await _submit_retrying(provider, job)
+    await asyncio.sleep(first)
+    while True:
+        status = await provider.poll(task_id)
+        if status.state.terminal:
+            break
+        await asyncio.sleep(interval)
+    if status.state is TaskState.SUCCEEDED:
+        for i, out in enumerate(status.outputs):
+            await _download(provider, out.url, dest / f"{job.name}-{i}.png")
+
+
+async def _naive(provider: Provider, jobs: list[Job], concurrency: int, interval: float,
+                 dest: Path) -> float:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(job: Job) -> None:
+        async with sem:
+            await _naive_job(provider, job, interval, interval, dest)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(j) for j in jobs))
+    elapsed = time.monotonic() - t0
+    await provider.aclose()
+    return elapsed
+
+
+def bench_baseline(name: str, runner: Callable[[Provider, list[Job]], Awaitable[float]],
+                   n_total: int, n_measured: int, server: Any, concurrency: int,
+                   lb: float, offset: int) -> dict[str, Any]:
+    jobs = make_jobs(offset + n_measured)[offset:]
+    provider = provider_for(server, concurrency)
+    with CpuMeter() as cpu:
+        elapsed = asyncio.run(runner(provider, jobs))
+    scale = n_total / n_measured
+    out = figures(n_measured, elapsed * scale, lb, dict(provider.requests_sent),  # type: ignore[attr-defined]
+                  cpu.seconds, n_measured)
+    out["measured_jobs"] = n_measured
+    out["measured_s"] = round(elapsed, 3)
+    out["extrapolated"] = n_measured < n_total
+    if out["extrapolated"]:
+        out["note"] = (f"measured on {n_measured} jobs, makespan extrapolated linearly "
+                       f"×{scale:g} to {n_total}")
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu": cpu, "cpus": os.cpu_count()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--latency", type=float, default=2.0, help="emulated task seconds")
+    ap.add_argument("--jitter", type=float, default=0.0, help="± fraction of latency")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rpm", type=float, default=None,
+                    help="requests per minute cap (default: none)")
+    ap.add_argument("--baseline-jobs", type=int, default=None,
+                    help="jobs measured for the fixed-2s baseline (default: all)")
+    ap.add_argument("--sequential-jobs", type=int, default=10,
+                    help="jobs measured for the sequential baseline")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    cfg = EmulatorConfig(latency=args.latency, jitter=args.jitter,
+                         concurrency=max(args.concurrency, 1), image_size="small", seed=1)
+    lb = lower_bound(args.jobs, args.latency, args.concurrency, args.rpm)
+    with tempfile.TemporaryDirectory(prefix="seedbatch-bench-") as tmp, \
+            serve_in_thread(cfg) as server:
+        work = Path(tmp)
+        result: dict[str, Any] = {
+            "jobs": args.jobs, "latency_s": args.latency, "jitter": args.jitter,
+            "concurrency": args.concurrency, "rpm": args.rpm,
+        }
+        result.update(bench_executor(args, server, work))
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                      / 1024, 1)
+        baselines: dict[str, Any] = {}
+        if not args.no_baselines:
+            dest = work / "baseline-outputs"
+            dest.mkdir()
+            seq_n = max(1, min(args.sequential_jobs, args.jobs))
+            baselines["sequential"] = bench_baseline(
+                "sequential", lambda p, js: _naive(p, js, 1, 1.0, dest), args.jobs, seq_n,
+                server, 1, lb, offset=args.jobs)
+            fixed_n = max(1, min(args.baseline_jobs or args.jobs, args.jobs))
+            baselines["fixed_2s"] = bench_baseline(
+                "fixed_2s", lambda p, js: _naive(p, js, args.concurrency, 2.0, dest),
+                args.jobs, fixed_n, server, args.concurrency, lb,
+                offset=args.jobs + seq_n)
+        result["baselines"] = baselines
+        stats = server.stats()
+        result["emulator"] = {"tasks_created": stats["tasks_created_total"],
+                              "duplicate_paid": stats["duplicate_paid"],
+                              "rejections": stats["rejections"]}
+        result["machine"] = machine()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.jobs} jobs, latency {args.latency} s, concurrency {args.concurrency}: "
+              f"makespan {result['makespan_s']} s vs lower bound {result['lower_bound_s']} s "
+              f"(ratio {result['ratio']}), {result['polls_per_task']} polls/task, "
+              f"{result['requests_per_job']} requests/job, {result['cpu_ms_per_job']} ms CPU/job,"
+              f" peak RSS {result['peak_rss_mb']} MB")
+        for name, b in baselines.items():
+            print(f"  {name}: makespan {b['makespan_s']} s (ratio {b['ratio']}), "
+                  f"{b['polls_per_task']} polls/task" + (f" — {b['note']}" if b.get("note")
+                                                         else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from fakes import FakeProvider, image_bytes
+
+from runner.errors import JobRejected, ServerError
+from runner.execute.download import (
+    PART_SUFFIX,
+    DownloadError,
+    discard_partials,
+    download,
+    sniff,
+)
+from runner.providers.base import RemoteOutput
+
+pytestmark = pytest.mark.anyio
+
+
+def _provider(url: str, data: bytes, **kw: object) -> FakeProvider:
+    p = FakeProvider(**kw)  # type: ignore[arg-type]
+    p.files[url] = data
+    return p
+
+
+def _namer(tmp_path: Path) -> tuple[list[str], object]:
+    asked: list[str] = []
+
+    def final_for(ext: str) -> Path:
+        asked.append(ext)
+        return tmp_path / "outputs" / "job" / f"0.{ext}"
+
+    return asked, final_for
+
+
+def _leftovers(tmp_path: Path) -> list[Path]:
+    return list(tmp_path.rglob(f"*{PART_SUFFIX}"))
+
+
+async def test_a_download_is_hashed_typed_sized_and_named_by_its_real_type(
+        tmp_path: Path) -> None:
+    data = image_bytes("JPEG", (40, 30))
+    url = "https://cdn.example/out.png"  # the URL says PNG; the bytes are a JPEG
+    provider = _provider(url, data, chunk=100)
+    asked, final_for = _namer(tmp_path)
+    got = await download(provider, RemoteOutput(url, size=len(data)), final_for)
+    assert asked == ["jpg"]
+    assert got.path == tmp_path / "outputs" / "job" / "0.jpg"
+    assert got.path.read_bytes() == data
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert (got.bytes, got.content_type, got.width, got.height) == (len(data), "image/jpeg",
+                                                                     40, 30)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("fmt", "ctype"), [("PNG", "image/png"), ("WEBP", "image/webp")])
+async def test_png_and_webp_are_recognised(tmp_path: Path, fmt: str, ctype: str) -> None:
+    data = image_bytes(fmt, (5, 7))
+    provider = _provider("https://x/a", data)
+    _, final_for = _namer(tmp_path)
+    got = await download(provider, RemoteOutput("https://x/a"), final_for)
+    assert got.content_type == ctype
+    assert (got.width, got.height) == (5, 7)
+
+
+async def test_a_download_cut_short_is_retried_and_lands_whole(tmp_path: Path) -> None:
+    data = image_bytes("PNG", (64, 64))
+    url = "https://x/cut"
+    provider = _provider(url, data, chunk=64)
+    provider.download_cuts[url] = 2
+    _, final_for = _namer(tmp_path)
+    got = await download(provider, RemoteOutput(url), final_for, attempts=3, backoff=0.01)
+    assert got.path.read_bytes() == data
+    assert provider.requests_sent["download"] == 3
+    assert _leftovers(tmp_path) == []
+
+
+async def test_retries_are_bounded_and_leave_nothing_behind(tmp_path: Path) -> None:
+    data = image_bytes("PNG", (64, 64))
+    url = "https://x/cut"
+    provider = _provider(url, data, chunk=64)
+    provider.download_cuts[url] = 10
+    _, final_for = _namer(tmp_path)
+    with pytest.raises(DownloadError, match="after 3 attempts"):
+        await download(provider, RemoteOutput(url), final_for, attempts=3, backoff=0.01)
+    assert provider.requests_sent["download"] == 3
+    assert _leftovers(tmp_path) == []
+    assert not (tmp_path / "outputs" / "job" / "0.png").exists()
+
+
+async def test_content_length_mismatch_is_caught(tmp_path: Path) -> None:
+    data = image_bytes("PNG")
+    provider = _provider("https://x/a", data)
+    provider.wrong_length.add("https://x/a")
+    _, final_for = _namer(tmp_path)
+    with pytest.raises(DownloadError, match="Content-Length"):
+        await download(provider, RemoteOutput("https://x/a"), final_for, attempts=2,
+                       backoff=0.01)
+    assert _leftovers(tmp_path) == []
+
+
+async def test_size_listed_by_the_provider_is_checked(tmp_path: Path) -> None:
+    data = image_bytes("PNG")
+    provider = _provider("https://x/a", data)
+    _, final_for = _namer(tmp_path)
+    with pytest.raises(DownloadError, match="size mismatch"):
+        await download(provider, RemoteOutput("https://x/a", size=len(data) + 1), final_for,
+                       attempts=1)
+
+
+async def test_wrong_magic_bytes_are_refused(tmp_path: Path) -> None:
+    provider = _provider("https://x/a", b"<html><body>Access denied</body></html>")
+    asked, final_for = _namer(tmp_path)
+    with pytest.raises(DownloadError, match="not a PNG, JPEG or WebP"):
+        await download(provider, RemoteOutput("https://x/a"), final_for, attempts=1)
+    assert asked == []
+    assert not (tmp_path / "outputs").exists()
+
+
+async def test_a_refused_link_is_not_retried(tmp_path: Path) -> None:
+    provider = _provider("https://x/a", image_bytes())
+    provider.script("download", JobRejected("HTTP 403 (link expired?)"))
+    _, final_for = _namer(tmp_path)
+    with pytest.raises(DownloadError) as info:
+        await download(provider, RemoteOutput("https://x/a"), final_for, attempts=4,
+                       backoff=0.01)
+    assert not info.value.retryable
+    assert provider.requests_sent["download"] == 1
+
+
+async def test_a_server_error_is_retried(tmp_path: Path) -> None:
+    provider = _provider("https://x/a", image_bytes())
+    provider.script("download", ServerError("HTTP 502"), ServerError("HTTP 503"))
+    _, final_for = _namer(tmp_path)
+    got = await download(provider, RemoteOutput("https://x/a"), final_for, attempts=3,
+                         backoff=0.01)
+    assert got.bytes > 0
+    assert provider.requests_sent["download"] == 3
+
+
+async def test_memory_stays_flat_for_a_large_output(tmp_path: Path) -> None:
+    header = image_bytes("PNG", (4, 4))
+    big = header + b"\0" * (24 * 1024 * 1024)  # 24 MB: a PNG header, then padding
+    provider = _provider("https://x/big", big, chunk=64 * 1024)
+    _, final_for = _namer(tmp_path)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    got = await download(provider, RemoteOutput("https://x/big", size=len(big)), final_for)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    assert got.bytes == len(big)
+    assert got.sha256 == hashlib.sha256(big).hexdigest()
+    assert peak < 2 * 1024 * 1024  # a few chunks, never the file
+
+
+def test_sniff_and_discard_partials(tmp_path: Path) -> None:
+    assert sniff(image_bytes("PNG")) == ("image/png", "png")
+    assert sniff(b"GIF89a....") is None
+    assert sniff(b"RIFF\0\0\0\0WAVE") is None
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / f"0.png{PART_SUFFIX}").write_bytes(b"x")
+    (tmp_path / "a" / "1.png").write_bytes(b"x")
+    assert discard_partials(tmp_path) == 1
+    assert (tmp_path / "a" / "1.png").exists()
+    assert _leftovers(tmp_path) == []

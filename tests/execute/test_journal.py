@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from fakes import make_job
+
+from runner.errors import RunDirError
+from runner.execute.journal import SCHEMA_VERSION, JobState, Journal, OutputRecord
+
+
+def _new(tmp_path: Path, n: int = 3, **kw: object) -> tuple[Journal, list]:
+    jobs = [make_job(f"job-{i}") for i in range(n)]
+    return Journal.create(tmp_path / "journal.sqlite", jobs, {"name": "t", "run_id": "r1"},
+                          **kw), jobs  # type: ignore[arg-type]
+
+
+def test_create_holds_every_job_in_plan_order_with_meta_and_wal(tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path, skipped={})
+    with journal:
+        assert [r.name for r in journal.jobs()] == [j.name for j in jobs]
+        assert all(r.state is JobState.PENDING and r.attempts == 0 for r in journal.jobs())
+        meta = journal.meta()
+        assert meta["schema_version"] == SCHEMA_VERSION
+        assert meta["run_id"] == "r1"
+        raw = sqlite3.connect(tmp_path / "journal.sqlite")
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        raw.close()
+        assert journal.job(jobs[1].key).estimate_usd == pytest.approx(0.03)
+
+
+def test_skipped_jobs_keep_their_reason(tmp_path: Path) -> None:
+    jobs = [make_job("a"), make_job("b")]
+    with Journal.create(tmp_path / "j.sqlite", jobs, {}, skipped={jobs[1].key: "--only a"}) as j:
+        rec = j.job(jobs[1].key)
+        assert rec.state is JobState.SKIPPED
+        assert rec.reason == "--only a"
+        assert j.counts()["skipped"] == 1
+        assert j.counts()["pending"] == 1
+
+
+def test_submitting_is_committed_before_the_call_and_visible_to_another_process(
+        tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path)
+    with journal:
+        assert journal.mark_submitting(jobs[0].key) == 1
+        # A separate connection (as another process would) sees it at once.
+        other = sqlite3.connect(tmp_path / "journal.sqlite")
+        state, attempts = other.execute("SELECT state, attempts FROM jobs WHERE key = ?",
+                                        (jobs[0].key,)).fetchone()
+        assert (state, attempts) == ("submitting", 1)
+        journal.mark_submit_retry(jobs[0].key, "HTTP 503")
+        assert journal.mark_submitting(jobs[0].key) == 2
+        journal.mark_submitted(jobs[0].key, "task-9", estimated_seconds=12.0)
+        state, task_id = other.execute("SELECT state, task_id FROM jobs WHERE key = ?",
+                                       (jobs[0].key,)).fetchone()
+        assert (state, task_id) == ("submitted", "task-9")
+        other.close()
+        rec = journal.job(jobs[0].key)
+        assert rec.attempts == 2
+        assert rec.estimated_seconds == 12.0
+        assert rec.submitted_at is not None
+        assert rec.submitted_at.endswith("Z")
+
+
+def test_polls_are_counted_and_started_at_is_set_once(tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path)
+    key = jobs[0].key
+    with journal:
+        journal.mark_submitting(key)
+        journal.mark_submitted(key, "t1")
+        journal.record_poll(key, task_state="queued", provider_status="task_queue")
+        journal.record_poll(key, task_state="running", provider_status="task_start",
+                            state=JobState.RUNNING, elapsed_seconds=1.5)
+        first_started = journal.job(key).started_at
+        journal.record_poll(key, task_state="running", provider_status="task_output",
+                            state=JobState.RUNNING)
+        rec = journal.job(key)
+        assert rec.polls == 3
+        assert rec.state is JobState.RUNNING
+        assert rec.started_at == first_started
+        assert rec.provider_status == "task_output"
+        assert rec.elapsed_seconds == 1.5
+        polls = journal.events(key, kind="poll")
+        assert [e.detail["status"] for e in polls] == ["task_queue", "task_start", "task_output"]
+
+
+def test_outputs_and_success_and_read_api(tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path)
+    key = jobs[0].key
+    with journal:
+        journal.mark_downloading(key, [{"url": "https://x/0.png", "name": None,
+                                        "content_type": "image/png", "size": 10}],
+                                 cost_usd=0.03, credits=None)
+        out = OutputRecord(key, 0, "outputs/job-0/0.png", "https://x/0.png", 10, "ab" * 32,
+                           "image/png", 8, 6)
+        journal.record_output(out)
+        journal.mark_succeeded(key)
+        rec = journal.job(key)
+        assert rec.state is JobState.SUCCEEDED
+        assert rec.cost_usd == 0.03
+        assert rec.remote_outputs[0]["url"] == "https://x/0.png"
+        (got,) = journal.outputs(key)
+        assert (got.path, got.bytes, got.width, got.height) == ("outputs/job-0/0.png", 10, 8, 6)
+        assert journal.outputs() == [got]
+        assert journal.counts()["succeeded"] == 1
+        assert set(journal.counts()) == {str(s) for s in JobState}
+        kinds = [e.kind for e in journal.events(key)]
+        assert kinds == ["state", "output", "state"]
+        # events are append-only, numbered in order
+        ids = [e.id for e in journal.events()]
+        assert ids == sorted(ids)
+
+
+def test_failed_unknown_cancelled_and_back_to_pending(tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path)
+    a, b, c = (j.key for j in jobs)
+    with journal:
+        journal.mark_failed(a, "rejected: bad size", task_state="failed")
+        journal.mark_unknown(b, "answer lost")
+        journal.mark_cancelled(c)
+        assert journal.job(a).error == "rejected: bad size"
+        assert journal.job(b).state is JobState.UNKNOWN
+        assert journal.job(c).task_state == "cancelled"
+        journal.set_pending(b, clear_task=True, detail="retry accepted")
+        assert journal.job(b).state is JobState.PENDING
+        assert journal.job(b).error is None
+
+
+def test_meta_values_are_json_and_overwritable(tmp_path: Path) -> None:
+    journal, _ = _new(tmp_path)
+    with journal:
+        journal.set_meta("base_urls", {"wiro": "http://127.0.0.1:1/wiro/v1"})
+        journal.set_meta("cancel_requested", "2024-01-01T00:00:00Z")
+        journal.set_meta("cancel_requested", None)
+        assert journal.meta()["base_urls"]["wiro"].endswith("/wiro/v1")
+        assert journal.get_meta("cancel_requested") is None
+        assert journal.get_meta("missing", 5) == 5
+
+
+def test_reopen_and_refusals(tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path)
+    journal.mark_submitting(jobs[0].key)
+    journal.close()
+    with Journal.open(tmp_path / "journal.sqlite") as again:
+        assert again.job(jobs[0].key).state is JobState.SUBMITTING
+    with pytest.raises(RunDirError, match="never overwritten"):
+        Journal.create(tmp_path / "journal.sqlite", jobs, {})
+    with pytest.raises(RunDirError, match="no journal"):
+        Journal.open(tmp_path / "nothing.sqlite")
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(RunDirError):
+        Journal.open(tmp_path / "junk.sqlite")
+    raw = sqlite3.connect(tmp_path / "journal.sqlite")
+    raw.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    raw.commit()
+    raw.close()
+    with pytest.raises(RunDirError, match="schema version 99"):
+        Journal.open(tmp_path / "journal.sqlite")
+
+
+def test_two_jobs_with_one_key_are_refused(tmp_path: Path) -> None:
+    job = make_job("same")
+    twin = make_job("same")
+    with pytest.raises(RunDirError, match="same key"):
+        Journal.create(tmp_path / "j.sqlite", [job, twin], {})

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from runner.errors import (
+    AuthError,
+    ConcurrencyLimited,
+    ConnectFailed,
+    JobRejected,
+    RateLimited,
+    ServerError,
+    UnknownOutcome,
+)
+from runner.execute.policy import LatencyBook, LatencyModel, PollSettings, SubmitRetry
+
+
+def simulate(model: LatencyModel, durations: list[float], *, reported: bool,
+             announced: float | None = None, rtt: float = 0.0) -> tuple[list[int], list[float]]:
+    """Poll each task as the executor does; returns polls per task and detection delays."""
+    polls_per_task, delays = [], []
+    for duration in durations:
+        t = model.first_delay(announced)
+        polls, not_done, not_done_at = 0, 0, None
+        while True:
+            polls += 1
+            if t >= duration:
+                break
+            not_done += 1
+            not_done_at = t
+            t += model.next_delay(t + rtt, not_done, announced)
+        model.observe(done_by=t + rtt, not_done_at=not_done_at,
+                      reported=duration if reported else None, announced=announced)
+        polls_per_task.append(polls)
+        delays.append(t - duration)
+    return polls_per_task, delays
+
+
+def test_before_anything_is_learnt_the_first_poll_is_the_guess_or_the_announcement() -> None:
+    model = LatencyModel(PollSettings(initial_guess=3.0))
+    assert model.first_delay() == 3.0
+    assert model.first_delay(announced=20.0) == pytest.approx(20.0, rel=0.01)
+
+
+def test_fixed_latency_with_reported_run_time_costs_one_poll_and_little_delay() -> None:
+    model = LatencyModel(PollSettings(initial_guess=2.0))
+    polls, delays = simulate(model, [5.0] * 200, reported=True, rtt=0.01)
+    assert sum(polls[20:]) / 180 == 1.0
+    assert max(delays[20:]) <= 0.05 * 5.0
+    assert sum(polls) / len(polls) <= 1.5  # the first task's backoff amortised
+
+
+def test_without_reported_time_the_estimate_still_converges() -> None:
+    model = LatencyModel(PollSettings(initial_guess=1.0))
+    polls, delays = simulate(model, [4.0] * 400, reported=False, rtt=0.01)
+    tail = slice(100, None)
+    assert sum(polls[tail]) / 300 <= 1.5
+    assert sum(delays[tail]) / 300 <= 0.1 * 4.0
+
+
+def test_jittered_latency_keeps_polls_low() -> None:
+    rng = random.Random(7)
+    durations = [10 * rng.uniform(0.8, 1.2) for _ in range(400)]
+    model = LatencyModel(PollSettings(initial_guess=2.0))
+    polls, delays = simulate(model, durations, reported=True)
+    assert sum(polls[50:]) / 350 <= 1.5
+    assert sum(delays[50:]) / 350 <= 0.15 * 10
+
+
+def test_announced_estimates_are_learnt_as_a_ratio() -> None:
+    model = LatencyModel()
+    # The provider announces 10 s; tasks take 6.
+    polls, _ = simulate(model, [6.0] * 50, reported=True, announced=10.0)
+    assert model.first_delay(announced=10.0) == pytest.approx(6.0, rel=0.02)
+    assert model.first_delay(announced=20.0) == pytest.approx(12.0, rel=0.02)
+    assert sum(polls[5:]) / 45 == 1.0
+
+
+def test_re_polls_back_off_and_are_capped() -> None:
+    s = PollSettings(initial_guess=1.0, min_step=0.25, growth=1.5, max_step=4.0)
+    model = LatencyModel(s)
+    steps = [model.next_delay(elapsed=10.0, not_done_polls=k) for k in range(1, 12)]
+    assert steps == sorted(steps)
+    assert steps[1] == pytest.approx(steps[0] * 1.5)
+    assert max(steps) == 4.0
+
+
+def test_a_late_lesson_pushes_a_too_early_poll_out() -> None:
+    model = LatencyModel(PollSettings(initial_guess=1.0))
+    for _ in range(5):
+        model.observe(done_by=30.0, not_done_at=29.0, reported=30.0)
+    # A task polled at 2 s (before anything was learnt) waits until ~30 s, not 2.25 s.
+    assert model.next_delay(elapsed=2.0, not_done_polls=1) == pytest.approx(28.0, abs=0.1)
+
+
+def test_latency_book_keeps_one_model_per_provider_and_model() -> None:
+    book = LatencyBook(initial_guess={"wiro": 3.0, "pixwith": 7.0})
+    a = book.model("wiro", "wiro/seedream-v4")
+    assert book.model("wiro", "wiro/seedream-v4") is a
+    assert book.model("wiro", "wiro/seedream-v3") is not a
+    assert a.first_delay() == 3.0
+    assert book.model("pixwith", "pixwith/seedream-4.5").first_delay() == 7.0
+
+
+def test_submit_retry_waiting_for_a_slot_does_not_burn_the_budget() -> None:
+    hook = SubmitRetry(max_failures=2, limited_step=0.5, max_wait_limited=4.0,
+                       rng=random.Random(1))
+    for _ in range(30):
+        delay = hook(ConcurrencyLimited("96", provider="wiro", code=96))
+        assert isinstance(delay, float)
+        assert 0 < delay <= 4.0
+    assert hook.failures == 0
+    assert hook(RateLimited("429", retry_after=3.0)) >= 3.0
+    assert hook(ServerError("503")) is True
+    assert hook(ConnectFailed("refused")) is True
+    assert hook(ServerError("503")) is False  # third real failure: give up
+    assert hook.limited == 31
+
+
+def test_submit_retry_never_retries_what_may_have_created_a_task_or_is_final() -> None:
+    hook = SubmitRetry()
+    assert hook(UnknownOutcome("lost")) is False
+    assert hook(JobRejected("bad size")) is False
+    assert hook(AuthError("bad key")) is False
+    assert hook(ValueError("bug")) is False
+    assert hook(ServerError("busy", retry_after=2.0)) >= 2.0
