@@ -276,6 +276,8 @@ def parse(text: str, file: str, path: Path, raw: bytes) -> Document:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or "invalid YAML"
         context = f" {exc.context}" if exc.context else ""
+        if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            context += f" that starts on line {exc.context_mark.line + 1}"
         raise ManifestErrors([ManifestError(f"YAML syntax error: {problem}{context}",
                                             file, line, col)]) from None
     except yaml.reader.ReaderError as exc:

@@ -38,14 +38,15 @@ def test_json_path_quotes_odd_keys() -> None:
 
 def test_syntax_error_is_located() -> None:
     (err,) = _errors("version: 1\njobs: [a, b\nname: x\n")
-    assert err.message.startswith("YAML syntax error")
-    assert (err.file, err.line) == ("m.yaml", 3)
+    assert err.message == ("YAML syntax error: did not find expected ',' or ']' while parsing "
+                           "a flow sequence that starts on line 2")
+    assert (err.file, err.line, err.col, err.path) == ("m.yaml", 3, 5, "$")
 
 
 def test_bad_indentation_is_located() -> None:
     (err,) = _errors("version: 1\njobs:\n  - model: a\n   prompt: b\n")
     assert err.message.startswith("YAML syntax error")
-    assert err.line == 4
+    assert (err.line, err.col) == (4, 4)
 
 
 def test_duplicate_key_is_an_error_at_the_second_key() -> None:
