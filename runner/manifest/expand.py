@@ -155,6 +155,18 @@ class _EntryExpander:
         bag = self.bag
         names = self.names
         variables = m.vars
+        cur: list[Any] = [0, 0, 0, None, None, None]  # alias i, combo i, index, ctx, combo, alias
+
+        def get(s: _Slot) -> Any:
+            """A slot's value for the current job: from its cache, else rendered."""
+            ai_, ci_, ix = cur[0], cur[1], cur[2]
+            k = (ai_ if s.dm else -1, ci_ if s.dc else -1, ix if s.di else -1)
+            r = _MISS if s.unique else s.cache.get(k, _MISS)
+            if r is _MISS:
+                r = self.render(s, cur[3], ix, get, cur[4], cur[5])
+                if not s.unique:
+                    s.cache[k] = r
+            return r
 
         for ai, alias in enumerate(e.aliases):
             spec = alias.spec
@@ -171,19 +183,10 @@ class _EntryExpander:
             price = alias.price
             for ci, combo in enumerate(e.matrix.combos):
                 base: dict[str, Any] = {**variables, **combo, "model": model_ctx}
+                cur[0], cur[1], cur[3], cur[4], cur[5] = ai, ci, base, combo, alias
                 for index in range(e.repeat):
                     failed = False
-                    state = (ai, ci, index, base, combo, alias)
-
-                    def get(s: _Slot, state: tuple[Any, ...] = state) -> Any:
-                        ai_, ci_, ix, ctx, combo_, alias_ = state
-                        k = (ai_ if s.dm else -1, ci_ if s.dc else -1, ix if s.di else -1)
-                        r = s.cache.get(k, _MISS) if not s.unique else _MISS
-                        if r is _MISS:
-                            r = self.render(s, ctx, ix, get, combo_, alias_)
-                            if not s.unique:
-                                s.cache[k] = r
-                        return r
+                    cur[2] = index
 
                     # name
                     if name_slot is not None:
@@ -215,10 +218,11 @@ class _EntryExpander:
                                 failed = True
                             values[pname] = v
                         final = spec.with_defaults(values)
-                        cached = (final, canonical_json(final) if not failed else "")
+                        cached = (final, canonical_json(final) if not failed else "",
+                                  spec.images_per_job(final))
                         if not failed:
                             params_cache[pk] = cached
-                    final, canon = cached
+                    final, canon, n = cached
 
                     # images
                     if static_images is not None:
@@ -246,7 +250,6 @@ class _EntryExpander:
                             self.param_problem(where, message, merged, name)
                         continue
 
-                    n = spec.images_per_job(final)
                     est = estimates.get(n)
                     if est is None:
                         est = Estimate(n, float(n * (price.usd_per_image or 0.0)),

@@ -26,10 +26,19 @@ from runner.manifest.validate import Manifest, locate_template, validate_documen
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# the common case in one match: ASCII segments of 1..255 characters, none "." or ".."
+_SAFE = re.compile(r"(?![A-Za-z]:)(?:(?!\.\.?/)[^/\\\x00-\x1f\x7f]{1,255}/)*"
+                   r"(?!\.\.?$)[^/\\\x00-\x1f\x7f]{1,255}")
 
 
 def unsafe_output_reason(name: str) -> str | None:
     """Why ``name`` cannot be a path under outputs/, or None when it is safe."""
+    if name.isascii() and _SAFE.fullmatch(name):
+        return None
+    return _output_reason(name)
+
+
+def _output_reason(name: str) -> str | None:
     if not name:
         return "it is empty"
     if "\\" in name:

@@ -188,6 +188,10 @@ def _fast_value(node: nodes.Node) -> Callable[[Mapping[str, Any]], Any] | None:
     return None
 
 
+def _text(value: Any) -> str:
+    return value if type(value) is str else str(value)
+
+
 def _fast_renderer(ast: nodes.Template) -> Callable[[Mapping[str, Any]], str] | None:
     """A plain-Python renderer for ``text {{ a }} text {{ b.c | slug }}`` templates."""
     if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
@@ -206,14 +210,8 @@ def _fast_renderer(ast: nodes.Template) -> Callable[[Mapping[str, Any]], str] | 
     frozen = tuple(parts)
 
     def render(ctx: Mapping[str, Any]) -> str:
-        out = []
-        for part in frozen:
-            if type(part) is str:
-                out.append(part)
-            else:
-                value = part(ctx)  # type: ignore[operator]
-                out.append(value if type(value) is str else str(value))
-        return "".join(out)
+        return "".join([p if type(p) is str else _text(p(ctx))  # type: ignore[operator]
+                        for p in frozen])
 
     return render
 

@@ -43,3 +43,11 @@ def test_random_manifests_never_crash(extra: dict, merge: bool) -> None:
         assert err.line >= 1
         assert err.col >= 1
         assert err.path.startswith("$")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="a./\\:C\x01é ", max_size=12))
+def test_output_name_fast_path_agrees_with_the_full_check(name: str) -> None:
+    from runner.manifest.plan import _output_reason, unsafe_output_reason
+
+    assert (unsafe_output_reason(name) is None) == (_output_reason(name) is None)
