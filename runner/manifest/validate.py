@@ -450,11 +450,10 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
             spec = MODELS.get(body.get("model", ""))
             if spec is None:
                 continue
-            price = spec.price
+            price = spec.price  # the alias's `price:` replaces the list price as a whole
             given = body.get("price") or {}
             if given:
-                price = Price(given.get("usd_per_image", price.usd_per_image),
-                              given.get("credits_per_image", price.credits_per_image))
+                price = Price(given.get("usd_per_image"), given.get("credits_per_image"))
             n_errors = len(ck.errors)
             params = _params(ck, body.get("params") or {}, (*p, "params"), prompt_names)
             if len(ck.errors) == n_errors:  # else jobs using it are skipped, not misjudged

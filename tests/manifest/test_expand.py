@@ -139,12 +139,16 @@ def test_price_override_and_estimates(plan_of) -> None:
           v45: {model: wiro/seedream-v4-5, params: {width: 2560, height: 1440, maxImages: 3}}
           cheap: {model: wiro/seedream-v4, price: {usd_per_image: 0.01}}
           pix: {model: pixwith/seedream-4.5, params: {num_outputs: 2}}
+          pix_usd: {model: pixwith/seedream-4.5, price: {usd_per_image: 0.05}}
         jobs:
           - name: "{{ model.alias }}"
-            model: [v45, cheap, pix]
+            model: [v45, cheap, pix, pix_usd]
             prompt: x
     """)
-    v45, cheap, pix = plan.jobs
+    v45, cheap, pix, pix_usd = plan.jobs
+    # an alias's price replaces the list price as a whole: no credits counted here
+    assert pix_usd.price == Price(usd_per_image=0.05)
+    assert (pix_usd.estimate.usd, pix_usd.estimate.credits) == (pytest.approx(0.05), 0)
     assert v45.price == Price(usd_per_image=0.04)
     assert (v45.estimate.images, v45.estimate.usd) == (3, pytest.approx(0.12))
     assert cheap.price == Price(usd_per_image=0.01)
@@ -152,10 +156,11 @@ def test_price_override_and_estimates(plan_of) -> None:
     assert pix.price == Price(credits_per_image=6)
     assert (pix.estimate.images, pix.estimate.credits, pix.estimate.usd) == (2, 12, 0)
     rows = summarize(plan.jobs)
-    assert [(r.model, r.jobs, r.images) for r in rows] == [
-        ("wiro/seedream-v4-5", 1, 3), ("wiro/seedream-v4", 1, 1), ("pixwith/seedream-4.5", 1, 2)]
+    assert [(r.model, r.aliases, r.jobs, r.images) for r in rows] == [
+        ("wiro/seedream-v4-5", ("v45",), 1, 3), ("wiro/seedream-v4", ("cheap",), 1, 1),
+        ("pixwith/seedream-4.5", ("pix", "pix_usd"), 2, 3)]
     total = plan.estimate()
-    assert (total.images, total.usd, total.credits) == (6, pytest.approx(0.13), 12)
+    assert (total.images, total.usd, total.credits) == (7, pytest.approx(0.18), 12)
 
 
 def test_default_job_names(plan_of) -> None:
