@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,7 @@ def test_schema_accepts_the_design_example() -> None:
     assert errors == []
 
 
-def test_ten_thousand_jobs_plan_quickly(tmp_path: Path) -> None:
+def test_the_benchmark_sweep_expands_to_the_size_it_claims(tmp_path: Path) -> None:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_expand", ROOT / "bench" / "expand.py")
@@ -123,12 +122,10 @@ def test_ten_thousand_jobs_plan_quickly(tmp_path: Path) -> None:
     text, expected = bench.sweep_manifest(10_000)
     path = tmp_path / "sweep.yaml"
     path.write_text(text)
-    start = time.perf_counter()
     plan = load_plan(path)
-    seconds = time.perf_counter() - start
+    # speed is measured by bench/expand.py (docs/performance.md), not asserted here
     assert len(plan.jobs) == expected == 10_000
     assert len({j.key for j in plan.jobs}) == 10_000
-    assert seconds < 2.0  # measured ≈ 0.2 s; the 100,000-job figure is in docs/performance.md
 
 
 DOC = (ROOT / "docs" / "manifest.md").read_text(encoding="utf-8")
