@@ -136,6 +136,7 @@ class Prepared:
     env: Mapping[str, str]
     force: bool = False
     only: str | None = None
+    max_usd_flag: float | None = None  # --max-usd as given (resume keeps it unless replaced)
 
     @property
     def estimate(self) -> Estimate:
@@ -196,7 +197,8 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     budget = Budget(_lower(plan.budget.max_usd, max_usd), plan.budget.max_credits)
     return Prepared(plan=plan, selected=selected, skipped=skipped, names=names,
                     limits=_limits_for(providers, plan.limits, concurrency), budget=budget,
-                    providers=providers, emulate=emulate, env=env, force=force, only=only)
+                    providers=providers, emulate=emulate, env=env, force=force, only=only,
+                    max_usd_flag=max_usd)
 
 
 def make_progress(quiet: bool, stream: Any = None) -> ProgressSink:
@@ -273,6 +275,15 @@ def _signals(executor: Executor, enabled: bool) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
+def _emulated_options(options: ExecutorOptions | None, emulate: bool,
+                      latency: float) -> ExecutorOptions | None:
+    """Under --emulate the task latency is known: the first polls need not guess it."""
+    if not emulate or options is not None:
+        return options
+    guess = max(0.05, latency)
+    return ExecutorOptions(initial_guess={"wiro": guess, "pixwith": guess})
+
+
 async def _execute_async(executor: Executor, providers: Mapping[str, Provider],
                          handle_signals: bool) -> Outcome:
     try:
@@ -316,9 +327,11 @@ def _messages(outcome: Outcome, journal: Journal, run_dir: Path) -> list[str]:
     for exc in outcome.fatal:
         notes.append(fatal_advice(exc))
     if outcome.budget_held:
-        notes.append(f"{outcome.budget_held} job{'s' if outcome.budget_held != 1 else ''} not "
-                     f"submitted: the budget would be exceeded ({outcome.budget_reason}). "
-                     f"Raise it with --max-usd and run: seedbatch resume {run_dir}")
+        n = outcome.budget_held
+        notes.append(f"{n} job{'s' if n != 1 else ''} not submitted: the budget would be "
+                     f"exceeded ({outcome.budget_reason}). They stay pending; "
+                     f"`seedbatch resume {run_dir} --max-usd X` submits them if the budget "
+                     f"allows (the lower of the manifest's budget and --max-usd applies)")
     unknown = journal.jobs(JobState.UNKNOWN)
     if unknown:
         notes.append(f"{len(unknown)} job{'s' if len(unknown) != 1 else ''} with an unknown "
@@ -393,6 +406,7 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                 "emulated": prepared.emulate,
                 "base_urls": {name: s.base_url for name, s in settings.items()},
                 "options": {"only": prepared.only, "force": prepared.force,
+                            "max_usd_flag": prepared.max_usd_flag,
                             "max_usd": prepared.budget.max_usd,
                             "max_credits": prepared.budget.max_credits,
                             "limits": {n: {"concurrency": lim.concurrency,
@@ -409,7 +423,9 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                     output_names=prepared.names, providers=providers, limits=prepared.limits,
                     budget=prepared.budget,
                     progress=progress if progress is not None else make_progress(quiet),
-                    options=options, reuse=_reuse_lookup(prepared, runs))
+                    options=_emulated_options(options, transport is None and prepared.emulate,
+                                              emulate_latency),
+                    reuse=_reuse_lookup(prepared, runs))
                 outcome = asyncio.run(_execute_async(executor, providers, handle_signals))
                 result = _finish(run_dir, journal, outcome, prepared.estimate, started)
             report, warnings = _finalize_report(run_dir)
@@ -505,7 +521,8 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
             if not retry_unknown:
                 active = [j for j in active if by_key[j.key].state is not JobState.UNKNOWN]
             providers = tuple(sorted({j.provider for j in active}))
-            opts = options or ExecutorOptions()
+            opts = _emulated_options(options, emulate and transport is None,
+                                     emulate_latency) or ExecutorOptions()
             opts = replace(opts, retry_unknown=retry_unknown)
             if emulate and not meta.get("emulated"):
                 raise ConfigError(f"{path} ran against the real providers; --emulate can only "
@@ -518,8 +535,15 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
                             for name in providers}
                 if fresh_emulator and emulated is not None:
                     _forget_emulated_tasks(journal)
-                plan_budget = doc.budget
-                budget = Budget(_lower(plan_budget.max_usd, max_usd), plan_budget.max_credits)
+                # The manifest's budget always applies; --max-usd given to the run applies
+                # until a resume gives another.
+                flag = max_usd if max_usd is not None else \
+                    (meta.get("options") or {}).get("max_usd_flag")
+                budget = Budget(_lower(doc.budget.max_usd, flag), doc.budget.max_credits)
+                if max_usd is not None:
+                    journal.set_meta("options", {**(meta.get("options") or {}),
+                                                 "max_usd_flag": max_usd,
+                                                 "max_usd": budget.max_usd})
                 limits = _limits_for(providers, doc.limits, concurrency)
                 journal.set_meta("base_urls", {**(meta.get("base_urls") or {}),
                                                **{n: s.base_url for n, s in settings.items()}})

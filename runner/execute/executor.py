@@ -63,7 +63,7 @@ class ExecutorOptions:
     submit_failures: int = 5  # ServerError/ConnectFailed per job before it fails
     poll_attempts: int = 8  # consecutive failed polls before a task is left for resume
     task_timeout: float = 1800.0  # seconds after submit before a task is left for resume
-    download_attempts: int = 4
+    download_attempts: int = 6
     download_concurrency: int = 8
     cancel_check_interval: float = 0.5
     cancel_timeout: float = 30.0

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,3 +66,13 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     yield h
     for j in h.journals:
         j.close()
+
+
+async def until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait (polling the event loop) until ``predicate()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)

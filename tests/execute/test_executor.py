@@ -1,0 +1,391 @@
+"""The executor's scheduling and bookkeeping, against the in-memory fake provider."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import FAST, Harness, until
+from fakes import FakeProvider, image_bytes, make_job
+
+from runner.errors import AuthError, InsufficientBalance, JobRejected, RateLimited, ServerError
+from runner.execute.executor import ReusedOutput, ReuseHit
+from runner.execute.journal import JobState
+from runner.execute.progress import LogProgress
+from runner.jobs import Budget
+
+pytestmark = pytest.mark.anyio
+
+
+def jobs_named(prefix: str, n: int, **kw: object) -> list:
+    return [make_job(f"{prefix}{i}", **kw) for i in range(n)]  # type: ignore[arg-type]
+
+
+async def test_every_job_is_submitted_once_followed_and_downloaded(harness: Harness) -> None:
+    jobs = jobs_named("j", 12)
+    fake = FakeProvider(latency=0.05)
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=3)
+    journal = ex.journal
+    assert out.counts["succeeded"] == 12
+    assert out.images == 12
+    assert all(n == 1 for n in fake.created.values())
+    assert len(fake.created) == 12
+    assert ex.lanes["wiro"].slots.peak == 3  # the in-flight cap, measured
+    assert fake.peak_remote <= 3
+    for rec in journal.jobs():
+        assert rec.attempts == 1
+        assert rec.polls >= 1
+        assert rec.task_id is not None
+        assert rec.submitted_at
+        assert rec.finished_at
+        (o,) = journal.outputs(rec.key)
+        path = harness.tmp / "run" / o.path
+        assert o.path == f"outputs/{rec.name}/0.png"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == o.sha256
+    assert out.spent_usd == pytest.approx(12 * 0.03)
+    assert fake.requests_sent["poll"] == sum(r.polls for r in journal.jobs())
+
+
+async def test_a_provider_limit_below_ours_is_waited_out_not_failed(harness: Harness) -> None:
+    jobs = jobs_named("j", 10)
+    fake = FakeProvider(latency=0.05, concurrency=2)  # code 96 beyond 2 tasks
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=6)
+    assert out.counts["succeeded"] == 10
+    assert fake.rejected_96 > 0
+    assert ex.lanes["wiro"].slots.lowered > 0
+    assert fake.peak_remote <= 2
+    assert sum(fake.created.values()) == 10
+    retries = [e for e in ex.journal.events(kind="retry")]
+    assert retries
+    assert all("concurrent" in e.detail["error"] for e in retries)
+
+
+async def test_transient_submit_errors_are_retried_without_double_tasks(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 4)
+    fake = FakeProvider(latency=0.03)
+    fake.script("submit", ServerError("HTTP 503"), RateLimited("HTTP 429", retry_after=0.05),
+                ServerError("HTTP 502"))
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=1)
+    assert out.counts["succeeded"] == 4
+    assert sum(fake.created.values()) == 4
+    assert sum(r.attempts for r in ex.journal.jobs()) == 4 + 3
+    assert fake.requests_sent["submit"] == 7
+
+
+async def test_a_submit_that_keeps_failing_fails_the_job_after_its_budget(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 1)
+    fake = FakeProvider(latency=0.02)
+    fake.script("submit", *[ServerError("HTTP 500")] * 7)
+    opts = replace(FAST, submit_failures=5)
+    ex, _out = await harness.run(jobs, {"wiro": fake}, concurrency=1, options=opts)
+    (rec,) = ex.journal.jobs()
+    assert rec.state is JobState.FAILED
+    assert "submit failed 6 times, last: HTTP 500" in (rec.error or "")
+    assert rec.attempts == 6
+    assert not fake.created
+
+
+async def test_an_unknown_outcome_is_recorded_and_never_resent(harness: Harness) -> None:
+    jobs = jobs_named("j", 3)
+    fake = FakeProvider(latency=0.02)
+    fake.script("submit", "lost")  # the first submit creates a task, then the answer is lost
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=1)
+    rec = ex.journal.job(jobs[0].key)
+    assert rec.state is JobState.UNKNOWN
+    assert "answer lost" in (rec.error or "")
+    assert rec.attempts == 1
+    assert fake.created[jobs[0].key] == 1  # exactly the one lost, never a second
+    assert out.counts["succeeded"] == 2
+    assert out.counts["unknown"] == 1
+
+
+async def test_a_rejected_job_fails_at_once(harness: Harness) -> None:
+    jobs = jobs_named("j", 2)
+    fake = FakeProvider(latency=0.02)
+    fake.script("submit", JobRejected("size 1x1 is not allowed", code=0))
+    ex, _ = await harness.run(jobs, {"wiro": fake}, concurrency=1)
+    rec = ex.journal.job(jobs[0].key)
+    assert rec.state is JobState.FAILED
+    assert rec.attempts == 1
+    assert "size 1x1" in (rec.error or "")
+
+
+async def test_a_failed_task_fails_its_job_and_costs_nothing(harness: Harness) -> None:
+    jobs = [make_job("ok"), make_job("boom", prompt="explode")]
+    fake = FakeProvider(latency=0.03, fail_prompts={"explode"})
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=2)
+    rec = ex.journal.job(jobs[1].key)
+    assert rec.state is JobState.FAILED
+    assert rec.task_state == "failed"
+    assert "model crashed" in (rec.error or "")
+    assert out.spent_usd == pytest.approx(0.03)
+
+
+async def test_a_fatal_error_stops_submits_but_in_flight_tasks_finish(
+        harness: Harness) -> None:
+    wiro_jobs = jobs_named("w", 6)
+    pix_jobs = jobs_named("p", 3, provider="pixwith", model="pixwith/seedream-4.5", usd=0.0,
+                          credits=6)
+    wiro = FakeProvider("wiro", latency=0.15)
+    pix = FakeProvider("pixwith", latency=0.15, cost_usd=None, credits=6)
+    # Two wiro submits go through, the third meets an empty balance.
+    wiro.script("submit", None, None, InsufficientBalance("insufficient balance", code=97))
+    ex, out = await harness.run(wiro_jobs + pix_jobs, {"wiro": wiro, "pixwith": pix},
+                                concurrency={"wiro": 3, "pixwith": 1})
+    assert [str(f) for f in out.fatal] == ["insufficient balance (code 97)"]
+    states = {r.name: r.state for r in ex.journal.jobs()}
+    assert states["w0"] is JobState.SUCCEEDED
+    assert states["w1"] is JobState.SUCCEEDED
+    assert all(states[f"w{i}"] is JobState.PENDING for i in range(2, 6))
+    assert states["p0"] is JobState.SUCCEEDED  # already in flight elsewhere: it finished
+    assert wiro.requests_sent["submit"] == 3
+    assert sum(pix.created.values()) < 3  # no submits anywhere once it stopped
+    assert ex.journal.events(kind="fatal")
+
+
+async def test_an_auth_error_while_polling_stops_the_run_and_leaves_the_task(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 3)
+    fake = FakeProvider(latency=0.05)
+    fake.script("poll", AuthError("bad signature", http_status=401))
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=1)
+    assert out.fatal
+    first = ex.journal.job(jobs[0].key)
+    assert first.state is JobState.SUBMITTED  # left attached: resume follows it
+    assert first.task_id is not None
+    assert ex.journal.job(jobs[1].key).state is JobState.PENDING
+
+
+async def test_transient_poll_errors_are_retried(harness: Harness) -> None:
+    jobs = jobs_named("j", 2)
+    fake = FakeProvider(latency=0.03)
+    fake.script("poll", ServerError("HTTP 502"), ServerError("reset"),
+                RateLimited("HTTP 429", retry_after=0.02))
+    _ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=2)
+    assert out.counts["succeeded"] == 2
+
+
+async def test_budget_caps_what_is_submitted_and_the_rest_stays_pending(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 6, usd=0.03)
+    fake = FakeProvider(latency=0.03, cost_usd=0.03)
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=4,
+                                budget=Budget(max_usd=0.10))
+    assert out.counts["succeeded"] == 3
+    assert out.counts["pending"] == 3
+    assert out.budget_held == 3
+    assert out.spent_usd <= 0.10
+    assert sum(fake.created.values()) == 3
+    held = [r for r in ex.journal.jobs() if r.state is JobState.PENDING]
+    assert all((r.reason or "").startswith("budget:") for r in held)
+
+
+async def test_failed_tasks_free_their_budget(harness: Harness) -> None:
+    jobs = [make_job(f"j{i}", prompt="explode" if i < 2 else None, index=i) for i in range(5)]
+    fake = FakeProvider(latency=0.03, fail_prompts={"explode"})
+    _ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=2,
+                                budget=Budget(max_usd=0.07))
+    # Two failures cost nothing, so two of the three others still fit in $0.07.
+    assert out.counts["failed"] == 2
+    assert out.counts["succeeded"] == 2
+    assert out.counts["pending"] == 1
+
+
+async def test_credits_budget(harness: Harness) -> None:
+    jobs = jobs_named("p", 4, provider="pixwith", model="pixwith/seedream-4.5", usd=0.0,
+                      credits=6)
+    fake = FakeProvider("pixwith", latency=0.02, cost_usd=None, credits=6)
+    _, out = await harness.run(jobs, {"pixwith": fake}, concurrency=4,
+                               budget=Budget(max_credits=12))
+    assert out.counts["succeeded"] == 2
+    assert out.spent_credits == 12
+
+
+async def test_first_interrupt_stops_submits_and_lets_in_flight_finish(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 6)
+    fake = FakeProvider(latency=0.2)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=2)
+    run = asyncio.create_task(ex.run())
+    await until(lambda: sum(fake.created.values()) >= 2)
+    ex.interrupt()
+    out = await run
+    assert out.interrupted
+    assert not out.cancelled
+    assert out.counts["succeeded"] == 2
+    assert out.counts["pending"] == 4
+    assert sum(fake.created.values()) == 2
+    assert ex.journal.events(kind="interrupt")
+
+
+async def test_second_interrupt_cancels_remote_tasks(harness: Harness) -> None:
+    jobs = jobs_named("j", 5)
+    fake = FakeProvider(latency=5.0)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=2)
+    run = asyncio.create_task(ex.run())
+    await until(lambda: sum(1 for r in ex.journal.jobs() if r.state is JobState.SUBMITTED) >= 2)
+    ex.interrupt()
+    ex.interrupt()
+    out = await asyncio.wait_for(run, 5)
+    assert out.cancelled
+    assert out.interrupted
+    assert len(fake.cancels) == 2
+    assert out.counts["cancelled"] == 2
+    assert out.counts["pending"] == 3
+    assert all(t.cancelled for t in fake.tasks.values())
+
+
+async def test_a_cancel_request_in_the_journal_cancels_the_run(harness: Harness) -> None:
+    jobs = jobs_named("j", 3)
+    fake = FakeProvider(latency=5.0)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=3)
+    run = asyncio.create_task(ex.run())
+    await until(lambda: sum(fake.created.values()) >= 3)
+    ex.journal.set_meta("cancel_requested", "now")
+    out = await asyncio.wait_for(run, 5)
+    assert out.cancelled
+    assert out.counts["cancelled"] == 3
+
+
+async def test_a_task_that_finished_before_its_cancel_is_left_for_resume(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 1)
+    fake = FakeProvider(latency=5.0)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=1)
+    run = asyncio.create_task(ex.run())
+    await until(lambda: bool(fake.created))
+    fake.script("cancel", JobRejected("task is not in a cancellable state"))
+    ex.cancel_all("test")
+    out = await asyncio.wait_for(run, 5)
+    assert out.counts["cancelled"] == 0
+    assert ex.journal.job(jobs[0].key).state is JobState.SUBMITTED
+    assert ex.journal.events(kind="cancel_failed")
+
+
+async def test_resume_reattaches_marks_unknown_and_submits_pending(harness: Harness) -> None:
+    jobs = jobs_named("j", 4)
+    fake = FakeProvider(latency=0.05)
+    first = harness.executor(jobs, {"wiro": fake}, concurrency=1)
+    journal = first.journal
+    # As a killed process leaves it: j0 has a task, j1 was mid-submit, j2/j3 never sent.
+    journal.mark_submitting(jobs[0].key)
+    task = await fake.submit(jobs[0])
+    journal.mark_submitted(jobs[0].key, task.task_id)
+    journal.mark_submitting(jobs[1].key)
+    resumed = harness.executor(jobs, {"wiro": fake}, concurrency=2,
+                               run_dir=harness.tmp / "run", journal=journal)
+    out = await resumed.run()
+    states = {r.name: r.state for r in journal.jobs()}
+    assert states == {"j0": JobState.SUCCEEDED, "j1": JobState.UNKNOWN,
+                      "j2": JobState.SUCCEEDED, "j3": JobState.SUCCEEDED}
+    assert fake.created[jobs[0].key] == 1  # re-attached, not resubmitted
+    assert jobs[1].key not in fake.created  # unknown: never sent again
+    assert "submit was in flight" in (journal.job(jobs[1].key).error or "")
+    assert out.counts["unknown"] == 1
+    # --retry-unknown: the user accepts the risk, it is sent.
+    again = harness.executor(jobs, {"wiro": fake}, run_dir=harness.tmp / "run",
+                             journal=journal, options=replace(FAST, retry_unknown=True))
+    out = await again.run()
+    assert out.counts["succeeded"] == 4
+    assert fake.created[jobs[1].key] == 1
+    assert journal.job(jobs[1].key).attempts == 2
+
+
+async def test_a_paid_output_whose_download_failed_is_fetched_on_resume(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 1)
+    fake = FakeProvider(latency=0.02)
+    fake.script("download", *[JobRejected("HTTP 404")])
+    ex, out = await harness.run(jobs, {"wiro": fake})
+    rec = ex.journal.job(jobs[0].key)
+    assert rec.state is JobState.FAILED
+    assert rec.task_state == "succeeded"
+    assert "output 0" in (rec.error or "")
+    again = harness.executor(jobs, {"wiro": fake}, run_dir=harness.tmp / "run",
+                             journal=ex.journal)
+    out = await again.run()
+    assert out.counts["succeeded"] == 1
+    assert fake.requests_sent["submit"] == 1
+
+
+async def test_reused_outputs_are_placed_without_calling_the_provider(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 2)
+    fake = FakeProvider(latency=0.02)
+    old = harness.tmp / "old.png"
+    data = image_bytes("PNG", (3, 3))
+    old.write_bytes(data)
+
+    def lookup(job: object) -> ReuseHit | None:
+        if job is jobs[0]:
+            return ReuseHit("runs/earlier", (ReusedOutput(old, 0, len(data),
+                                                          hashlib.sha256(data).hexdigest(),
+                                                          "image/png", 3, 3),))
+        return None
+
+    ex, out = await harness.run(jobs, {"wiro": fake}, reuse=lookup)
+    assert out.counts["reused"] == 1
+    assert out.counts["succeeded"] == 1
+    assert jobs[0].key not in fake.created
+    (o,) = ex.journal.outputs(jobs[0].key)
+    assert (harness.tmp / "run" / o.path).read_bytes() == data
+    assert ex.journal.job(jobs[0].key).reason == "reused from runs/earlier"
+
+
+async def test_requests_per_minute_hold_for_every_kind_of_call(harness: Harness) -> None:
+    jobs = jobs_named("j", 8)
+    fake = FakeProvider(latency=0.01)
+    rpm = 1200.0  # 20/s: a burst of 20, then 19.67/s
+    _, out = await harness.run(jobs, {"wiro": fake}, concurrency=8, rpm=rpm)
+    assert out.counts["succeeded"] == 8
+    times = sorted(t for kind, t in fake.calls if kind in ("submit", "poll", "cancel"))
+    burst, per_s = 20, (rpm - 20) / 60
+    for i, start in enumerate(times):
+        inside = sum(1 for t in times[i:] if t < start + 0.5)
+        assert inside <= burst + 0.5 * per_s + 1
+
+
+async def test_two_jobs_may_not_write_the_same_output(harness: Harness) -> None:
+    jobs = jobs_named("j", 2)
+    fake = FakeProvider(latency=0.02)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=1)
+    same = ex.output_names[jobs[0].key]
+    ex.output_names = {jobs[0].key: same, jobs[1].key: same}
+    out = await ex.run()
+    assert out.counts["succeeded"] == 1
+    bad = ex.journal.job(jobs[1].key)
+    assert bad.state is JobState.FAILED
+    assert "already used by job 'j0'" in (bad.error or "")
+
+
+async def test_plain_progress_lines_name_jobs_and_notable_states(harness: Harness) -> None:
+    import io
+
+    stream = io.StringIO()
+    jobs = [make_job("good"), make_job("bad", prompt="explode")]
+    fake = FakeProvider(latency=0.02, fail_prompts={"explode"})
+    ex = harness.executor(jobs, {"wiro": fake})
+    ex.progress = LogProgress(stream)
+    await ex.run()
+    text = stream.getvalue()
+    assert "2 jobs to run" in text
+    assert "good: succeeded" in text
+    assert "bad: failed — task failed: model crashed" in text
+    assert "submitting" not in text
+
+
+def test_outputs_dir_layout(tmp_path: Path) -> None:
+    # names come from the plan's output namer; a name leaving outputs/ is refused
+    from runner.errors import ManifestError
+    from runner.execute.rundir import output_name_for, safe_relative
+
+    assert output_name_for({"0": {"png": "a/0.png"}}, 2, "png") == "a/0-2.png"
+    with pytest.raises(ManifestError):
+        safe_relative("../escape.png", "job")
+    with pytest.raises(ManifestError):
+        safe_relative("/abs.png", "job")
