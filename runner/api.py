@@ -31,9 +31,11 @@ from runner import __version__
 from runner.config import ProviderSettings, is_loopback, resolve
 from runner.errors import ConfigError, FatalProviderError, RunDirError
 from runner.execute.executor import (
+    IN_FLIGHT,
     Executor,
     ExecutorOptions,
     Outcome,
+    ReuseHit,
     ReuseLookup,
     cancel_remote_tasks,
 )
@@ -137,11 +139,17 @@ class Prepared:
     force: bool = False
     only: str | None = None
     max_usd_flag: float | None = None  # --max-usd as given (resume keeps it unless replaced)
+    reused: Mapping[str, ReuseHit] = field(default_factory=dict)  # job key → earlier outputs
+
+    @property
+    def to_run(self) -> tuple[Job, ...]:
+        """The selected jobs that earlier runs do not already provide."""
+        return tuple(j for j in self.selected if j.key not in self.reused)
 
     @property
     def estimate(self) -> Estimate:
         total = Estimate()
-        for job in self.selected:
+        for job in self.to_run:
             total = total + job.estimate
         return total
 
@@ -180,15 +188,22 @@ def select_jobs(jobs: Sequence[Job], only: str | None) -> tuple[tuple[Job, ...],
 
 def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | None = None,
             concurrency: int | None = None, only: str | None = None, force: bool = False,
-            env: Mapping[str, str] | None = None) -> Prepared:
-    """Load and check everything a run needs before anything is created or sent."""
+            env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs") -> Prepared:
+    """Load and check everything a run needs before anything is created or sent.
+
+    Unless ``force``, jobs whose outputs an earlier run under ``runs_dir`` already holds
+    (same key, files intact) are found here: they are reused, not submitted, and neither
+    counted in the estimate nor needing credentials."""
     from runner.manifest import load_plan
 
     _check_max_usd(max_usd)
     env = dict(os.environ if env is None else env)
     plan = load_plan(manifest)
     selected, skipped = select_jobs(plan.jobs, only)
-    providers = tuple(sorted({job.provider for job in selected}))
+    lookup = None if force else _reuse_lookup(Path(runs_dir))
+    reused = {job.key: hit for job in selected
+              if lookup is not None and (hit := lookup(job)) is not None}
+    providers = tuple(sorted({job.provider for job in selected if job.key not in reused}))
     # Every credential needed, up front: a missing one stops the run before any submit.
     for name in providers:
         resolve(name, plan.providers, env, demo=emulate,
@@ -198,7 +213,7 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     return Prepared(plan=plan, selected=selected, skipped=skipped, names=names,
                     limits=_limits_for(providers, plan.limits, concurrency), budget=budget,
                     providers=providers, emulate=emulate, env=env, force=force, only=only,
-                    max_usd_flag=max_usd)
+                    max_usd_flag=max_usd, reused=reused)
 
 
 def make_progress(quiet: bool, stream: Any = None) -> ProgressSink:
@@ -244,10 +259,16 @@ def _make_providers(settings: Mapping[str, ProviderSettings],
             for name, s in settings.items()}
 
 
-def _reuse_lookup(prepared: Prepared, runs_dir: Path) -> ReuseLookup | None:
-    """Outputs of earlier runs for jobs with the same key (unless ``force``), when the
-    report package offers a cache."""
-    if prepared.force:
+def _reuse_from(hits: Mapping[str, ReuseHit]) -> ReuseLookup | None:
+    if not hits:
+        return None
+    return lambda job: hits.get(job.key)
+
+
+def _reuse_lookup(runs_dir: Path) -> ReuseLookup | None:
+    """Outputs of earlier runs for jobs with the same key, when the report package offers a
+    cache (``runner.report.cache.reuse_lookup``)."""
+    if not runs_dir.is_dir():
         return None
     try:
         cache = importlib.import_module("runner.report.cache")
@@ -425,7 +446,7 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                     progress=progress if progress is not None else make_progress(quiet),
                     options=_emulated_options(options, transport is None and prepared.emulate,
                                               emulate_latency),
-                    reuse=_reuse_lookup(prepared, runs))
+                    reuse=_reuse_from(prepared.reused))
                 outcome = asyncio.run(_execute_async(executor, providers, handle_signals))
                 result = _finish(run_dir, journal, outcome, prepared.estimate, started)
             report, warnings = _finalize_report(run_dir)
@@ -448,7 +469,7 @@ def run(manifest: str | Path, *, emulate: bool = False, runs_dir: str | Path = "
     ``httpx.ASGITransport(app=create_app(cfg))``); ``env`` replaces ``os.environ`` for
     credentials and base URLs."""
     prepared = prepare(manifest, emulate=emulate, max_usd=max_usd, concurrency=concurrency,
-                       only=only, force=force, env=env)
+                       only=only, force=force, env=env, runs_dir=runs_dir)
     return execute(prepared, runs_dir=runs_dir, quiet=quiet, progress=progress,
                    transport=transport, emulate_latency=emulate_latency,
                    emulate_faults=emulate_faults, handle_signals=handle_signals,
@@ -515,11 +536,14 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
             records = journal.jobs()
             by_key = {r.key: r for r in records}
             jobs = [j for j in doc.jobs if j.key in by_key]
-            active = [j for j in jobs if by_key[j.key].state not in
-                      (JobState.SUCCEEDED, JobState.SKIPPED, JobState.REUSED,
-                       JobState.CANCELLED)]
-            if not retry_unknown:
-                active = [j for j in active if by_key[j.key].state is not JobState.UNKNOWN]
+            def has_work(rec: JobRecord) -> bool:
+                if rec.state is JobState.UNKNOWN:
+                    return retry_unknown
+                if rec.state is JobState.FAILED:  # paid for, its download failed
+                    return rec.task_state == "succeeded" and rec.task_id is not None
+                return rec.state is JobState.PENDING or rec.state in IN_FLIGHT
+
+            active = [j for j in jobs if has_work(by_key[j.key])]
             providers = tuple(sorted({j.provider for j in active}))
             opts = _emulated_options(options, emulate and transport is None,
                                      emulate_latency) or ExecutorOptions()

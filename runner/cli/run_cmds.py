@@ -44,9 +44,13 @@ def plan_summary(prepared: object) -> str:
     head = f"{plan.name}: {total} job{'s' if total != 1 else ''}"
     if prepared.skipped:
         head += f", {len(prepared.selected)} selected by --only {prepared.only}"
+    if prepared.reused:
+        n = len(prepared.reused)
+        head += (f"; {n} already made by an earlier run (reused, not submitted; --force "
+                 f"submits {'them' if n != 1 else 'it'} again)")
     lines.append(head)
     for provider in prepared.providers:
-        jobs = [j for j in prepared.selected if j.provider == provider]
+        jobs = [j for j in prepared.to_run if j.provider == provider]
         models = Counter(j.model for j in jobs)
         usd = sum(j.estimate.usd for j in jobs)
         credits = sum(j.estimate.credits for j in jobs)
@@ -142,10 +146,10 @@ def run(manifest: Path, emulate: bool, emulate_latency: float, emulate_faults: s
 
     emulate_faults = _faults_option(emulate_faults)
     prepared = api.prepare(manifest, emulate=emulate, max_usd=max_usd,
-                           concurrency=concurrency, only=only, force=force)
+                           concurrency=concurrency, only=only, force=force, runs_dir=runs_dir)
     if not quiet:
         click.echo(plan_summary(prepared), err=True)
-    if not emulate and not yes:
+    if not emulate and not yes and prepared.to_run:
         if not sys.stdin.isatty():
             fail("refusing to spend without confirmation: no terminal to ask on. Pass --yes "
                  "to run anyway (or --emulate to try it for free).", EXIT_INPUT)

@@ -367,13 +367,15 @@ class Executor:
         self._stop_event = asyncio.Event()
         self._download_sem = asyncio.Semaphore(self.options.download_concurrency)
         records = self.journal.jobs()
+        self._state = {rec.key: rec.state for rec in records}
+        self.progress.start(len(records), self.counts())
         reattach, pending = self._prepare(records)
         records = self.journal.jobs()
         usd, credits = spent_so_far(records)
         self.budget = BudgetBook(self.budget_input, spent_usd=usd, spent_credits=credits)
         for out in self.journal.outputs():
             self._claimed[out.path] = out.job_key
-        self.progress.start(len(records), self.counts())
+        self._refresh()
         watcher = asyncio.create_task(self._watch_cancel_requests())
         try:
             for rec in reattach:
@@ -449,7 +451,7 @@ class Executor:
                 self.journal.set_pending(rec.key, clear_task=True,
                                          detail="--retry-unknown accepted: sent again")
                 state = JobState.PENDING
-            self._state[rec.key] = state
+            self._track(rec.key, state)
             if rec.key not in self.jobs:
                 continue
             if state.attached and rec.task_id:
@@ -462,6 +464,10 @@ class Executor:
             elif state is JobState.PENDING:
                 job = self.jobs[rec.key]
                 if self.reuse is not None and self._apply_reuse(job):
+                    continue
+                if job.provider not in self.lanes:
+                    self.journal.set_reason(job.key, f"not run: no {job.provider} client "
+                                            f"(its outputs were to be reused); resume runs it")
                     continue
                 pending.append(job)
         return reattach, pending
@@ -479,11 +485,16 @@ class Executor:
             names = self.output_names.get(job.key, {})
             rel = f"{OUTPUTS_DIR}/{output_name_for(names, out.index, ext)}"
             dest = self.run_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.link(out.source, dest)
-            except OSError:
-                shutil.copy2(out.source, dest)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(out.source, dest)
+                except OSError:
+                    shutil.copy2(out.source, dest)
+            except OSError as exc:
+                self.journal.note("reuse_failed", {"from": hit.origin, "error": str(exc)},
+                                  job.key)
+                return False
             records.append(OutputRecord(job.key, out.index, rel, out.url, out.bytes, out.sha256,
                                         out.content_type, out.width, out.height))
         self.journal.mark_reused(job.key, records, hit.origin)

@@ -165,11 +165,17 @@ def test_in_process_emulation_and_transport_injection(tmp_path: Path) -> None:
     result = api.run(manifest, emulate=True, runs_dir=tmp_path / "runs", env={},
                      transport=httpx.ASGITransport(app=app), options=E2E)
     assert result.succeeded == 3
+    # A second run finds every output in the first: nothing is submitted, nothing needs
+    # credentials.
+    cached = api.run(manifest, runs_dir=tmp_path / "runs", env={}, options=E2E)
+    assert cached.counts["reused"] == 3
+    assert cached.exit_code == 0
     with Journal.open(result.run_dir / "journal.sqlite") as journal:
         assert journal.meta()["emulate"] == "in-process"
     # Served on a real loopback socket by the run itself:
     served = api.run(manifest, emulate=True, emulate_latency=0.1, runs_dir=tmp_path / "runs",
-                     env={}, options=E2E)
+                     env={}, options=E2E, force=True)
+    assert served.counts["reused"] == 0
     assert served.succeeded == 3
     assert served.run_dir != result.run_dir
     # Its emulator died with it: resuming needs a fresh one or an external one.
