@@ -379,7 +379,7 @@ class Executor:
         watcher = asyncio.create_task(self._watch_cancel_requests())
         try:
             for rec in reattach:
-                self._spawn(self._reattach(rec))
+                self._spawn(rec.key, self._reattach(rec))
             by_provider: dict[str, list[Job]] = {}
             for job in pending:
                 by_provider.setdefault(job.provider, []).append(job)
@@ -426,10 +426,29 @@ class Executor:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, key: str, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(key, coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, key: str, coro: Any) -> None:
+        """Run one job's task; an unexpected error ends that job, never the run."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            what = f"internal error ({type(exc).__name__}: {exc})"
+            job = self.jobs.get(key)
+            self.notes.append(f"{job.name if job else key}: {what}")
+            with contextlib.suppress(Exception):
+                self.journal.note("internal_error", {"error": what}, key)
+                state = self._state.get(key)
+                if state is JobState.SUBMITTING:
+                    self._submit_abandoned(key, what)
+                elif state is JobState.PENDING:
+                    self._fail(key, what)
+                # a task that exists stays attached: resume follows it
 
     def _prepare(self, records: Sequence[JobRecord]) -> tuple[list[JobRecord], list[Job]]:
         """Sort the journal's jobs into: follow again (a task exists), submit, leave alone."""
@@ -518,7 +537,7 @@ class Executor:
                     return
                 self._budget_held[job.key] = self.budget.why_not(job)
                 continue
-            self._spawn(self._run_job(job, lane))
+            self._spawn(job.key, self._run_job(job, lane))
 
     async def _reserve(self, job: Job) -> bool:
         """Reserve the job's estimated cost; wait while tasks in flight may free some."""

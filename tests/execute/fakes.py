@@ -24,7 +24,6 @@ from PIL import Image
 from runner.errors import (
     ConcurrencyLimited,
     JobRejected,
-    ProviderError,
     RateLimited,
     ServerError,
     UnknownOutcome,
@@ -145,7 +144,7 @@ class FakeProvider:
             await self.submit_gate.wait()
         await asyncio.sleep(0)
         fault = self._scripted("submit")
-        if isinstance(fault, ProviderError):
+        if isinstance(fault, Exception):
             raise fault
         if self.concurrency is not None and self.active() >= self.concurrency:
             self.rejected_96 += 1
@@ -166,7 +165,7 @@ class FakeProvider:
         self.requests_sent["poll"] += 1
         await asyncio.sleep(0)
         fault = self._scripted("poll")
-        if isinstance(fault, ProviderError):
+        if isinstance(fault, Exception):
             raise fault
         task = self.tasks.get(task_id)
         if task is None:
@@ -198,7 +197,7 @@ class FakeProvider:
         self.calls.append(("cancel", self._now()))
         self.requests_sent["cancel"] += 1
         fault = self._scripted("cancel")
-        if isinstance(fault, ProviderError):
+        if isinstance(fault, Exception):
             raise fault
         task = self.tasks[task_id]
         self._settle()
@@ -212,7 +211,7 @@ class FakeProvider:
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
         self.requests_sent["download"] += 1
         fault = self._scripted("download")
-        if isinstance(fault, ProviderError):
+        if isinstance(fault, Exception):
             raise fault
         data = self.files[url]
         cut = None

@@ -389,3 +389,15 @@ def test_outputs_dir_layout(tmp_path: Path) -> None:
         safe_relative("../escape.png", "job")
     with pytest.raises(ManifestError):
         safe_relative("/abs.png", "job")
+
+
+async def test_an_unexpected_error_ends_one_job_not_the_run(harness: Harness) -> None:
+    jobs = jobs_named("j", 3)
+    fake = FakeProvider(latency=0.02)
+    fake.script("poll", ValueError("a bug"))
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=1)
+    assert out.counts["succeeded"] == 2
+    first = ex.journal.job(jobs[0].key)
+    assert first.state is JobState.SUBMITTED  # its task exists: resume follows it
+    assert any("internal error (ValueError: a bug)" in n for n in out.notes)
+    assert ex.journal.events(kind="internal_error")
