@@ -700,7 +700,13 @@ class Executor:
         key = job.key
         loop = asyncio.get_running_loop()
         model = self.latency.model(job.provider, job.model)
-        delay = model.first_delay(announced) if first_delay is None else first_delay
+        probe = False
+        if first_delay is None and not model.learned and not (announced and announced > 0):
+            probe = await self._await_probe(model, t0)
+            delay = max(0.0, model.first_delay(announced) - (loop.time() - t0)) \
+                if model.learned or not probe else model.first_delay(announced)
+        else:
+            delay = model.first_delay(announced) if first_delay is None else first_delay
         not_done = 0
         not_done_at: float | None = None
         try:
@@ -753,6 +759,24 @@ class Executor:
                 return status
         finally:
             slot.release()
+            if probe:
+                model.probe_ended()
+
+    async def _await_probe(self, model: Any, t0: float) -> bool:
+        """Nothing is learnt about this model yet: become its probe (True), or wait for the
+        probe's lesson (False) — at most ``probe_patience`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = t0 + model.settings.probe_patience
+        while not model.learned:
+            if not model.probing:
+                model.probing = True
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(model.news().wait(), remaining)
+        return False
 
     async def _finish(self, job: Job, lane: Lane, status: TaskStatus) -> None:
         assert self.budget is not None

@@ -17,14 +17,20 @@ from a tenth of the slowest. With a steady latency that is one poll per task, ri
 ends; with durations spread ±j around their mean it costs about 1.4 polls and a delay
 near 0.55·j of the mean (±10 % → 1.43 polls, 5.7 % late on average).
 When the provider announces an estimate (Pixwith ``estimated_time``) durations are learnt
-as a ratio of it. Before anything is learnt the first poll waits the provider's estimate or
-an initial guess, and later polls grow ×1.5 from a quarter of a second.
+as a ratio of it, and the first poll waits that estimate until something is learnt.
+
+Before anything is learnt (and nothing announced), one task *probes*: it polls from an
+initial guess of a second, the gaps growing ×1.5 from a quarter of a second. The other
+tasks of the same model wait for its lesson (up to ``probe_patience`` seconds, then they
+follow the same growing schedule), so a first wave of N tasks costs the probe's few polls
+plus about one each, whatever the model's latency.
 
 Retries: :class:`SubmitRetry` is the hook given to ``stamina`` for one job's submits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,7 +45,8 @@ from runner.errors import (
 
 @dataclass(frozen=True, slots=True)
 class PollSettings:
-    initial_guess: float = 2.0  # seconds to the first poll before anything is learnt
+    initial_guess: float = 1.0  # seconds to the first poll before anything is learnt
+    probe_patience: float = 15.0  # how long other tasks wait for the probe's lesson
     # Polls at these quantiles of the learnt durations, then growing steps.
     ladder: tuple[float, ...] = (0.7, 0.9, 1.0)
     min_gap: float = 0.05  # seconds between two polls of the ladder, at least
@@ -52,7 +59,7 @@ class PollSettings:
     window: int = 64
 
 
-INITIAL_GUESS = {"wiro": 2.0, "pixwith": 2.0}
+INITIAL_GUESS = {"wiro": 1.0, "pixwith": 1.0}
 
 
 @dataclass
@@ -63,9 +70,28 @@ class LatencyModel:
     _samples: deque[float] = field(default_factory=deque)  # seconds, or ratios to estimates
     _ratio_samples: deque[float] = field(default_factory=deque)
 
+    probing: bool = False  # a task is probing this model's latency for the others
+
     def __post_init__(self) -> None:
         self._samples = deque(maxlen=self.settings.window)
         self._ratio_samples = deque(maxlen=self.settings.window)
+        self._news: asyncio.Event | None = None
+
+    def news(self) -> asyncio.Event:
+        """Set when something was learnt, or the probe ended (call in the event loop)."""
+        if self._news is None:
+            self._news = asyncio.Event()
+        return self._news
+
+    def _announce(self) -> None:
+        if self._news is not None:
+            self._news.set()
+            self._news = None
+
+    def probe_ended(self) -> None:
+        """The probing task ended (learnt something or not): wake the tasks waiting on it."""
+        self.probing = False
+        self._announce()
 
     @property
     def learned(self) -> int:
@@ -138,6 +164,7 @@ class LatencyModel:
             self._ratio_samples.append(sample / announced)
         else:
             self._samples.append(sample)
+        self._announce()
         return sample
 
 

@@ -74,6 +74,7 @@ class FakeProvider:
     cost_usd: float | None = 0.03
     credits: float | None = None
     fail_prompts: set[str] = field(default_factory=set)
+    slow_prompts: dict[str, float] = field(default_factory=dict)  # prompt → its own latency
     rates: dict[str, float] = field(default_factory=dict)  # e.g. {"submit_5xx": 0.2}
     seed: int = 1
     chunk: int = 4096
@@ -151,7 +152,8 @@ class FakeProvider:
             raise ConcurrencyLimited("concurrent task limit reached", provider=self.name,
                                      code=96)
         self._next += 1
-        task = FakeTask(str(self._next), job, self._now(), self.latency,
+        task = FakeTask(str(self._next), job, self._now(),
+                        self.slow_prompts.get(job.prompt, self.latency),
                         fails=job.prompt in self.fail_prompts)
         self.tasks[task.id] = task
         self.created[job.key] += 1

@@ -401,3 +401,27 @@ async def test_an_unexpected_error_ends_one_job_not_the_run(harness: Harness) ->
     assert first.state is JobState.SUBMITTED  # its task exists: resume follows it
     assert any("internal error (ValueError: a bug)" in n for n in out.notes)
     assert ex.journal.events(kind="internal_error")
+
+
+async def test_one_task_probes_an_unknown_latency_and_the_others_wait_for_it(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 8)
+    fake = FakeProvider(latency=0.4, elapsed_reported=False)
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=8)
+    assert out.counts["succeeded"] == 8
+    polls = sorted(r.polls for r in ex.journal.jobs())
+    assert polls[-1] >= 4  # the probe climbed from 0.05 s up to 0.4 s
+    assert polls[:-1] == [1] * 7  # the others waited for its lesson: one poll each
+
+
+async def test_without_a_probe_lesson_tasks_follow_their_own_schedule(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 3)
+    # The first task (the probe) is slow; the others must not wait for it for long.
+    fake = FakeProvider(latency=0.1, slow_prompts={jobs[0].prompt: 1.0})
+    opts = replace(FAST, poll=replace(FAST.poll, probe_patience=0.2))
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=3, options=opts)
+    assert out.counts["succeeded"] == 3
+    recs = ex.journal.jobs()
+    assert recs[0].polls > 1
+    assert all(r.finished_at < recs[0].finished_at for r in recs[1:])  # type: ignore[operator]
