@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import operator
 from collections.abc import Mapping
 from typing import Any
 
 
 class MatrixError(ValueError):
-    """A matrix that cannot be expanded (an exclude key that is not an axis)."""
+    """A matrix that cannot be expanded (an exclude key that is not an axis, too much work)."""
+
+
+MAX_WORK = 20_000_000  # combinations × distinct include/exclude key sets
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -35,12 +40,46 @@ def same_value(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _matches(combo: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
-    return all(k in combo and same_value(combo[k], v) for k, v in entry.items())
+def _canon(value: Any) -> tuple[str, Any]:
+    """A hashable stand-in for ``value``: equal stand-ins exactly when :func:`same_value`."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", value)  # 1 == 1.0, as same_value says
+    if isinstance(value, dict | list):
+        return ("j", json.dumps(value, sort_keys=True))
+    if isinstance(value, str):
+        return ("s", value)
+    return ("o", repr(value)) if value is not None else ("z", None)
+
+
+def _index(entries: list[dict[str, Any]],
+           keys_of: Any) -> dict[tuple[str, ...], dict[tuple[Any, ...], list[int]]]:
+    """Entries grouped by the keys they match on: keys → canonical values → entry numbers."""
+    groups: dict[tuple[str, ...], dict[tuple[Any, ...], list[int]]] = {}
+    for i, entry in enumerate(entries):
+        keys = tuple(sorted(keys_of(entry)))
+        values = tuple(_canon(entry[k]) for k in keys)
+        groups.setdefault(keys, {}).setdefault(values, []).append(i)
+    return groups
+
+
+def _getter(group: tuple[str, ...], position: Mapping[str, int]) -> Any:
+    """A combination's canonical values → the tuple its entry group is keyed by."""
+    if not group:
+        return lambda canon: ()
+    if len(group) == 1:
+        i = position[group[0]]
+        return lambda canon: (canon[i],)
+    return operator.itemgetter(*(position[k] for k in group))
 
 
 def expand_matrix(matrix: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Every combination of ``matrix``, in order (see the module docstring)."""
+    """Every combination of ``matrix``, in order (see the module docstring).
+
+    Entries are matched by hashing, so the work is the number of combinations times the
+    number of distinct key sets used by ``include``/``exclude`` entries; a matrix that would
+    need more than :data:`MAX_WORK` such steps raises :class:`MatrixError`."""
     if not matrix:
         return [{}]
     axes = [(k, v) for k, v in matrix.items() if k not in ("include", "exclude")]
@@ -51,23 +90,44 @@ def expand_matrix(matrix: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         unknown = [k for k in entry if k not in original]
         if unknown:
             raise MatrixError(f"exclude key {unknown[0]!r} is not a matrix axis")
+    excluded = _index(exclude, lambda e: e)
+    included = _index(include, lambda e: [k for k in e if k in original])
+    size = math.prod(len(v) for _, v in axes) if axes else 0
+    work = size * (len(excluded) + len(included))
+    if work > MAX_WORK:
+        raise MatrixError(f"expanding this matrix would take {work:,} steps ({size:,} "
+                          f"combinations × {len(excluded) + len(included)} different key sets "
+                          f"in include/exclude); the limit is {MAX_WORK:,}: use fewer "
+                          f"combinations or entries that name the same axes")
+    keys = [k for k, _ in axes]
+    position = {k: i for i, k in enumerate(keys)}
+    base: list[dict[str, Any]] = []
+    canons: list[tuple[Any, ...]] = []  # each base combination's canonical values
     if axes:
-        keys = [k for k, _ in axes]
-        combos = [dict(zip(keys, values, strict=True))
-                  for values in itertools.product(*(v for _, v in axes))]
-        combos = [c for c in combos if not any(_matches(c, e) for e in exclude)]
-    else:
-        combos = [] if include else [{}]
-    base = combos[:]  # includes match the product's combinations only, not appended ones
-    for entry in include:
-        fixed = {k: v for k, v in entry.items() if k in original}
-        extra = [(k, v) for k, v in entry.items() if k not in original]
-        matched = False
-        for combo in base:
-            if _matches(combo, fixed):
-                matched = True
-                for k, v in extra:
-                    combo[k] = v
-        if not matched:
-            combos.append(dict(entry))
+        values = itertools.product(*(v for _, v in axes))
+        if not excluded and not included:
+            base = [dict(zip(keys, picked, strict=True)) for picked in values]
+        else:
+            ex = [(_getter(group, position), table) for group, table in excluded.items()]
+            canonical = itertools.product(*([_canon(x) for x in v] for _, v in axes))
+            for picked, canon in zip(values, canonical, strict=True):
+                if ex and any(get(canon) in table for get, table in ex):
+                    continue
+                base.append(dict(zip(keys, picked, strict=True)))
+                if included:
+                    canons.append(canon)
+    elif not include:
+        return [{}]
+    matched = [False] * len(include)
+    if included:
+        inc = [(_getter(group, position), table) for group, table in included.items()]
+        extras = [[(k, v) for k, v in e.items() if k not in original] for e in include]
+        for combo, canon in zip(base, canons, strict=True):
+            hits: list[int] = []
+            for get, table in inc:
+                hits.extend(table.get(get(canon), ()))
+            for i in sorted(hits):  # entry by entry: a later entry overwrites an earlier one
+                matched[i] = True
+                combo.update(extras[i])
+    combos = base + [dict(entry) for i, entry in enumerate(include) if not matched[i]]
     return combos
