@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -152,8 +154,14 @@ def print_plan(plan: Plan, console: Console, *, rows: int = SHOWN_ROWS,
               help=f"Plan even more than {PLAN_GUARD:,} jobs without asking.")
 @click.option("--rows", type=click.IntRange(min=0), default=SHOWN_ROWS, show_default=True,
               help="Job rows to show for a big plan (all rows up to twice this).")
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default="runs",
+              show_default=True,
+              help="Where earlier runs live: jobs whose verified outputs are there are cached.")
+@click.option("--force", is_flag=True,
+              help="Plan as `seedbatch run --force` would: every job runs, none is cached.")
 @handles_errors
-def plan(manifest: str, as_json: bool, yes: bool, rows: int) -> None:
+def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
+         force: bool) -> None:
     """Expand a manifest into jobs and estimate their cost, without running anything.
 
     Shows jobs grouped by model with counts, images and estimated USD/credits, the
@@ -166,6 +174,11 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int) -> None:
       seedbatch plan manifests/ab-sweep.yaml
       seedbatch plan manifests/ab-sweep.yaml --json | jq '.estimate'
       seedbatch plan big-sweep.yaml --yes --rows 50
+
+    Each job is marked cached (verified outputs of an earlier run under --runs-dir, or
+    listed in the manifest's lockfile, are reused for free), changed (a job of that name
+    ran before with a different request) or new; the cost shown to run counts only the
+    jobs that will be submitted.
 
     Plans of more than 10,000 jobs ask for confirmation first; without a terminal,
     pass --yes. Exit status: 0, or 2 for an invalid manifest.
@@ -184,10 +197,40 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int) -> None:
     result, errors = plan_manifest(m)
     if errors or result is None:
         raise ManifestErrors(errors)
+    status = None if force else cache_status(result, runs_dir)
     if as_json:
-        click.echo(json.dumps(plan_document(result), ensure_ascii=False, indent=2))
+        doc = plan_document(result, status)
+        doc["estimate"]["to_run"] = _to_run(result, status)
+        click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
-    print_plan(result, _console(), rows=rows)
+    console = _console()
+    print_plan(result, console, rows=rows, status=status)
+    if status is not None:
+        counts = Counter(status.values())
+        todo = _to_run(result, status)
+        console.print(f"cached {counts['cached']:,} (reused, no cost) · changed "
+                      f"{counts['changed']:,} · new {counts['new']:,} — to run: "
+                      f"{todo['jobs']:,} job{'s' if todo['jobs'] != 1 else ''}, "
+                      f"≈ {money(todo['usd'])} + {credits_text(todo['credits'])} credits")
+
+
+def cache_status(plan: Plan, runs_dir: Path) -> dict[str, str]:
+    """Job key → cached / changed / new, against earlier runs and the manifest's lockfile."""
+    from runner.report.cache import classify_in
+    from runner.report.lock import lock_path_for, read_lock
+
+    if not runs_dir.is_dir():
+        return {job.key: "new" for job in plan.jobs}
+    lock = read_lock(lock_path_for(plan.manifest_path))
+    return {key: d.status for key, d in classify_in(plan.jobs, runs_dir, lock).items()}
+
+
+def _to_run(plan: Plan, status: Mapping[str, str] | None) -> dict[str, Any]:
+    """The estimate of only the jobs that will be submitted (not cached)."""
+    jobs = [j for j in plan.jobs if status is None or status.get(j.key) != "cached"]
+    return {"jobs": len(jobs), "images": sum(j.estimate.images for j in jobs),
+            "usd": round(sum(j.estimate.usd for j in jobs), 6),
+            "credits": sum(j.estimate.credits for j in jobs)}
 
 
 def _constraint(p: Mapping[str, Any]) -> str:
