@@ -56,11 +56,18 @@ def is_loopback(host: str) -> bool:
 
 
 def check_base_url(url: str, origin: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname, _ = parts.hostname, parts.port  # both parse lazily, and may raise
+    except ValueError as exc:  # an unclosed [IPv6 address, a port out of range, …
+        raise ConfigError(f"{origin}: {url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise ConfigError(f"{origin}: {url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(f"{origin}: plain http:// is refused for {parts.hostname} (credentials "
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{origin}: a base URL must not hold a user name or password "
+                          f"(credentials come from the environment only)")
+    if parts.scheme == "http" and not is_loopback(hostname):
+        raise ConfigError(f"{origin}: plain http:// is refused for {hostname} (credentials "
                           f"would travel in clear); use https://, or a loopback host")
     return url.rstrip("/")
 

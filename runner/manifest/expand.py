@@ -21,7 +21,7 @@ from typing import Any
 
 from runner.errors import ManifestError
 from runner.jobs import Estimate, ImageRef, Job, canonical_json, job_key
-from runner.manifest.images import ImageProblem, is_url, looks_like_set_name
+from runner.manifest.images import ImageProblem, is_url, looks_like_set_name, path_exists
 from runner.manifest.load import Parts
 from runner.manifest.templates import Template, TemplateFailure, slug
 from runner.manifest.validate import (
@@ -325,7 +325,7 @@ class _EntryExpander:
         if text in sets:
             return sets[text]
         if (not is_url(text) and looks_like_set_name(text)
-                and not (self.m.doc.base_dir / text).exists()):
+                and not path_exists(self.m.doc.base_dir / text)):
             raise ImageProblem(f"unknown image set {text!r}{suggest(text, sets)}")
         assert self.m.resolver is not None
         return self.m.resolver.resolve(text)

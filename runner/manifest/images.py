@@ -11,12 +11,14 @@ import glob
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from runner.jobs import ImageRef
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+MAX_IMAGE_BYTES = 10 * 1024 * 1024  # Seedream's limit for one reference image (and Pixwith's)
 SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -39,6 +41,22 @@ def looks_like_set_name(entry: str) -> bool:
     return bool(SET_NAME.match(entry))
 
 
+def path_exists(path: Path) -> bool:
+    """``path.exists()``, but False for a name the system refuses (too long, say)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _real(path: Path) -> Path:
+    """The absolute path with symbolic links resolved, as far as they resolve."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: let stat() say so
+        return path.absolute()
+
+
 class ImageProblem(Exception):
     """An entry that does not resolve to usable images."""
 
@@ -55,13 +73,21 @@ class ImageResolver:
         key = str(path)
         known = self._files.get(key)
         if known is None:
-            if not path.exists():
-                raise ImageProblem(f"no such file {rel!r} (looked in {path.parent})")
-            if path.is_dir():
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                raise ImageProblem(f"no such file {rel!r} (looked in {path.parent})") from None
+            except OSError as exc:  # a name too long, a symbolic link loop, no permission
+                raise ImageProblem(f"cannot use {rel!r}: {exc.strerror or exc}") from None
+            if stat.S_ISDIR(st.st_mode):
                 raise ImageProblem(f"{rel!r} is a folder, not an image; to use the images "
                                    f"in it write a glob such as {rel.rstrip('/')}/*.png")
-            if not path.is_file():
+            if not stat.S_ISREG(st.st_mode):
                 raise ImageProblem(f"{rel!r} is not a regular file")
+            if st.st_size > MAX_IMAGE_BYTES:  # refused before reading a byte of it
+                raise ImageProblem(f"{rel!r} is {st.st_size / 1048576:,.1f} MiB; a reference "
+                                   f"image may be at most {MAX_IMAGE_BYTES // 1048576} MiB: "
+                                   f"resize or recompress it")
             digest = hashlib.sha256()
             try:
                 with path.open("rb") as fh:
@@ -90,7 +116,10 @@ class ImageResolver:
 
     def _resolve(self, entry: str) -> tuple[ImageRef, ...]:
         if is_url(entry):
-            parts = urlsplit(entry)
+            try:
+                parts = urlsplit(entry)
+            except ValueError as exc:  # e.g. an unclosed [IPv6 address
+                raise ImageProblem(f"{entry!r} is not a valid URL: {exc}") from None
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ImageProblem(f"{entry!r}: only http:// and https:// image URLs are "
                                    f"supported")
@@ -110,7 +139,7 @@ class ImageResolver:
                     rel = f.relative_to(self.base_dir).as_posix()
                 except ValueError:
                     rel = f.as_posix()
-                out.append(self.file(rel, f.resolve()))
+                out.append(self.file(rel, _real(f)))
             return tuple(out)
         path = self.base_dir / entry
-        return (self.file(entry, path.resolve()),)
+        return (self.file(entry, _real(path)),)

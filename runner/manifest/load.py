@@ -31,6 +31,7 @@ from runner.errors import Location, ManifestError, ManifestErrors
 MAX_BYTES = 4 * 1024 * 1024  # a manifest is a small text file
 MAX_NODES = 250_000  # nodes visited, aliases counted every time they are followed
 MAX_DEPTH = 64
+MAX_TEXT = 4 * MAX_BYTES  # characters of scalar text, aliases counted every time followed
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -134,6 +135,7 @@ class _Walker:
         self.key_positions: dict[Parts, Pos] = {}
         self.errors: list[ManifestError] = []
         self.visited = 0
+        self.text = 0  # characters of scalar text produced so far
         self.constructor = SafeConstructor()
         self.active: set[int] = set()
 
@@ -173,6 +175,9 @@ class _Walker:
         return None
 
     def scalar(self, node: ScalarNode, parts: Parts) -> Any:
+        self.text += len(node.value)
+        if self.text > MAX_TEXT:  # a long string repeated through aliases
+            raise _TooBig(node, parts, f"more than {MAX_TEXT:,} characters of text")
         if node.tag == _STR:
             return node.value
         if node.tag == _TIMESTAMP:
@@ -262,9 +267,10 @@ class _Walker:
 
 
 class _TooBig(Exception):
-    def __init__(self, node: Node, parts: Parts) -> None:
+    def __init__(self, node: Node, parts: Parts, what: str = "") -> None:
         self.node = node
         self.parts = parts
+        self.what = what or f"more than {MAX_NODES:,} YAML nodes"
 
 
 def parse(text: str, file: str, path: Path, raw: bytes) -> Document:
@@ -298,8 +304,8 @@ def parse(text: str, file: str, path: Path, raw: bytes) -> Document:
     except _TooBig as big:
         m = big.node.start_mark
         raise ManifestErrors([ManifestError(
-            f"the manifest expands to more than {MAX_NODES:,} YAML nodes (an anchor/alias "
-            f"bomb?); refusing to read further", file, m.line + 1, m.column + 1,
+            f"the manifest expands to {big.what} (an anchor/alias bomb?); refusing to read "
+            f"further", file, m.line + 1, m.column + 1,
             json_path(big.parts))]) from None
     except RecursionError:
         raise ManifestErrors([ManifestError("YAML nested too deeply", file)]) from None

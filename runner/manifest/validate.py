@@ -30,6 +30,7 @@ from runner.manifest.images import (
     ImageResolver,
     is_url,
     looks_like_set_name,
+    path_exists,
 )
 from runner.manifest.load import Document, Parts
 from runner.manifest.matrix import MatrixError, expand_matrix
@@ -393,7 +394,7 @@ def _resolve_entry(ck: _Checker, text: str, parts: Parts,
     if text in sets:
         return sets[text]
     if (not is_url(text) and looks_like_set_name(text)
-            and not (ck.doc.base_dir / text).exists()):
+            and not path_exists(ck.doc.base_dir / text)):
         names = list(sets)
         ck.error(f"unknown image set {text!r}{suggest(text, names)} (image sets: "
                  f"{', '.join(names) or 'none defined'}; a local file needs its path, e.g. "
@@ -477,7 +478,7 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
                     failed = True
                     continue
                 if text in raw_sets or (not is_url(text) and looks_like_set_name(text)
-                                        and not (doc.base_dir / text).exists()):
+                                        and not path_exists(doc.base_dir / text)):
                     ck.error(f"{text!r} looks like an image set name; an image set lists "
                              f"paths, globs or URLs (no such file either)", (*p, j))
                     failed = True
