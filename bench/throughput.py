@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import platform
 import resource
+import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,8 @@ if str(ROOT) not in sys.path:
 
 from runner.catalog import MODELS  # noqa: E402
 from runner.config import resolve  # noqa: E402
-from runner.emulator import EmulatorConfig, serve_in_thread  # noqa: E402
+from runner.emulator import EmulatorConfig, create_app, serve_in_thread  # noqa: E402
+from runner.emulator import server as emulator_server  # noqa: E402
 from runner.errors import TransientError  # noqa: E402
 from runner.execute.executor import Executor, ExecutorOptions  # noqa: E402
 from runner.execute.journal import Journal  # noqa: E402
@@ -64,6 +68,45 @@ def make_jobs(n: int) -> list[Job]:
                         alias="v4", model=MODEL, provider="wiro", prompt=prompt, params=params,
                         estimate=Estimate(1, 0.03, 0.0)))
     return jobs
+
+
+def _listener_sets_nodelay() -> bool:
+    sock = emulator_server.bind_socket("127.0.0.1", 0)
+    try:
+        return sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def serve(cfg: EmulatorConfig) -> Iterator[Any]:
+    """The emulator on a loopback socket in a thread of this process.
+
+    asyncio sets TCP_NODELAY only on sockets whose protocol is IPPROTO_TCP; a listener made
+    with protocol 0 hands out connections where every keep-alive answer written in two
+    pieces waits ~40 ms for a delayed ACK (Nagle). When ``serve_in_thread``'s socket is such
+    a one, the same app is served here from a listener created with IPPROTO_TCP."""
+    if _listener_sets_nodelay():
+        with serve_in_thread(cfg) as server:
+            yield server
+        return
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    app = create_app(cfg)
+    uv = emulator_server.make_server(app)
+    thread = threading.Thread(target=lambda: uv.run(sockets=[sock]),
+                              name="seedbatch-emulator", daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.01)
+    port = sock.getsockname()[1]
+    try:
+        yield emulator_server.EmulatorServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def _emulator_thread() -> threading.Thread | None:
@@ -234,8 +277,6 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import os
-
     return {"python": platform.python_version(), "platform": platform.platform(),
             "cpu": cpu, "cpus": os.cpu_count()}
 
@@ -258,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = EmulatorConfig(latency=args.latency, jitter=args.jitter,
                          concurrency=max(args.concurrency, 1), image_size="small", seed=1)
     lb = lower_bound(args.jobs, args.latency, args.concurrency, args.rpm)
-    with tempfile.TemporaryDirectory(prefix="seedbatch-bench-") as tmp, \
-            serve_in_thread(cfg) as server:
+    with tempfile.TemporaryDirectory(prefix="seedbatch-bench-") as tmp, serve(cfg) as server:
         work = Path(tmp)
         result: dict[str, Any] = {
             "jobs": args.jobs, "latency_s": args.latency, "jitter": args.jitter,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -72,6 +73,13 @@ class ExecutorOptions:
     limited_wait_initial: float = 0.5  # first wait after a concurrency/rate rejection
     download_backoff: float = 0.5
     cooldown: float = 5.0
+    # Seconds between the starts of two submits to one provider. None: half the shortest
+    # learnt task duration divided by the provider's in-flight cap, at most
+    # ``max_submit_spacing`` — never a limit on throughput (a slot frees every duration/cap
+    # seconds at best), but a wave of slots freed together is spread out, so its tasks do
+    # not all finish, get polled and downloaded in one burst again.
+    submit_spacing: float | None = None
+    max_submit_spacing: float = 0.05
     poll: PollSettings = field(default_factory=PollSettings)
     initial_guess: Mapping[str, float] | None = None
     retry_unknown: bool = False
@@ -112,6 +120,20 @@ class Lane:
     slots: AdaptiveSlots
     gate: RequestGate
     fatal: FatalProviderError | None = None
+    spacing: Callable[[], float] = lambda: 0.0
+    _next_submit: float = 0.0
+
+    async def pace_submit(self) -> None:
+        """Space the starts of submits (see ``ExecutorOptions.submit_spacing``)."""
+        spacing = self.spacing()
+        if spacing <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        at = max(now, self._next_submit)
+        self._next_submit = at + spacing
+        if at > now:
+            await asyncio.sleep(at - now)
 
 
 class SlotHolder:
@@ -285,6 +307,8 @@ class Executor:
         }
         self.latency = LatencyBook(self.options.poll, dict(self.options.initial_guess)
                                    if self.options.initial_guess is not None else None)
+        for lane in self.lanes.values():
+            lane.spacing = functools.partial(self._spacing, lane)
         self.budget_input = budget or Budget()
         self.budget: BudgetBook | None = None
         self.stopping: str | None = None
@@ -300,6 +324,14 @@ class Executor:
         self._budget_held: dict[str, str] = {}
         self._stop_event: asyncio.Event | None = None
         self.notes: list[str] = []
+
+    def _spacing(self, lane: Lane) -> float:
+        if self.options.submit_spacing is not None:
+            return self.options.submit_spacing
+        fastest = self.latency.fastest(lane.name)
+        if fastest is None:
+            return 0.0
+        return min(self.options.max_submit_spacing, 0.5 * fastest / lane.slots.target)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -601,6 +633,7 @@ class Executor:
                     await slot.acquire()
                     if self.stopping or lane.fatal:
                         raise _Stopped
+                    await lane.pace_submit()
                     await lane.gate.wait()
                     if self.stopping or lane.fatal:
                         raise _Stopped

@@ -177,6 +177,12 @@ class LatencyBook:
         self.initial_guess = dict(INITIAL_GUESS if initial_guess is None else initial_guess)
         self._models: dict[tuple[str, str], LatencyModel] = {}
 
+    def fastest(self, provider: str) -> float | None:
+        """The shortest typical duration learnt for any of ``provider``'s models."""
+        found = [m.expected() for (p, _), m in self._models.items() if p == provider]
+        known = [e for e in found if e is not None and e > 0]
+        return min(known) if known else None
+
     def model(self, provider: str, model: str) -> LatencyModel:
         key = (provider, model)
         if key not in self._models:
