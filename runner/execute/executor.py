@@ -322,7 +322,7 @@ class Executor:
         self._claimed: dict[str, str] = {}  # output path → job key
         self._download_sem: asyncio.Semaphore | None = None
         self._budget_held: dict[str, str] = {}
-        self._stop_event: asyncio.Event | None = None
+        self._task_of: dict[str, asyncio.Task[None]] = {}
         self.notes: list[str] = []
 
     def _spacing(self, lane: Lane) -> float:
@@ -356,10 +356,13 @@ class Executor:
         """Stop submitting (jobs not yet submitted stay pending); in-flight tasks go on."""
         if self.stopping is None:
             self.stopping = reason
-        if self._stop_event is not None:
-            self._stop_event.set()
         if self.budget is not None:
             self.budget._notify()
+        # Jobs not sent yet (waiting for a slot, or backing off before another try) stop
+        # now rather than after their wait; nothing of theirs exists remotely.
+        for key, task in list(self._task_of.items()):
+            if not task.done() and self._state.get(key) is JobState.PENDING:
+                task.cancel()
 
     def _on_fatal(self, lane: Lane, exc: FatalProviderError) -> None:
         if lane.fatal is None:
@@ -396,7 +399,6 @@ class Executor:
 
     async def run(self) -> Outcome:
         started = time.monotonic()
-        self._stop_event = asyncio.Event()
         self._download_sem = asyncio.Semaphore(self.options.download_concurrency)
         records = self.journal.jobs()
         self._state = {rec.key: rec.state for rec in records}
@@ -461,6 +463,7 @@ class Executor:
     def _spawn(self, key: str, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._guarded(key, coro))
         self._tasks.add(task)
+        self._task_of[key] = task
         task.add_done_callback(self._tasks.discard)
 
     async def _guarded(self, key: str, coro: Any) -> None:
@@ -679,14 +682,16 @@ class Executor:
             self._on_fatal(lane, exc)
         except asyncio.CancelledError:
             self._submit_abandoned(key, "cancelled while the submit was in flight: a task "
-                                        "may exist (and be billed)")
+                                        "may exist (and be billed)", fail_unsent=False)
             raise
         except Exception as exc:  # a bug or an unexpected error: never resend blindly
             self._submit_abandoned(key, f"unexpected error during submit "
                                         f"({type(exc).__name__}: {exc})")
         return None
 
-    def _submit_abandoned(self, key: str, reason: str) -> None:
+    def _submit_abandoned(self, key: str, reason: str, *, fail_unsent: bool = True) -> None:
+        """A submit ended abnormally: unknown if its request may have left; otherwise the
+        job fails (``fail_unsent``) or stays pending."""
         assert self.budget is not None
         if self._state.get(key) is JobState.SUBMITTING:
             self.budget.keep(key)
@@ -694,7 +699,7 @@ class Executor:
             self._track(key, JobState.UNKNOWN, reason)
         else:
             self.budget.release(key)
-            if self._state.get(key) is JobState.PENDING and "cancelled" not in reason:
+            if fail_unsent and self._state.get(key) is JobState.PENDING:
                 self._fail(key, reason)
 
     def _fail(self, key: str, error: str, **kw: Any) -> None:

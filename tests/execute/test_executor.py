@@ -425,3 +425,35 @@ async def test_without_a_probe_lesson_tasks_follow_their_own_schedule(
     recs = ex.journal.jobs()
     assert recs[0].polls > 1
     assert all(r.finished_at < recs[0].finished_at for r in recs[1:])  # type: ignore[operator]
+
+
+async def test_an_interrupt_does_not_wait_for_jobs_backing_off(harness: Harness) -> None:
+    jobs = jobs_named("j", 3)
+    fake = FakeProvider(latency=0.05)
+    # Every submit is refused for being over a limit, with a long Retry-After.
+    fake.script("submit", *[RateLimited("HTTP 429", retry_after=30.0)] * 3)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=3)
+    loop = asyncio.get_running_loop()
+    run = asyncio.create_task(ex.run())
+    await until(lambda: fake.requests_sent["submit"] >= 1)
+    await asyncio.sleep(0.05)
+    t0 = loop.time()
+    ex.interrupt()
+    out = await asyncio.wait_for(run, 5)
+    assert loop.time() - t0 < 1.0
+    assert out.counts["pending"] == 3
+    assert not fake.created
+
+
+def test_submit_spacing_is_half_the_learnt_duration_per_slot(harness: Harness) -> None:
+    ex = harness.executor(jobs_named("j", 1), {"wiro": FakeProvider()}, concurrency=4,
+                          options=replace(FAST, submit_spacing=None, max_submit_spacing=0.05))
+    lane = ex.lanes["wiro"]
+    assert lane.spacing() == 0.0  # nothing learnt: no spacing
+    model = ex.latency.model("wiro", "wiro/seedream-v4")
+    for _ in range(5):
+        model.observe(done_by=0.2, not_done_at=0.19, reported=0.2)
+    assert lane.spacing() == pytest.approx(0.5 * 0.2 / 4)
+    for _ in range(64):
+        model.observe(done_by=10.0, not_done_at=9.9, reported=10.0)
+    assert lane.spacing() == 0.05  # capped
