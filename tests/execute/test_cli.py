@@ -145,3 +145,22 @@ def test_cancel_of_a_run_with_nothing_in_flight(tmp_path: Path, runner: CliRunne
     res = runner.invoke(main, ["cancel", str(run_dir)], env=NO_CREDS)
     assert res.exit_code == 0
     assert "cancelled 0 remote tasks" in res.stdout
+
+
+def test_two_jobs_asking_the_same_are_refused_before_anything(tmp_path: Path,
+                                                               runner: CliRunner) -> None:
+    text = """\
+version: 1
+name: twins
+models:
+  m: {model: wiro/seedream-v4, params: {size: 1024x1024}}
+jobs:
+  - {name: a, model: m, prompt: same}
+  - {name: b, model: m, prompt: same}
+"""
+    manifest = write(tmp_path, "twins.yaml", text)
+    res = runner.invoke(main, ["run", str(manifest), "--emulate", "--runs-dir",
+                               str(tmp_path / "runs")], env=NO_CREDS)
+    assert res.exit_code == 2
+    assert "twins.yaml:7:1: job 'b' asks exactly what job 'a' asks" in res.stderr
+    assert not (tmp_path / "runs").exists()
