@@ -212,17 +212,20 @@ class _EntryExpander:
                     cached = params_cache.get(pk)
                     if cached is None:
                         values = dict(const)
+                        params_failed = False
                         for pname, _p, s in param_slots:
                             v = get(s)
                             if v is _FAILED:
-                                failed = True
+                                params_failed = True
                             values[pname] = v
                         final = spec.with_defaults(values)
-                        cached = (final, canonical_json(final) if not failed else "",
+                        cached = (final, canonical_json(final) if not params_failed else "",
                                   spec.images_per_job(final))
-                        if not failed:
+                        if not params_failed:
                             params_cache[pk] = cached
                     final, canon, n = cached
+                    params_ok = bool(canon)
+                    failed = failed or not params_ok
 
                     # images
                     if static_images is not None:
@@ -236,18 +239,22 @@ class _EntryExpander:
                             image_cache[ik] = images
                         if images is _FAILED:
                             failed = True
-                    if failed:
-                        continue
 
-                    # the model's own rules, once per distinct parameter set
-                    ck = (canon, len(images))
-                    problems = check_cache.get(ck)
-                    if problems is None:
-                        problems = spec.check(final, len(images))
-                        check_cache[ck] = problems
-                    if problems:
-                        for where, message in problems:
-                            self.param_problem(where, message, merged, name)
+                    # the model's own rules, once per distinct parameter set (checked even
+                    # when the name or prompt failed, so every problem shows at once)
+                    if params_ok and images is not _FAILED:
+                        ck = (canon, len(images))
+                        problems = check_cache.get(ck)
+                        if problems is None:
+                            problems = spec.check(final, len(images))
+                            check_cache[ck] = problems
+                        if problems:
+                            label = name if isinstance(name, str) else self.default_name(
+                                alias, combo, index)
+                            for where, message in problems:
+                                self.param_problem(where, message, merged, label)
+                            failed = True
+                    if failed:
                         continue
 
                     est = estimates.get(n)
