@@ -15,6 +15,8 @@ is hashed once.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,37 @@ from runner.manifest.validate import (
 
 _MISS = object()
 _FAILED = object()
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_PROMPT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # tab, LF, CR are text
+# direction overrides and isolates (the "Trojan Source" characters), zero-width space, word
+# joiner and a stray byte order mark: text that displays differently from what it is
+_INVISIBLE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+
+
+def _char(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
+
+
+def odd_character(text: str) -> str | None:
+    """Why ``text`` cannot name a job or a file as it is (a control character, or one that is
+    invisible or turns the text around), or None."""
+    if text.isprintable():  # no control and no format (Cf) character: the common case
+        return None
+    found = _CONTROL.search(text)
+    if found:
+        return f"a control character ({_char(found.group())})"
+    if not text.isascii():
+        found = _INVISIBLE.search(text)
+        if found:
+            return f"an invisible or direction-changing character ({_char(found.group())})"
+    return None
+
+
+def name_key(name: str) -> str:
+    """Job names are the same when their text is (NFC and NFD spellings look identical)."""
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
 
 
 def describe_combo(alias: str, combo: Mapping[str, Any], index: int, repeat: int) -> str:
@@ -100,7 +133,7 @@ class _Slot:
 
 class _EntryExpander:
     def __init__(self, m: Manifest, entry: JobEntry, bag: ErrorBag,
-                 names: dict[str, tuple[int, str]]) -> None:
+                 names: dict[str, tuple[int, str, str]]) -> None:
         self.m = m
         self.entry = entry
         self.bag = bag
@@ -153,6 +186,7 @@ class _EntryExpander:
         img_di = any(s.di for _, s in image_slots)
         img_dm = any(s.dm for _, s in image_slots)
         bag = self.bag
+        clean_prompt: Any = None  # the last prompt found free of control characters
         names = self.names
         variables = m.vars
         cur: list[Any] = [0, 0, 0, None, None, None]  # alias i, combo i, index, ctx, combo, alias
@@ -197,6 +231,10 @@ class _EntryExpander:
                             bag.add(name_slot.parts, "the job name renders empty",
                                     describe_combo(alias.name, combo, index, e.repeat))
                             failed = True
+                        elif (odd := odd_character(name)) is not None:
+                            bag.add(name_slot.parts, f"the job name {name!r} contains {odd}",
+                                    describe_combo(alias.name, combo, index, e.repeat))
+                            failed = True
                     else:
                         name = self.default_name(alias, combo, index)
                     prompt = get(prompt_slot)
@@ -206,6 +244,15 @@ class _EntryExpander:
                         bag.add(prompt_slot.parts, "the prompt renders empty",
                                 describe_combo(alias.name, combo, index, e.repeat))
                         failed = True
+                    elif prompt is not clean_prompt:
+                        bad = _PROMPT_CONTROL.search(prompt) if isinstance(prompt, str) else None
+                        if bad:
+                            bag.add(prompt_slot.parts, f"the prompt contains a control "
+                                    f"character ({_char(bad.group())})",
+                                    describe_combo(alias.name, combo, index, e.repeat))
+                            failed = True
+                        else:
+                            clean_prompt = prompt  # renders are cached: check each one once
 
                     # params
                     pk = (ci if p_dc else -1, index if p_di else -1)
@@ -262,16 +309,20 @@ class _EntryExpander:
                         est = Estimate(n, float(n * (price.usd_per_image or 0.0)),
                                        float(n * (price.credits_per_image or 0.0)))
                         estimates[n] = est
-                    prior = names.get(name)
+                    key = name_key(name)
+                    prior = names.get(key)
                     if prior is not None:
                         where = name_slot.parts if name_slot else e.parts
+                        spelt = "" if prior[2] == name else (
+                            f", spelt {prior[2]!r} there: the same text in another Unicode "
+                            f"form")
                         bag.add(where, f"job name {name!r} is used twice (first by jobs"
-                                f"[{prior[0]}], model {prior[1]}); job names must be "
+                                f"[{prior[0]}], model {prior[1]}{spelt}); job names must be "
                                 f"unique: add the varying parts to the name, e.g. "
                                 f"{{{{ index }}}} or a matrix value",
                                 describe_combo(alias.name, combo, index, e.repeat))
                         continue
-                    names[name] = (e.index, alias.name)
+                    names[key] = (e.index, alias.name, name)
                     out.append(Job(
                         key=job_key(spec.id, prompt, final, images, index),
                         name=name, alias=alias.name, model=spec.id, provider=spec.provider,
@@ -358,7 +409,7 @@ def expand(manifest: Manifest) -> tuple[list[Job], list[ManifestError]]:
     """All jobs of ``manifest`` in order, and every problem met while rendering them."""
     bag = ErrorBag(manifest)
     jobs: list[Job] = []
-    names: dict[str, tuple[int, str]] = {}
+    names: dict[str, tuple[int, str, str]] = {}  # name_key → (entry, alias, name)
     for entry in manifest.jobs:
         _EntryExpander(manifest, entry, bag, names).run(jobs)
     return jobs, bag.errors()

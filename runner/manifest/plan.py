@@ -19,13 +19,13 @@ from typing import Any
 
 from runner.errors import ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
-from runner.manifest.expand import ErrorBag, expand
+from runner.manifest.expand import ErrorBag, expand, name_key, odd_character
 from runner.manifest.load import read_document
 from runner.manifest.templates import TemplateFailure
 from runner.manifest.validate import Manifest, locate_template, validate_document
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # the common case in one match: ASCII segments of 1..255 characters, none "." or ".."
 _SAFE = re.compile(r"(?![A-Za-z]:)(?:(?!\.\.?/)[^/\\\x00-\x1f\x7f]{1,255}/)*"
                    r"(?!\.\.?$)[^/\\\x00-\x1f\x7f]{1,255}")
@@ -49,6 +49,9 @@ def _output_reason(name: str) -> str | None:
         return "it starts with a drive letter"
     if _CONTROL.search(name):
         return "it contains a control character"
+    odd = odd_character(name)  # direction overrides can make 'gnp.exe' read 'exe.png'
+    if odd is not None:
+        return f"it contains {odd}"
     for segment in name.split("/"):
         if segment == "":
             return "it has an empty path segment ('//' or a trailing '/')"
@@ -146,7 +149,7 @@ class OutputNamer:
 def _check_outputs(manifest: Manifest, jobs: list[Job],
                    namer: OutputNamer) -> list[ManifestError]:
     bag = ErrorBag(manifest)
-    seen: dict[str, str] = {}
+    seen: dict[str, Job] = {}  # path, folded when it has capitals or non-ASCII → first job
     multi = None
     for job in jobs:
         try:
@@ -154,13 +157,20 @@ def _check_outputs(manifest: Manifest, jobs: list[Job],
         except _OutputProblem as problem:
             bag.add(problem.parts, problem.message, f"job {job.name!r}", problem.failure)
             continue
-        other = seen.get(name)
-        if other is not None:
+        # one file on macOS and Windows, whose file systems ignore case and Unicode form
+        folded = name if name.isascii() and name.islower() else name_key(name).casefold()
+        other = seen.get(folded)
+        if other is None:
+            seen[folded] = job
+        elif (first := namer.name(other, 0, "png")) == name:
             bag.add(namer.parts, f"output.filename gives the same path {name!r} to more than "
-                    f"one job (first {other!r}); include {{{{ job.name }}}} in it",
+                    f"one job (first {other.name!r}); include {{{{ job.name }}}} in it",
                     f"job {job.name!r}")
         else:
-            seen[name] = job.name
+            bag.add(namer.parts, f"output.filename gives {first!r} (job {other.name!r}) and "
+                    f"{name!r}, which differ only in letter case or Unicode form: one file on "
+                    f"macOS and Windows; make the names differ by more than that",
+                    f"job {job.name!r}")
         if multi is None and job.estimate.images > 1:
             multi = job
     errors = bag.errors()
