@@ -284,12 +284,20 @@ def parse(text: str, file: str, path: Path, raw: bytes) -> Document:
         context = f" {exc.context}" if exc.context else ""
         if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
             context += f" that starts on line {exc.context_mark.line + 1}"
-        raise ManifestErrors([ManifestError(f"YAML syntax error: {problem}{context}",
+        if exc.context == "expected a single document in the stream":
+            message = ("a manifest is a single document, but a second YAML document starts "
+                       "here (remove the '---' line, or split the file)")
+        elif problem.startswith("but ") and context:  # "expected X, but found Y"
+            message = f"{context.strip()}, {problem}"
+        else:
+            message = f"{problem}{context}"
+        raise ManifestErrors([ManifestError(f"YAML syntax error: {message}",
                                             file, line, col)]) from None
     except yaml.reader.ReaderError as exc:
         line, col = _line_col(text, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise ManifestErrors([ManifestError(
-            f"YAML syntax error: character {exc.character!r} is not allowed ({exc.reason})",
+            f"YAML syntax error: character U+{code:04X} is not allowed ({exc.reason})",
             file, line, col)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - every libyaml error is marked
         raise ManifestErrors([ManifestError(f"YAML syntax error: {exc}", file)]) from None
