@@ -24,6 +24,7 @@ from runner.manifest.load import read_document
 from runner.manifest.templates import TemplateFailure
 from runner.manifest.validate import Manifest, locate_template, validate_document
 
+OUTPUT_EXTS = ("png", "jpg", "webp")  # what outputs are saved as
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # the common case in one match: ASCII segments of 1..255 characters, none "." or ".."
@@ -151,9 +152,16 @@ def _check_outputs(manifest: Manifest, jobs: list[Job],
     bag = ErrorBag(manifest)
     seen: dict[str, Job] = {}  # path, folded when it has capitals or non-ASCII → first job
     multi = None
+    # Substituting an image number and extension cannot change the shape of a name, but
+    # template logic can ('..' for the second image): then every image and extension is tried.
+    thorough = "image" in namer.refs and not namer.t.plain
     for job in jobs:
         try:
             name = namer.name(job, 0, "png")
+            if thorough:
+                for index in range(max(1, job.estimate.images)):
+                    for ext in OUTPUT_EXTS:
+                        namer.name(job, index, ext)
         except _OutputProblem as problem:
             bag.add(problem.parts, problem.message, f"job {job.name!r}", problem.failure)
             continue

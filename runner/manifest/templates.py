@@ -584,6 +584,11 @@ class Template:
     _fast: Callable[[Mapping[str, Any]], str] | None = None
     _expr: Any = None
 
+    @property
+    def plain(self) -> bool:
+        """Renders by plain substitution of names (no conditions, loops or arithmetic)."""
+        return self.is_constant or self._fast is not None
+
     def render(self, ctx: Mapping[str, Any]) -> Any:
         """Render with ``ctx``; raises :class:`TemplateFailure` with a human message."""
         if self.is_constant:
