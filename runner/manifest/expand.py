@@ -237,6 +237,11 @@ class _EntryExpander:
                             failed = True
                     else:
                         name = self.default_name(alias, combo, index)
+                        if name in names:  # slugs of different values meet: 'Tent', 'tent'
+                            n = 2
+                            while f"{name}-{n}" in names:
+                                n += 1
+                            name = f"{name}-{n}"
                     prompt = get(prompt_slot)
                     if prompt is _FAILED:
                         failed = True
