@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,9 @@ class NetworkAttempts(list[tuple[str, Any]]):
     """Every attempt to reach the network while the fixture is active."""
 
 
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkAttempts]:
-    """Refuse (and record) every outgoing connection and name lookup; none may happen."""
+@contextmanager
+def blocked_network() -> Iterator[NetworkAttempts]:
+    """Refuse (and record) every outgoing connection and name lookup."""
     attempts = NetworkAttempts()
 
     def refuse(what: str) -> Any:
@@ -102,9 +103,17 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkAttempts]:
 
         return _refuse
 
-    monkeypatch.setattr(socket.socket, "connect", refuse("socket.connect"))
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
-    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
-    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
-    yield attempts
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse("socket.connect"))
+        mp.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+        mp.setattr(socket, "create_connection", refuse("create_connection"))
+        mp.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+        yield attempts
+
+
+@pytest.fixture
+def no_network() -> Iterator[NetworkAttempts]:
+    """The network is blocked for the test, and the test fails if anything tried it."""
+    with blocked_network() as attempts:
+        yield attempts
     assert attempts == [], f"network was used: {attempts}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,15 @@ from click.testing import CliRunner
 
 from runner.cli import main
 
-from .conftest import CASES_DIR, Case, NetworkAttempts, all_cases, materialize, read_case
+from .conftest import (
+    CASES_DIR,
+    Case,
+    NetworkAttempts,
+    all_cases,
+    blocked_network,
+    materialize,
+    read_case,
+)
 
 CASES = all_cases()
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +58,21 @@ def check_output(case: Case, exit_code: int, stdout: str, stderr: str) -> None:
 
 def test_the_corpus_has_at_least_40_cases() -> None:
     assert len(CASES) >= 40
+
+
+def test_the_network_guard_sees_every_way_out() -> None:
+    import httpx
+
+    with blocked_network() as attempts:
+        for attempt in (lambda: socket.create_connection(("example.com", 443), timeout=1),
+                        lambda: socket.getaddrinfo("example.com", 443),
+                        lambda: socket.socket().connect(("127.0.0.1", 9)),
+                        lambda: httpx.get("http://127.0.0.1:9/", timeout=1)):
+            with pytest.raises((OSError, httpx.HTTPError)):
+                attempt()
+    assert [what for what, _ in attempts][:3] == ["create_connection", "getaddrinfo",
+                                                  "socket.connect"]
+    assert len(attempts) >= 4  # httpx went through one of them too
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.path.stem)

@@ -333,3 +333,18 @@ def test_the_generator_reaches_both_outcomes(folder: Path) -> None:
 
     probe()
     assert outcomes == {"plan", "problems"}
+
+
+def test_generated_names_stay_unique_when_values_slug_alike(folder: Path) -> None:
+    """Seen while building the property test: 'Tent' and 'tent', '🍂' and '' gave the same
+    generated name."""
+    (folder / "m.yaml").write_text(
+        'version: 1\nmatrix: {product: [Tent, tent, "🍂", ""]}\n'
+        'jobs:\n  - model: wiro/seedream-v4\n    prompt: "a {{ product }} photo"\n',
+        encoding="utf-8")
+    plan, errors = check(folder / "m.yaml", display="m.yaml")
+    assert not errors
+    assert plan is not None
+    assert [j.name for j in plan.jobs] == [
+        "job1-tent-wiro-seedream-v4", "job1-tent-wiro-seedream-v4-2",
+        "job1-x-wiro-seedream-v4", "job1-x-wiro-seedream-v4-2"]
