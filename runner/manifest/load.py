@@ -345,10 +345,11 @@ def read_document(path: str | Path, *, display: str | None = None) -> Document:
             f"{MAX_BYTES // 1048576} MiB (use a matrix instead of listing jobs one by one)",
             file)])
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as fh:  # bounded: a pipe or a device has no size to check first
+            raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ManifestErrors([ManifestError(f"cannot read: {exc.strerror}", file)]) from None
-    if len(raw) > MAX_BYTES:  # grew while we looked
+    if len(raw) > MAX_BYTES:  # grew while we looked, or a stream that goes on
         raise ManifestErrors([ManifestError(
             f"a manifest may be at most {MAX_BYTES // 1048576} MiB", file)])
     try:

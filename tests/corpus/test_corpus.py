@@ -120,6 +120,17 @@ def test_a_huge_reference_image_is_refused_without_opening_it(
     assert "huge.png" not in opened
 
 
+def test_a_manifest_that_never_ends_is_cut_at_the_size_limit(
+        no_network: NetworkAttempts) -> None:
+    """A device (or a pipe) has no size to check first: reading stops at the limit."""
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, ["validate", "/dev/zero"])
+    assert time.perf_counter() - started < INSTANT
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == ("/dev/zero:1:1: a manifest may be at most 4 MiB "
+                                             "(at $)")
+
+
 # a representative handful, through a real process: YAML, types, sweeps, templates, paths,
 # special files, unicode, providers
 SUBPROCESS_CASES = ["yaml-tab-indent", "invalid-utf8", "repeat-huge", "sweep-billion-matrix",
