@@ -124,7 +124,7 @@ _BUDGET: ContextVar[_Budget | None] = ContextVar("seedbatch_template_budget", de
 
 
 def _budget() -> _Budget:
-    # outside Template.render (Jinja used directly) each check gets a fresh allowance
+    # outside any render (Jinja folding constants while compiling): a fresh allowance
     return _BUDGET.get() or _Budget()
 
 
@@ -237,7 +237,6 @@ def _concat(*parts: Any) -> str:
     return str_join(parts)
 
 
-_INTERNAL = (_loop_guard, _concat, _check)
 _CALL_PLUMBING = ("_loop_vars", "_block_vars")  # what Jinja passes along with a call
 
 
@@ -387,7 +386,7 @@ class ManifestEnvironment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any,
              **kwargs: Any) -> Any:
-        if __obj in _INTERNAL:
+        if __obj is _loop_guard or __obj is _concat or __obj is _check:  # our own, trusted
             return __context.call(__obj, *args, **kwargs)
         given = [v for k, v in kwargs.items() if k not in _CALL_PLUMBING]
         owner = getattr(__obj, "__self__", None)
