@@ -33,8 +33,10 @@ from .conftest import (
 
 CASES = all_cases()
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = 5.0  # seconds: a generous bound on 2 shared cores; a hang or an expansion is far above
-INSTANT = 2.0  # for the sweeps and bombs that must be refused by arithmetic, not by work
+# Hang guards, not speed targets (speed is measured under bench/): a refused sweep or bomb
+# takes milliseconds, while expanding one takes minutes (10^7 jobs: about 190 s), so a bound
+# this loose still catches the bug and never flakes on a busy machine.
+HANG_GUARD = 30.0
 
 
 def located(name: str) -> re.Pattern[str]:
@@ -96,8 +98,7 @@ def test_case_is_refused_with_a_located_message(case: Case, command: list[str], 
     assert isinstance(result.exception, SystemExit), result.exception  # not a crash
     check_output(case, result.exit_code, result.stdout, result.stderr)
     assert "ok:" not in result.stdout
-    limit = INSTANT if case.path.stem.startswith(("sweep-", "alias-bomb-")) else QUICK
-    assert elapsed < limit, f"{case.name}: took {elapsed:.1f} s"
+    assert elapsed < HANG_GUARD, f"{case.name}: took {elapsed:.1f} s"
 
 
 def test_a_huge_reference_image_is_refused_without_opening_it(
@@ -125,7 +126,7 @@ def test_a_manifest_that_never_ends_is_cut_at_the_size_limit(
     """A device (or a pipe) has no size to check first: reading stops at the limit."""
     started = time.perf_counter()
     result = CliRunner().invoke(main, ["validate", "/dev/zero"])
-    assert time.perf_counter() - started < INSTANT
+    assert time.perf_counter() - started < HANG_GUARD
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == ("/dev/zero:1:1: a manifest may be at most 4 MiB "
                                              "(at $)")
