@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from runner import __version__
+from runner.catalog import ModelSpec, get_model
 from runner.errors import (
     AuthError,
     ConnectFailed,
@@ -37,6 +38,7 @@ from runner.errors import (
     ServerError,
     UnknownOutcome,
 )
+from runner.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,14 @@ class HttpProvider:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def spec_for(self, job: Job) -> ModelSpec:
+        """The catalog entry of ``job``'s model, which must belong to this provider."""
+        spec = get_model(job.model)
+        if spec is None or spec.provider != self.name:
+            raise JobRejected(f"{job.model!r} is not a {self.name.capitalize()} model",
+                              provider=self.name)
+        return spec
 
     async def __aenter__(self) -> HttpProvider:
         return self

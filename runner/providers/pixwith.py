@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from runner.catalog import MODELS, ModelSpec, by_endpoint, get_model
+from runner.catalog import MODELS, ModelSpec, by_endpoint
 from runner.errors import (
     AuthError,
     ConcurrencyLimited,
@@ -283,12 +283,6 @@ class PixwithProvider(HttpProvider):
         return JobRejected(f"upload of {name} refused — HTTP {status}: {text}", **kw)
 
     # -- the Provider interface -----------------------------------------------------------
-
-    def spec_for(self, job: Job) -> ModelSpec:
-        spec = get_model(job.model)
-        if spec is None or spec.provider != PROVIDER:
-            raise JobRejected(f"{job.model!r} is not a Pixwith model", provider=PROVIDER)
-        return spec
 
     async def submit(self, job: Job) -> SubmitResult:
         spec = self.spec_for(job)

@@ -30,7 +30,6 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from runner.catalog import ModelSpec, get_model
 from runner.errors import (
     AuthError,
     ConcurrencyLimited,
@@ -381,12 +380,6 @@ class WiroProvider(HttpProvider):
         return self._check(response, op=op, subject=subject)
 
     # -- the Provider interface -----------------------------------------------------------
-
-    def spec_for(self, job: Job) -> ModelSpec:
-        spec = get_model(job.model)
-        if spec is None or spec.provider != PROVIDER:
-            raise JobRejected(f"{job.model!r} is not a Wiro model", provider=PROVIDER)
-        return spec
 
     async def submit(self, job: Job) -> SubmitResult:
         spec = self.spec_for(job)

@@ -18,14 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.manifest.matrix import MAX_WORK, MatrixError, expand_matrix
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, dict | list) or isinstance(b, dict | list):
-        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    return bool(a == b)
+from runner.manifest.matrix import same_value as _same
 
 
 def _matches(combo: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
