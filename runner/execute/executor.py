@@ -73,8 +73,8 @@ class ExecutorOptions:
     limited_wait_initial: float = 0.5  # first wait after a concurrency/rate rejection
     download_backoff: float = 0.5
     cooldown: float = 5.0
-    # Seconds between the starts of two submits to one provider. None: half the shortest
-    # learnt task duration divided by the provider's in-flight cap, at most
+    # Seconds between the starts of two submits to one provider. None: a quarter of the
+    # shortest learnt task duration divided by the provider's in-flight cap, at most
     # ``max_submit_spacing`` — never a limit on throughput (a slot frees every duration/cap
     # seconds at best), but a wave of slots freed together is spread out, so its tasks do
     # not all finish, get polled and downloaded in one burst again.
@@ -331,7 +331,7 @@ class Executor:
         fastest = self.latency.fastest(lane.name)
         if fastest is None:
             return 0.0
-        return min(self.options.max_submit_spacing, 0.5 * fastest / lane.slots.target)
+        return min(self.options.max_submit_spacing, 0.25 * fastest / lane.slots.target)
 
     # -- bookkeeping ----------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ When the provider announces an estimate (Pixwith ``estimated_time``) durations a
 as a ratio of it, and the first poll waits that estimate until something is learnt.
 
 Before anything is learnt (and nothing announced), one task *probes*: it polls from an
-initial guess of a second, the gaps growing ×1.5 from a quarter of a second. The other
-tasks of the same model wait for its lesson (up to ``probe_patience`` seconds, then they
-follow the same growing schedule), so a first wave of N tasks costs the probe's few polls
-plus about one each, whatever the model's latency.
+initial guess of a second, each poll 1.15 times as long after the submit as the one before
+(at least a quarter of a second apart), so it sees its task done at most 15 % late — about
+a dozen polls for a 5-second task, twenty-two for 20 seconds. The other tasks of the same model
+wait for its lesson (up to ``probe_patience`` seconds, then they follow the same schedule),
+so a first wave of N tasks costs the probe's polls plus about one each.
 
 Retries: :class:`SubmitRetry` is the hook given to ``stamina`` for one job's submits.
 """
@@ -47,6 +48,7 @@ from runner.errors import (
 class PollSettings:
     initial_guess: float = 1.0  # seconds to the first poll before anything is learnt
     probe_patience: float = 15.0  # how long other tasks wait for the probe's lesson
+    probe_growth: float = 1.15  # before anything is learnt, each poll ×1.15 later than the last
     # Polls at these quantiles of the learnt durations, then growing steps.
     ladder: tuple[float, ...] = (0.7, 0.9, 1.0)
     min_gap: float = 0.05  # seconds between two polls of the ladder, at least
@@ -140,10 +142,12 @@ class LatencyModel:
                 if target is not None and self._at(target) > elapsed + s.min_gap / 2:
                     return max(s.min_gap, self._at(target) - elapsed)
         slowest = self.expected(announced, 1.0)
-        base = slowest if slowest is not None else max(s.initial_guess, elapsed)
-        beyond = max(1, not_done_polls - (len(s.ladder) - 1) if slowest is not None
-                     else not_done_polls)
-        step = max(s.min_step, s.step_fraction * base) * s.growth ** (beyond - 1)
+        if slowest is None:
+            # Nothing known: each poll comes ×probe_growth after the submit's answer as the
+            # one before, so a task is seen done at most (probe_growth − 1) of its time late.
+            return min(max(s.min_step, elapsed * (s.probe_growth - 1)), s.max_step)
+        beyond = max(1, not_done_polls - (len(s.ladder) - 1))
+        step = max(s.min_step, s.step_fraction * slowest) * s.growth ** (beyond - 1)
         return min(step, max(s.min_step, s.max_step))
 
     def observe(self, *, done_by: float, not_done_at: float | None,

@@ -445,7 +445,7 @@ async def test_an_interrupt_does_not_wait_for_jobs_backing_off(harness: Harness)
     assert not fake.created
 
 
-def test_submit_spacing_is_half_the_learnt_duration_per_slot(harness: Harness) -> None:
+def test_submit_spacing_is_a_quarter_of_the_learnt_duration_per_slot(harness: Harness) -> None:
     ex = harness.executor(jobs_named("j", 1), {"wiro": FakeProvider()}, concurrency=4,
                           options=replace(FAST, submit_spacing=None, max_submit_spacing=0.05))
     lane = ex.lanes["wiro"]
@@ -453,7 +453,7 @@ def test_submit_spacing_is_half_the_learnt_duration_per_slot(harness: Harness) -
     model = ex.latency.model("wiro", "wiro/seedream-v4")
     for _ in range(5):
         model.observe(done_by=0.2, not_done_at=0.19, reported=0.2)
-    assert lane.spacing() == pytest.approx(0.5 * 0.2 / 4)
+    assert lane.spacing() == pytest.approx(0.25 * 0.2 / 4)
     for _ in range(64):
         model.observe(done_by=10.0, not_done_at=9.9, reported=10.0)
     assert lane.spacing() == 0.05  # capped

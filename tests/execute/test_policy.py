@@ -77,13 +77,27 @@ def test_announced_estimates_are_learnt_as_a_ratio() -> None:
     assert sum(polls[5:]) / 45 == 1.0
 
 
-def test_re_polls_back_off_and_are_capped() -> None:
+def test_past_the_slowest_learnt_duration_re_polls_back_off_and_are_capped() -> None:
     s = PollSettings(initial_guess=1.0, min_step=0.25, growth=1.5, max_step=4.0)
     model = LatencyModel(s)
-    steps = [model.next_delay(elapsed=10.0, not_done_polls=k) for k in range(1, 12)]
+    model.observe(done_by=5.0, not_done_at=4.9, reported=5.0)
+    steps = [model.next_delay(elapsed=10.0, not_done_polls=k) for k in range(3, 14)]
+    assert steps[0] == pytest.approx(0.5)  # a tenth of the slowest
     assert steps == sorted(steps)
     assert steps[1] == pytest.approx(steps[0] * 1.5)
     assert max(steps) == 4.0
+
+
+@pytest.mark.parametrize("duration", [0.7, 3.0, 5.0, 20.0, 60.0])
+def test_before_anything_is_learnt_polls_grow_geometrically(duration: float) -> None:
+    model = LatencyModel(PollSettings(initial_guess=1.0, min_step=0.25, max_step=15.0))
+    t, polls = model.first_delay(), 1
+    while t < duration:
+        t += model.next_delay(t, polls)
+        polls += 1
+    late = t - duration
+    assert late <= max(1.0 - duration, 0.25, 0.15 * duration) + 1e-9  # ≤ 15 % late
+    assert polls <= 30
 
 
 def test_a_late_lesson_pushes_a_too_early_poll_out() -> None:

@@ -1,0 +1,279 @@
+"""Client memory and CPU with every job of a large run in flight at once.
+
+    python bench/inflight.py --jobs 10000 --json
+
+Serves the emulator in a *separate process* (``python -m runner emulate --port 0 --latency S
+--concurrency N``), so every figure is the client's alone. Writes a manifest of N jobs,
+half Wiro Seedream 4.0, half Pixwith Seedream 4.5, whose limits allow N tasks in flight
+per provider and practically any request rate; plans it with :func:`runner.api.prepare`;
+then runs the real executor (journal, limits, polling policy, provider clients over HTTP,
+streamed downloads) in this process. The emulator's latency is long enough that every task
+is submitted before the first one finishes.
+
+Figures: ``in_flight_peak`` (the most tasks the emulator had unfinished at once, both
+accounts together), ``peak_rss_mb`` (this process's peak resident memory, ``ru_maxrss``),
+``baseline_rss_mb`` (resident memory after planning, before the first submit),
+``rss_per_job_kb`` (the difference per job in flight), ``cpu_ms_per_job`` (this process's
+user + system CPU during the execution, ``getrusage``, per job), ``makespan_s`` (first
+submit to last download), ``requests_per_job``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runner import api  # noqa: E402
+from runner.config import DEMO_CREDENTIALS, resolve  # noqa: E402
+from runner.execute.executor import Executor  # noqa: E402
+from runner.execute.journal import JobState, Journal  # noqa: E402
+from runner.providers import make_provider  # noqa: E402
+
+IN_FLIGHT = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING)
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+CREDENTIAL_NAMES = ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY", "WIRO_BASE_URL",
+                    "PIXWITH_BASE_URL")
+
+
+def manifest_text(jobs: int) -> str:
+    half = jobs // 2
+    values = ", ".join(str(i) for i in range(half))
+    return f"""\
+version: 1
+name: inflight
+matrix:
+  i: [{values}]
+models:
+  v4:  {{model: wiro/seedream-v4, params: {{size: 1024x1024}}}}
+  pix: {{model: pixwith/seedream-4.5, params: {{resolution: 2K, aspect_ratio: "1:1"}}}}
+jobs:
+  - name: "{{{{ model.alias }}}}-{{{{ i }}}}"
+    model: [v4, pix]
+    prompt: "in flight {{{{ i }}}}"
+limits:
+  wiro: {{concurrency: {jobs}, requests_per_minute: 100000000}}
+  pixwith: {{concurrency: {jobs}, requests_per_minute: 100000000}}
+"""
+
+
+def raise_fd_limit() -> int:
+    """Every task in flight may hold a connection: allow as many open files as permitted."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without credentials: both sides use the built-in demo ones."""
+    return {k: v for k, v in os.environ.items() if k not in CREDENTIAL_NAMES}
+
+
+@dataclass
+class Emulator:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/__stats", timeout=60).json()  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def emulator_process(work: Path, args: list[str]) -> Iterator[Emulator]:
+    """``python -m runner emulate --port 0 …`` in its own process; stopped with Ctrl-C."""
+    log = work / "emulator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "runner", "emulate", "--port", "0",
+                                 *args], cwd=ROOT, env=clean_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the emulator did not start:\n{log.read_text()}")
+            for line in log.read_text(errors="replace").splitlines():
+                if "listening on " in line:
+                    url = line.rsplit("listening on ", 1)[1].strip()
+            time.sleep(0.05)
+        yield Emulator(proc, url)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Sampler:
+    """Resident memory and jobs in flight, sampled every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.rss_peak_kb = 0
+        self.in_flight_peak = 0
+        self.executor: Executor | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def rss_kb() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE_KB
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.rss_peak_kb = max(self.rss_peak_kb, self.rss_kb())
+            ex = self.executor
+            if ex is not None:
+                states = list(ex._state.values())
+                self.in_flight_peak = max(self.in_flight_peak,
+                                          sum(1 for s in states if s in IN_FLIGHT))
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_executor(prepared: api.Prepared, run_dir: Path, base_urls: dict[str, str],
+                       sampler: Sampler) -> tuple[float, dict[str, int], dict[str, int]]:
+    env = {**clean_env(), **DEMO_CREDENTIALS}
+    providers = {}
+    for name in prepared.providers:
+        settings = resolve(name, prepared.plan.providers, env, demo=True,
+                           base_url=base_urls[name])
+        providers[name] = make_provider(settings,
+                                        concurrency=prepared.limits[name].concurrency)
+    journal = Journal.create(run_dir / "journal.sqlite", list(prepared.selected),
+                             {"name": prepared.plan.name})
+    executor = Executor(run_dir=run_dir, journal=journal, jobs=prepared.selected,
+                        output_names=prepared.names, providers=providers,
+                        limits=prepared.limits)
+    sampler.executor = executor
+    t0 = time.monotonic()
+    try:
+        outcome = await executor.run()
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+        journal.close()
+    makespan = time.monotonic() - t0
+    requests: dict[str, int] = {}
+    for provider in providers.values():
+        for kind, n in provider.requests_sent.items():  # type: ignore[attr-defined]
+            requests[kind] = requests.get(kind, 0) + n
+    return makespan, outcome.counts, requests
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpus": os.cpu_count(), "memory_gb": mem_gb}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=10000, help="jobs (split between providers)")
+    ap.add_argument("--latency", type=float, default=60.0,
+                    help="emulated task seconds: long enough to submit every job first")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    jobs = args.jobs - args.jobs % 2
+    fds = raise_fd_limit()
+    with tempfile.TemporaryDirectory(prefix="seedbatch-inflight-") as tmp:
+        work = Path(tmp)
+        manifest = work / "inflight.yaml"
+        manifest.write_text(manifest_text(jobs), encoding="utf-8")
+        emu_args = ["--latency", str(args.latency), "--concurrency", str(jobs),
+                    "--credits", str(6 * jobs + 6), "--seed", "1"]
+        with emulator_process(work, emu_args) as emu:
+            base_urls = {"wiro": f"{emu.url}/wiro/v1", "pixwith": f"{emu.url}/pixwith/api"}
+            env = {**clean_env(), **DEMO_CREDENTIALS}
+            prepared = api.prepare(manifest, env=env, runs_dir=work / "runs")
+            assert len(prepared.selected) == jobs
+            run_dir = work / "run"
+            (run_dir / "outputs").mkdir(parents=True)
+            baseline_kb = Sampler.rss_kb()
+            with Sampler() as sampler:
+                cpu0 = cpu_seconds()
+                makespan, counts, requests = asyncio.run(
+                    run_executor(prepared, run_dir, base_urls, sampler))
+                cpu = cpu_seconds() - cpu0
+            stats = emu.stats()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    in_flight_peak = sum(stats["inflight_tasks_peak"].values())
+    result: dict[str, Any] = {
+        "jobs": jobs,
+        "in_flight_peak": in_flight_peak,
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "cpu_ms_per_job": round(cpu * 1000 / jobs, 3),
+        "makespan_s": round(makespan, 2),
+        "baseline_rss_mb": round(baseline_kb / 1024, 1),
+        "rss_per_job_kb": round((peak_kb - baseline_kb) / max(1, in_flight_peak), 2),
+        "client_in_flight_peak": sampler.in_flight_peak,
+        "latency_s": args.latency,
+        "succeeded": counts.get("succeeded", 0),
+        "requests_per_job": round(sum(requests.values()) / jobs, 3),
+        "requests": requests,
+        "emulator": {"tasks_created": stats["tasks_created_total"],
+                     "tasks_billed": stats["tasks_billed"],
+                     "duplicate_paid": stats["duplicate_paid"],
+                     "inflight_requests_peak": stats["inflight_requests_peak"],
+                     "rejections": stats["rejections"]},
+        "open_files_limit": fds,
+        "machine": machine(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{jobs} jobs, {in_flight_peak} in flight at once: peak RSS "
+              f"{result['peak_rss_mb']} MB (baseline {result['baseline_rss_mb']} MB, "
+              f"{result['rss_per_job_kb']} KB per job in flight), {result['cpu_ms_per_job']} "
+              f"ms CPU per job, makespan {result['makespan_s']} s")
+    return 0 if counts.get("succeeded", 0) == jobs else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
