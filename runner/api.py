@@ -593,6 +593,8 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
                                                **{n: s.base_url for n, s in settings.items()}})
                 resumes = int(meta.get("resumes", 0)) + 1
                 journal.set_meta("resumes", resumes)
+                if meta.get("cancel_requested"):  # it was meant for the process that ran
+                    journal.set_meta("cancel_requested", None)
                 journal.note("resume", {"n": resumes, "retry_unknown": retry_unknown})
                 providers_obj = _make_providers(settings, limits, transport)
                 estimate = Estimate()

@@ -196,3 +196,16 @@ def test_missing_credentials_stop_before_anything(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="WIRO_API_KEY"):
         api.run(manifest, runs_dir=tmp_path / "runs", env={"WIRO_API_SECRET": "x"})
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_stale_cancel_request_does_not_cancel_a_resume(tmp_path: Path,
+                                                         emulator: object) -> None:
+    manifest = write(tmp_path, "m.yaml", simple_manifest(2))
+    env = env_for(emulator)
+    first = api.run(manifest, runs_dir=tmp_path / "runs", env=env, options=E2E, max_usd=0.03)
+    assert first.pending == 1
+    with Journal.open(first.run_dir / "journal.sqlite") as journal:
+        journal.set_meta("cancel_requested", "2020-01-01T00:00:00.000Z")  # its process is gone
+    again = api.resume(first.run_dir, env=env, options=E2E, max_usd=1.0)
+    assert again.succeeded == 2
+    assert not again.interrupted
