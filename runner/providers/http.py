@@ -16,6 +16,7 @@ The clients never retry: the executor decides what to do with each error.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import re
@@ -48,6 +49,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=60.0)
 #: Downloads of outputs and uploads of reference images: big bodies, more patience.
 TRANSFER_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=60.0)
 REQUEST_KINDS = ("submit", "poll", "cancel", "upload", "download", "balance")
+#: Requests one client sends at once, whatever its task concurrency: a task in flight needs
+#: no open connection, and httpcore's pool examines every connection and every queued
+#: request each time a request starts or ends, so its cost grows with the square of its
+#: size. Requests beyond this wait here, outside the pool.
+MAX_PARALLEL_REQUESTS = 32
 EXCERPT_CHARS = 200
 
 # httpx exceptions raised before a single byte of the request left this machine.
@@ -155,8 +161,11 @@ class HttpProvider:
         self.timeout = timeout or DEFAULT_TIMEOUT
         self.transfer_timeout = TRANSFER_TIMEOUT if timeout is None else timeout
         slots = max(1, concurrency)
-        limits = httpx.Limits(max_connections=2 * slots + 4,
-                              max_keepalive_connections=slots + 2, keepalive_expiry=30.0)
+        parallel = min(2 * slots + 4, MAX_PARALLEL_REQUESTS)
+        limits = httpx.Limits(max_connections=parallel,
+                              max_keepalive_connections=min(slots + 2, parallel),
+                              keepalive_expiry=30.0)
+        self._parallel = asyncio.Semaphore(parallel)
         self.client = httpx.AsyncClient(
             transport=transport,
             limits=limits,
@@ -238,7 +247,8 @@ class HttpProvider:
         UnknownOutcome)."""
         self.requests_sent[kind] += 1
         try:
-            return await self.client.request(method, url, **kwargs)
+            async with self._parallel:
+                return await self.client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             # `from None`: the httpx exception holds the request, signed headers included.
             raise self.transport_error(exc, creates=creates, what=what or kind) from None
@@ -257,8 +267,9 @@ class HttpProvider:
                               provider=self.name)
         self.requests_sent["download"] += 1
         try:
-            async with self.client.stream("GET", url, timeout=self.transfer_timeout,
-                                          follow_redirects=True) as response:
+            async with self._parallel, self.client.stream(
+                    "GET", url, timeout=self.transfer_timeout,
+                    follow_redirects=True) as response:
                 if response.status_code >= 400:
                     body = await response.aread()
                     detail = self._excerpt(body.decode("utf-8", "replace"))
