@@ -1,0 +1,54 @@
+"""Scale: a client allowed thousands of tasks in flight keeps its HTTP parallelism bounded.
+
+Tasks in flight need no open connection. httpcore's connection pool looks at every
+connection (and every queued request) each time a request starts or ends, so a pool sized
+to the task limit costs CPU that grows with the square of the tasks in flight
+(``bench/inflight.py`` measures the client at 10,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from runner.catalog import MODELS
+from runner.config import DEMO_CREDENTIALS, resolve
+from runner.emulator import EmulatorConfig, serve_in_thread
+from runner.jobs import Estimate, Job, job_key
+from runner.providers import make_provider
+
+pytestmark = pytest.mark.e2e
+
+
+def _job(i: int) -> Job:
+    model = "wiro/seedream-v4"
+    params = MODELS[model].with_defaults({"size": "1024x1024"})
+    prompt = f"scale {i}"
+    return Job(key=job_key(model, prompt, params, (), 0), name=f"scale-{i}", alias="v4",
+               model=model, provider="wiro", prompt=prompt, params=params,
+               estimate=Estimate(1, 0.03, 0.0))
+
+
+def test_thousands_of_tasks_allowed_do_not_mean_thousands_of_connections() -> None:
+    # Every answer takes 0.2 s, so requests sent together overlap at the server.
+    cfg = EmulatorConfig(latency=60, concurrency=10_000, faults="slow=1,slow_seconds=0.2")
+    with serve_in_thread(cfg) as server:
+        settings = resolve("wiro", None, dict(DEMO_CREDENTIALS), demo=True,
+                           base_url=server.wiro_base_url)
+        provider = make_provider(settings, concurrency=5_000)
+
+        async def go() -> list[str]:
+            try:
+                submitted = await provider.submit(_job(0))
+                polls = await asyncio.gather(*(provider.poll(submitted.task_id)
+                                               for _ in range(200)))
+                return [str(p.state) for p in polls]
+            finally:
+                await provider.aclose()
+
+        states = asyncio.run(go())
+        stats = server.stats()
+    assert len(states) == 200
+    assert stats["requests_by_status"] == {"200": 201}
+    assert stats["inflight_requests_peak"] <= 32
