@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from e2e import env_for, simple_manifest, write
+from execute_support import env_for, simple_manifest, write
 
 from runner.cli import main
 from runner.emulator import EmulatorConfig, serve_in_thread

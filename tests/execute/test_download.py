@@ -5,7 +5,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from fakes import FakeProvider, image_bytes
+from execute_fakes import FakeProvider, image_bytes
 
 from runner.errors import JobRejected, ServerError
 from runner.execute.download import (

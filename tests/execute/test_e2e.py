@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from e2e import E2E, MIXED, env_for, simple_manifest, write, write_refs
+from execute_support import E2E, MIXED, env_for, simple_manifest, write, write_refs
 
 from runner import api
 from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import FAST, Harness, until
-from fakes import FakeProvider, image_bytes, make_job
+from execute_fakes import FakeProvider, image_bytes, make_job
+from execute_support import FAST, Harness, until
 
 from runner.errors import AuthError, InsufficientBalance, JobRejected, RateLimited, ServerError
 from runner.execute.executor import ReusedOutput, ReuseHit

@@ -4,7 +4,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from fakes import make_job
+from execute_fakes import make_job
 
 from runner.errors import RunDirError
 from runner.execute.journal import SCHEMA_VERSION, JobState, Journal, OutputRecord

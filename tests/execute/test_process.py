@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from e2e import (
+from execute_support import (
     E2E,
     ROOT,
     env_for,

@@ -1,24 +1,76 @@
-"""Helpers for end-to-end tests: manifests on disk, an emulator on a loopback socket."""
+"""Shared helpers for the executor's tests: fast executor options, a harness that builds an
+executor over fake providers, manifests on disk, an emulator on a loopback socket."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from conftest import FAST
+from execute_fakes import FakeProvider, make_plan
 from PIL import Image
 
 from runner.config import DEMO_CREDENTIALS
-from runner.execute.executor import ExecutorOptions
+from runner.execute.executor import Executor, ExecutorOptions, Outcome, ReuseLookup
+from runner.execute.journal import Journal
+from runner.execute.limits import EffectiveLimits
+from runner.execute.policy import PollSettings
+from runner.execute.rundir import output_names
+from runner.jobs import Budget, Job
 
 ROOT = Path(__file__).resolve().parents[2]
+
+FAST_POLL = PollSettings(initial_guess=0.05, min_step=0.01, max_step=0.2)
+FAST = ExecutorOptions(poll=FAST_POLL, initial_guess={"wiro": 0.05, "pixwith": 0.05},
+                       retry_wait_initial=0.01, retry_wait_max=0.1, limited_wait_initial=0.01,
+                       download_backoff=0.01, cooldown=0.2, cancel_check_interval=0.05)
+
+
+@dataclass
+class Harness:
+    tmp: Path
+    journals: list[Journal] = field(default_factory=list)
+
+    def executor(self, jobs: Sequence[Job], providers: Mapping[str, FakeProvider], *,
+                 concurrency: int | Mapping[str, int] = 4, rpm: float | None = None,
+                 budget: Budget | None = None, options: ExecutorOptions | None = None,
+                 reuse: ReuseLookup | None = None, run_dir: Path | None = None,
+                 journal: Journal | None = None) -> Executor:
+        plan = make_plan(list(jobs), tmp=self.tmp)
+        names = {job.key: output_names(plan, job) for job in jobs}
+        if run_dir is None:
+            run_dir = self.tmp / "run"
+            run_dir.mkdir()
+        if journal is None:
+            journal = Journal.create(run_dir / "journal.sqlite", list(jobs), {"name": "t"})
+            self.journals.append(journal)
+        limits = {name: EffectiveLimits(concurrency if isinstance(concurrency, int)
+                                        else concurrency[name], rpm) for name in providers}
+        return Executor(run_dir=run_dir, journal=journal, jobs=jobs, output_names=names,
+                        providers=providers, limits=limits, budget=budget,
+                        options=options or FAST, reuse=reuse)
+
+    async def run(self, jobs: Sequence[Job], providers: Mapping[str, FakeProvider],
+                  **kw: object) -> tuple[Executor, Outcome]:
+        ex = self.executor(jobs, providers, **kw)  # type: ignore[arg-type]
+        return ex, await ex.run()
+
+
+async def until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait (polling the event loop) until ``predicate()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
 
 # Quick retries, a first poll near the emulator's latency.
 E2E = replace(FAST, poll=replace(FAST.poll, initial_guess=0.3, min_step=0.05, max_step=0.5),
@@ -130,7 +182,3 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def spawn(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "runner", *args], env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def options_json(opts: ExecutorOptions) -> str:
-    return json.dumps({"initial_guess": opts.initial_guess})
