@@ -65,15 +65,7 @@ def main() -> None:
     """
 
 
-def _register() -> None:
-    import importlib
+# Each command module registers its commands on `main` when imported.
+from runner.cli import emulate_cmd, manifest_cmds, report_cmds, run_cmds  # noqa: E402
 
-    for module in ("manifest_cmds", "emulate_cmd", "run_cmds", "report_cmds"):
-        try:
-            importlib.import_module(f"runner.cli.{module}")
-        except ModuleNotFoundError as exc:  # a command module not written yet
-            if exc.name != f"runner.cli.{module}":
-                raise
-
-
-_register()
+__all__ = ["emulate_cmd", "main", "manifest_cmds", "report_cmds", "run_cmds"]
