@@ -53,7 +53,7 @@ REQUEST_KINDS = ("submit", "poll", "cancel", "upload", "download", "balance")
 #: no open connection, and httpcore's pool examines every connection and every queued
 #: request each time a request starts or ends, so its cost grows with the square of its
 #: size. Requests beyond this wait here, outside the pool.
-MAX_PARALLEL_REQUESTS = 32
+MAX_PARALLEL_REQUESTS = 16
 EXCERPT_CHARS = 200
 
 # httpx exceptions raised before a single byte of the request left this machine.
