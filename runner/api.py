@@ -186,25 +186,6 @@ def select_jobs(jobs: Sequence[Job], only: str | None) -> tuple[tuple[Job, ...],
     return chosen, {j.key: f"not selected by --only {only}" for j in jobs if j.key not in picked}
 
 
-def _refuse_twins(plan: Plan) -> None:
-    """Two jobs asking a provider exactly the same thing would be paid twice for one
-    result (and share one key): refuse them, located, before anything is created."""
-    from runner.errors import ManifestError, ManifestErrors
-
-    first: dict[str, Job] = {}
-    problems = []
-    for job in plan.jobs:
-        twin = first.setdefault(job.key, job)
-        if twin is not job:
-            problems.append(ManifestError(
-                f"job {job.name!r} asks exactly what job {twin.name!r} asks (same model, "
-                f"prompt, parameters, images and repeat index); for more samples use "
-                f"repeat:, otherwise make them differ", str(plan.manifest_path),
-                job.line or 1, 1, "$.jobs"))
-    if problems:
-        raise ManifestErrors(problems)
-
-
 def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | None = None,
             concurrency: int | None = None, only: str | None = None, force: bool = False,
             env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs") -> Prepared:
@@ -218,7 +199,6 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     _check_max_usd(max_usd)
     env = dict(os.environ if env is None else env)
     plan = load_plan(manifest)
-    _refuse_twins(plan)
     selected, skipped = select_jobs(plan.jobs, only)
     lookup = None if force else _reuse_lookup(Path(runs_dir))
     reused = {job.key: hit for job in selected

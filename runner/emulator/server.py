@@ -21,7 +21,9 @@ from runner.emulator.config import EmulatorConfig
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening-ready socket on ``host:port`` (``port=0`` picks a free one)."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio then sets TCP_NODELAY on accepted connections (with
+    # proto 0 it does not, and every keep-alive answer waits ~40 ms for delayed ACKs).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -415,6 +416,27 @@ def expand(manifest: Manifest) -> tuple[list[Job], list[ManifestError]]:
     bag = ErrorBag(manifest)
     jobs: list[Job] = []
     names: dict[str, tuple[int, str, str]] = {}  # name_key → (entry, alias, name)
+    spans: list[tuple[JobEntry, int]] = []
     for entry in manifest.jobs:
+        spans.append((entry, len(jobs)))
         _EntryExpander(manifest, entry, bag, names).run(jobs)
+    _refuse_twins(jobs, spans, bag)
     return jobs, bag.errors()
+
+
+def _refuse_twins(jobs: list[Job], spans: list[tuple[JobEntry, int]], bag: ErrorBag) -> None:
+    """Two jobs asking a provider exactly the same thing share one key: they would be paid
+    for twice for one result (or silently collapse into one when outputs are reused)."""
+    first: dict[str, Job] = {}
+    twins = [(job, twin) for job in jobs if (twin := first.setdefault(job.key, job)) is not job]
+    if not twins:
+        return
+    starts = [start for _, start in spans]
+    position = {id(job): i for i, job in enumerate(jobs)}
+    for job, twin in twins:
+        entry = spans[bisect_right(starts, position[id(job)]) - 1][0]
+        where = entry.name.parts if entry.name else entry.parts
+        bag.add(where, f"job {job.name!r} asks exactly what job {twin.name!r} asks (same "
+                f"model, prompt, parameters, images and repeat index): it would be paid "
+                f"for twice for one result; for more samples use repeat:, otherwise make "
+                f"the requests differ")

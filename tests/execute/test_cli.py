@@ -159,8 +159,14 @@ jobs:
   - {name: b, model: m, prompt: same}
 """
     manifest = write(tmp_path, "twins.yaml", text)
+    expected = "twins.yaml:7:12: job 'b' asks exactly what job 'a' asks"
+    for command in (["validate", str(manifest)], ["plan", str(manifest)]):
+        said = runner.invoke(main, command, env=NO_CREDS)
+        assert said.exit_code == 2
+        assert expected in said.stderr
+        assert "(at $.jobs[1].name)" in said.stderr
     res = runner.invoke(main, ["run", str(manifest), "--emulate", "--runs-dir",
                                str(tmp_path / "runs")], env=NO_CREDS)
     assert res.exit_code == 2
-    assert "twins.yaml:7:1: job 'b' asks exactly what job 'a' asks" in res.stderr
+    assert expected in res.stderr
     assert not (tmp_path / "runs").exists()

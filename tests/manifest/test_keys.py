@@ -129,7 +129,7 @@ def test_each_image_file_is_hashed_once_per_expansion(plan_of, image, monkeypatc
     monkeypatch.setattr(images_module.ImageResolver, "file", counting)
     plan = plan_of("version: 1\nmatrix: {n: [1, 2, 3]}\nimage_sets: {s: [refs/a.png]}\n"
                    "jobs:\n  - name: \"j{{ n }}\"\n    model: wiro/seedream-v4\n"
-                   "    images: [s, refs/a.png, \"refs/{{ 'a' }}.png\"]\n    prompt: x\n")
+                   "    images: [s, refs/a.png, \"refs/{{ 'a' }}.png\"]\n    prompt: x{{ n }}\n")
     assert len(plan.jobs) == 3
     assert all(len(j.images) == 3 for j in plan.jobs)
     assert calls == ["refs/a.png"]
