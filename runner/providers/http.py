@@ -49,11 +49,14 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=60.0)
 #: Downloads of outputs and uploads of reference images: big bodies, more patience.
 TRANSFER_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=60.0)
 REQUEST_KINDS = ("submit", "poll", "cancel", "upload", "download", "balance")
-#: Requests one client sends at once, whatever its task concurrency: a task in flight needs
+#: API calls one client sends at once, whatever its task concurrency: a task in flight needs
 #: no open connection, and httpcore's pool examines every connection and every queued
 #: request each time a request starts or ends, so its cost grows with the square of its
-#: size. Requests beyond this wait here, outside the pool.
+#: size. Calls beyond this wait here, outside the pool.
 MAX_PARALLEL_REQUESTS = 16
+#: Downloads one client streams at once. They have their own connections: a long download
+#: never makes an API call (a submit above all) wait for a turn.
+MAX_PARALLEL_DOWNLOADS = 8
 EXCERPT_CHARS = 200
 
 # httpx exceptions raised before a single byte of the request left this machine.
@@ -162,10 +165,11 @@ class HttpProvider:
         self.transfer_timeout = TRANSFER_TIMEOUT if timeout is None else timeout
         slots = max(1, concurrency)
         parallel = min(2 * slots + 4, MAX_PARALLEL_REQUESTS)
-        limits = httpx.Limits(max_connections=parallel,
-                              max_keepalive_connections=min(slots + 2, parallel),
-                              keepalive_expiry=30.0)
+        connections = parallel + MAX_PARALLEL_DOWNLOADS
+        limits = httpx.Limits(max_connections=connections,
+                              max_keepalive_connections=connections, keepalive_expiry=30.0)
         self._parallel = asyncio.Semaphore(parallel)
+        self._downloads = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
         self.client = httpx.AsyncClient(
             transport=transport,
             limits=limits,
@@ -267,7 +271,7 @@ class HttpProvider:
                               provider=self.name)
         self.requests_sent["download"] += 1
         try:
-            async with self._parallel, self.client.stream(
+            async with self._downloads, self.client.stream(
                     "GET", url, timeout=self.transfer_timeout,
                     follow_redirects=True) as response:
                 if response.status_code >= 400:
