@@ -52,3 +52,35 @@ def test_thousands_of_tasks_allowed_do_not_mean_thousands_of_connections() -> No
     assert len(states) == 200
     assert stats["requests_by_status"] == {"200": 201}
     assert stats["inflight_requests_peak"] <= 32
+
+
+def test_downloads_in_progress_never_hold_up_api_calls() -> None:
+    # A submit waiting for a connection sits in the journal as ``submitting`` (its fate
+    # unknown after a crash) though nothing has left: downloads must not take its turn.
+    with serve_in_thread(EmulatorConfig(latency=0, concurrency=100)) as server:
+        settings = resolve("wiro", None, dict(DEMO_CREDENTIALS), demo=True,
+                           base_url=server.wiro_base_url)
+        provider = make_provider(settings, concurrency=10)
+
+        async def go() -> str:
+            release = asyncio.Event()
+
+            async def hold(url: str) -> None:  # a download started, its body not yet read
+                async with provider.stream(url):
+                    await release.wait()
+
+            try:
+                done = await provider.poll((await provider.submit(_job(1))).task_id)
+                holders = [asyncio.create_task(hold(done.outputs[0].url)) for _ in range(24)]
+                await asyncio.sleep(0.5)
+                try:
+                    task = await asyncio.wait_for(provider.submit(_job(2)), 10)
+                    status = await asyncio.wait_for(provider.poll(task.task_id), 10)
+                finally:
+                    release.set()
+                    await asyncio.gather(*holders)
+                return str(status.state)
+            finally:
+                await provider.aclose()
+
+        assert asyncio.run(go()) == "succeeded"
