@@ -216,17 +216,19 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=10000, help="jobs (split between providers)")
-    ap.add_argument("--latency", type=float, default=60.0,
-                    help="emulated task seconds: long enough to submit every job first")
+    ap.add_argument("--latency", type=float, default=None,
+                    help="emulated task seconds, long enough to submit every job before the "
+                         "first ends (default: 12 ms per job, at least 20 s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     jobs = args.jobs - args.jobs % 2
+    latency = args.latency if args.latency is not None else max(20.0, 0.012 * jobs)
     fds = raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="seedbatch-inflight-") as tmp:
         work = Path(tmp)
         manifest = work / "inflight.yaml"
         manifest.write_text(manifest_text(jobs), encoding="utf-8")
-        emu_args = ["--latency", str(args.latency), "--concurrency", str(jobs),
+        emu_args = ["--latency", str(latency), "--concurrency", str(jobs),
                     "--credits", str(6 * jobs + 6), "--seed", "1"]
         with emulator_process(work, emu_args) as emu:
             base_urls = {"wiro": f"{emu.url}/wiro/v1", "pixwith": f"{emu.url}/pixwith/api"}
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_rss_mb": round(baseline_kb / 1024, 1),
         "rss_per_job_kb": round((peak_kb - baseline_kb) / max(1, in_flight_peak), 2),
         "client_in_flight_peak": sampler.in_flight_peak,
-        "latency_s": args.latency,
+        "latency_s": latency,
         "succeeded": counts.get("succeeded", 0),
         "requests_per_job": round(sum(requests.values()) / jobs, 3),
         "requests": requests,
