@@ -138,6 +138,15 @@ def run(manifest: Path, emulate: bool, emulate_latency: float, emulate_faults: s
     Creates one new directory under --runs-dir holding manifest.yaml, plan.json,
     journal.sqlite and outputs/. Ctrl-C once: no new submits, tasks in flight finish.
     Twice: remote tasks are cancelled. `seedbatch resume RUN_DIR` picks up after any stop.
+    Jobs whose verified outputs an earlier run under --runs-dir holds are reused for free
+    (see `seedbatch plan`); --force submits them again.
+
+    \b
+    Examples:
+      seedbatch run manifests/quickstart.yaml --emulate --yes     # offline, free
+      seedbatch run hero.yaml --max-usd 5 --concurrency 4          # asks before spending
+      seedbatch run hero.yaml --only 'tent-*' --yes --quiet        # a subset, no prompt
+    Credentials: WIRO_API_KEY, WIRO_API_SECRET, PIXWITH_API_KEY (environment only).
 
     Exit codes: 0 all jobs succeeded, 1 some failed or did not run, 2 bad input,
     3 fatal provider error (credentials, balance), 130 interrupted.

@@ -317,8 +317,10 @@ class Executor:
         self._cancelling = False
         self._cancel_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()  # set whenever no job task is left
         self._dispatchers: list[asyncio.Task[None]] = []
         self._state: dict[str, JobState] = {}
+        self._counts: Counter[JobState] = Counter()
         self._claimed: dict[str, str] = {}  # output path → job key
         self._download_sem: asyncio.Semaphore | None = None
         self._budget_held: dict[str, str] = {}
@@ -336,12 +338,19 @@ class Executor:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        found = Counter(str(s) for s in self._state.values())
-        return {str(s): found.get(str(s), 0) for s in JobState}
+        # kept up to date by _set_state: O(states), not O(jobs), at every state change
+        return {str(s): self._counts.get(s, 0) for s in JobState}
 
-    def _track(self, key: str, state: JobState, detail: str = "") -> None:
+    def _set_state(self, key: str, state: JobState) -> JobState | None:
         old = self._state.get(key)
         self._state[key] = state
+        if old is not None:
+            self._counts[old] -= 1
+        self._counts[state] += 1
+        return old
+
+    def _track(self, key: str, state: JobState, detail: str = "") -> None:
+        old = self._set_state(key, state)
         if old is not state:
             job = self.jobs.get(key)
             self.progress.job_state(job.name if job else key, str(state), detail)
@@ -402,6 +411,7 @@ class Executor:
         self._download_sem = asyncio.Semaphore(self.options.download_concurrency)
         records = self.journal.jobs()
         self._state = {rec.key: rec.state for rec in records}
+        self._counts = Counter(self._state.values())
         self.progress.start(len(records), self.counts())
         reattach, pending = self._prepare(records)
         records = self.journal.jobs()
@@ -449,13 +459,24 @@ class Executor:
         return outcome
 
     async def _drain(self) -> None:
+        # Wakes when a dispatcher or the cancel task ends, or when no job task is left (an
+        # event set by the tasks' done callback): O(1) per wake-up, not O(tasks in flight).
         while True:
-            waiting = [t for t in (*self._dispatchers, *self._tasks) if not t.done()]
+            waiting: list[asyncio.Future[Any]] = [t for t in self._dispatchers if not t.done()]
             if self._cancel_task is not None and not self._cancel_task.done():
                 waiting.append(self._cancel_task)
+            idle: asyncio.Task[Any] | None = None
+            if self._tasks:
+                self._idle.clear()
+                idle = asyncio.get_running_loop().create_task(self._idle.wait())
+                waiting.append(idle)
             if not waiting:
                 break
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if idle is not None and not idle.done():
+                    idle.cancel()
         for task in self._dispatchers:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -464,7 +485,12 @@ class Executor:
         task = asyncio.get_running_loop().create_task(self._guarded(key, coro))
         self._tasks.add(task)
         self._task_of[key] = task
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
 
     async def _guarded(self, key: str, coro: Any) -> None:
         """Run one job's task; an unexpected error ends that job, never the run."""
@@ -514,7 +540,7 @@ class Executor:
                 reattach.append(rec)  # paid for, download failed: fetch it again
             elif state.attached:  # attached without a task id cannot happen; be safe
                 self.journal.mark_unknown(rec.key, "no task id recorded")
-                self._state[rec.key] = JobState.UNKNOWN
+                self._set_state(rec.key, JobState.UNKNOWN)
             elif state is JobState.PENDING:
                 job = self.jobs[rec.key]
                 if self.reuse is not None and self._apply_reuse(job):
