@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,14 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchlib import clean_env, emulator_process  # noqa: E402
+
 MB = 1024 * 1024
-CREDENTIAL_NAMES = ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY", "WIRO_BASE_URL",
-                    "PIXWITH_BASE_URL")
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without credentials: both sides use the built-in demo ones."""
-    return {k: v for k, v in os.environ.items() if k not in CREDENTIAL_NAMES}
 
 
 # -- the client (a fresh process per size) ------------------------------------------------------
@@ -107,38 +98,11 @@ def child(base_url: str) -> int:
 
 # -- the parent ---------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def emulator(pad_bytes: int, work: Path) -> Iterator[str]:
-    """``python -m runner emulate --port 0 --pad-bytes N`` in its own process; its URL."""
-    log = work / f"emulator-{pad_bytes}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "runner", "emulate", "--port", "0",
-                                 "--latency", "0.2", "--pad-bytes", str(pad_bytes)],
-                                cwd=ROOT, env=clean_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        url = None
-        while url is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the emulator did not start:\n{log.read_text()}")
-            for line in log.read_text(errors="replace").splitlines():
-                if "listening on " in line:
-                    url = line.rsplit("listening on ", 1)[1].strip()
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def measure(mb: float, work: Path) -> dict[str, Any]:
     pad = int(mb * MB)
-    with emulator(pad, work) as url:
+    args = ["--latency", "0.2", "--pad-bytes", str(pad)]
+    with emulator_process(work, args, f"emulator-{pad}.log") as emu:
+        url = emu.url
         done = subprocess.run([sys.executable, __file__, "--child", f"{url}/wiro/v1"],
                               cwd=ROOT, env=clean_env(), capture_output=True, text=True,
                               timeout=600)

@@ -26,8 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import resource
 import socket
 import sys
@@ -43,6 +41,8 @@ import aiofiles
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchlib import machine  # noqa: E402
 
 from runner.catalog import MODELS  # noqa: E402
 from runner.config import resolve  # noqa: E402
@@ -283,19 +283,6 @@ def bench_baseline(name: str, runner: Callable[[Provider, list[Job]], Awaitable[
         out["note"] = (f"measured on {n_measured} jobs, makespan extrapolated linearly "
                        f"×{scale:g} to {n_total}")
     return out
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu": cpu, "cpus": os.cpu_count()}
 
 
 def main(argv: list[str] | None = None) -> int:

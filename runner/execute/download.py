@@ -105,6 +105,20 @@ async def download_once(provider: Provider, output: RemoteOutput,
     received = 0
     part: Path | None = None
     fh = None
+
+    async def start(head: bytes) -> tuple[tuple[str, str], Path]:
+        """The first bytes tell the real type: name the file, open its part, write them."""
+        nonlocal part, fh
+        kind = sniff(head)
+        if kind is None:
+            raise DownloadError(f"not a PNG, JPEG or WebP image (starts with {head[:8]!r})")
+        final = final_path_for(kind[1])
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = final.with_name(final.name + PART_SUFFIX)
+        fh = await aiofiles.open(part, "wb")
+        await fh.write(head)
+        return kind, final
+
     try:
         async with provider.stream(output.url) as response:
             declared_len = response.headers.get("content-length")
@@ -117,34 +131,17 @@ async def download_once(provider: Provider, output: RemoteOutput,
                     continue
                 received += len(block)
                 digest.update(block)
-                if fh is None:
-                    head += block
-                    if len(head) < HEAD_BYTES:
-                        continue
-                    kind = sniff(head)
-                    if kind is None:
-                        raise DownloadError(f"not a PNG, JPEG or WebP image (starts with "
-                                            f"{head[:8]!r})")
-                    final = final_path_for(kind[1])
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    part = final.with_name(final.name + PART_SUFFIX)
-                    fh = await aiofiles.open(part, "wb")
-                    await fh.write(head)
-                    head = b""
-                else:
+                if fh is not None:
                     await fh.write(block)
+                    continue
+                head += block
+                if len(head) >= HEAD_BYTES:
+                    kind, final = await start(head)
+                    head = b""
             if fh is None:  # the whole body was shorter than HEAD_BYTES
-                kind = sniff(head)
                 if not head:
                     raise DownloadError("empty response body")
-                if kind is None:
-                    raise DownloadError(f"not a PNG, JPEG or WebP image (starts with "
-                                        f"{head[:8]!r})")
-                final = final_path_for(kind[1])
-                final.parent.mkdir(parents=True, exist_ok=True)
-                part = final.with_name(final.name + PART_SUFFIX)
-                fh = await aiofiles.open(part, "wb")
-                await fh.write(head)
+                kind, final = await start(head)
         if expected is not None and received != expected:
             raise DownloadError(f"cut short: {received} of {expected} bytes (Content-Length)")
         if output.size is not None and received != output.size:

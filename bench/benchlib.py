@@ -1,0 +1,83 @@
+"""Shared by the benchmarks: the machine they ran on, and the emulator in a process of its
+own (for benchmarks that measure the client alone)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CREDENTIAL_NAMES = ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY", "WIRO_BASE_URL",
+                    "PIXWITH_BASE_URL")
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without credentials: both sides use the built-in demo ones."""
+    return {k: v for k, v in os.environ.items() if k not in CREDENTIAL_NAMES}
+
+
+@dataclass
+class Emulator:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/__stats", timeout=60).json()  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def emulator_process(work: Path, args: list[str],
+                     log_name: str = "emulator.log") -> Iterator[Emulator]:
+    """``python -m runner emulate --port 0 …`` in its own process; stopped with Ctrl-C."""
+    log = work / log_name
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "runner", "emulate", "--port", "0",
+                                 *args], cwd=ROOT, env=clean_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the emulator did not start:\n{log.read_text()}")
+            for line in log.read_text(errors="replace").splitlines():
+                if "listening on " in line:
+                    url = line.rsplit("listening on ", 1)[1].strip()
+            time.sleep(0.05)
+        yield Emulator(proc, url)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpus": os.cpu_count(), "memory_gb": mem_gb}
