@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,21 @@ import httpx
 from runner import __version__
 from runner.config import ProviderSettings, is_loopback, resolve
 from runner.errors import ConfigError, FatalProviderError, RunDirError
+from runner.execute.budget import spent_so_far
+from runner.execute.cancel import (
+    CancelReport,
+    cancel_remote_tasks,
+    cancel_targets,
+    ran_on_after_cancel,
+)
 from runner.execute.executor import (
-    IN_FLIGHT,
     Executor,
     ExecutorOptions,
     Outcome,
     ReuseHit,
     ReuseLookup,
-    cancel_remote_tasks,
 )
-from runner.execute.journal import JobRecord, JobState, Journal, utc_now
+from runner.execute.journal import OK_STATES, JobRecord, JobState, Journal, utc_now
 from runner.execute.limits import EffectiveLimits, effective_limits
 from runner.execute.progress import LogProgress, NullProgress, ProgressSink, RichProgress
 from runner.execute.rundir import (
@@ -83,9 +88,13 @@ class RunResult:
     messages: tuple[str, ...] = ()
     report: Path | None = None
 
+    def _count(self, states: Iterable[JobState]) -> int:
+        return sum(self.counts.get(str(s), 0) for s in states)
+
     @property
     def succeeded(self) -> int:
-        return self.counts.get("succeeded", 0) + self.counts.get("reused", 0)
+        """Delivered: downloaded, or reused from an earlier run."""
+        return self._count(s for s in JobState if s.delivered)
 
     @property
     def failed(self) -> int:
@@ -98,8 +107,7 @@ class RunResult:
     @property
     def pending(self) -> int:
         """Not finished: never submitted, or a task still out there (resume re-attaches)."""
-        return sum(self.counts.get(s, 0) for s in
-                   ("pending", "submitting", "submitted", "running", "downloading"))
+        return self._count(s for s in JobState if s is JobState.PENDING or s.in_flight)
 
     @property
     def cancelled(self) -> int:
@@ -321,8 +329,7 @@ def _exit_code(outcome: Outcome, counts: Mapping[str, int]) -> int:
         return EXIT_INTERRUPTED
     if outcome.fatal:
         return EXIT_FATAL
-    unfinished = sum(n for state, n in counts.items()
-                     if state not in ("succeeded", "reused", "skipped"))
+    unfinished = sum(n for state, n in counts.items() if JobState(state) not in OK_STATES)
     return EXIT_OK if unfinished == 0 else EXIT_FAILED
 
 
@@ -359,8 +366,20 @@ def _messages(outcome: Outcome, journal: Journal, run_dir: Path) -> list[str]:
                      f"outcome (a task may exist and be billed); check the provider's "
                      f"dashboard, then, to send them again: "
                      f"seedbatch resume {run_dir} --retry-unknown")
+    resume_cmd = f"seedbatch resume {run_dir}" + (
+        " --emulate" if journal.get_meta("emulate") == "in-process" else "")
     if outcome.interrupted and not outcome.cancelled:
-        notes.append(f"interrupted: continue with: seedbatch resume {run_dir}")
+        notes.append(f"interrupted: continue with: {resume_cmd}")
+    if outcome.running_on:
+        n = outcome.running_on
+        notes.append(f"{n} task{'s' if n != 1 else ''} could not be cancelled (the host has no "
+                     f"way to stop {'them' if n != 1 else 'it'}): "
+                     f"{'they' if n != 1 else 'it'} ran on and {'are' if n != 1 else 'is'} "
+                     f"billed; see `seedbatch status {run_dir}`")
+    if outcome.cancelled and outcome.left_attached:
+        n = outcome.left_attached
+        notes.append(f"{n} task{'s' if n != 1 else ''} still running remotely (billed): "
+                     f"download {'their' if n != 1 else 'its'} outputs with: {resume_cmd}")
     notes.extend(outcome.notes)
     return notes
 
@@ -536,14 +555,7 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
             records = journal.jobs()
             by_key = {r.key: r for r in records}
             jobs = [j for j in doc.jobs if j.key in by_key]
-            def has_work(rec: JobRecord) -> bool:
-                if rec.state is JobState.UNKNOWN:
-                    return retry_unknown
-                if rec.state is JobState.FAILED:  # paid for, its download failed
-                    return rec.task_state == "succeeded" and rec.task_id is not None
-                return rec.state is JobState.PENDING or rec.state in IN_FLIGHT
-
-            active = [j for j in jobs if has_work(by_key[j.key])]
+            active = [j for j in jobs if by_key[j.key].has_work(retry_unknown=retry_unknown)]
             providers = tuple(sorted({j.provider for j in active}))
             opts = _emulated_options(options, emulate and transport is None,
                                      emulate_latency) or ExecutorOptions()
@@ -600,9 +612,7 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
 def _forget_emulated_tasks(journal: Journal) -> None:
     """A fresh in-process emulator knows none of the old one's tasks: send them again."""
     for rec in journal.jobs():
-        if rec.state in (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING,
-                         JobState.DOWNLOADING, JobState.UNKNOWN) or (
-                rec.state is JobState.FAILED and rec.task_state == "succeeded"):
+        if rec.has_work(retry_unknown=True) and rec.state is not JobState.PENDING:
             journal.set_pending(rec.key, clear_task=True,
                                 detail="the emulator that ran this task is gone")
 
@@ -620,9 +630,19 @@ class RunStatus:
     spent_credits: float
     outputs: int = 0
     cancel_requested: bool = False
+    ran_on: frozenset[str] = frozenset()  # keys of jobs a cancel could not stop
+
+    def ran_on_after_cancel(self) -> list[JobRecord]:
+        """Jobs whose task ran on after a cancel (the host could not stop it)."""
+        return [r for r in self.jobs if r.key in self.ran_on]
+
+    def ran_on_cost(self) -> tuple[float, float]:
+        """What the jobs that ran on after a cancel cost (their estimate until reported)."""
+        return spent_so_far([r for r in self.ran_on_after_cancel()], committed=True)
 
     def to_dict(self) -> dict[str, Any]:
         meta = {k: v for k, v in self.meta.items() if k != "options"}
+        ran_usd, ran_credits = self.ran_on_cost()
         return {
             "run_dir": str(self.run_dir),
             "running_pid": self.running_pid,
@@ -631,19 +651,20 @@ class RunStatus:
             "spent": {"usd": self.spent_usd, "credits": self.spent_credits},
             "outputs": self.outputs,
             "cancel_requested": self.cancel_requested,
+            "ran_on_after_cancel": {"jobs": len(self.ran_on), "usd": ran_usd,
+                                    "credits": ran_credits},
             "jobs": [{"key": r.key, "name": r.name, "provider": r.provider, "model": r.model,
                       "state": str(r.state), "attempts": r.attempts, "polls": r.polls,
                       "task_id": r.task_id, "provider_status": r.provider_status,
                       "cost_usd": r.cost_usd, "credits": r.credits, "error": r.error,
                       "reason": r.reason, "submitted_at": r.submitted_at,
-                      "finished_at": r.finished_at} for r in self.jobs],
+                      "finished_at": r.finished_at,
+                      "ran_on_after_cancel": r.key in self.ran_on} for r in self.jobs],
         }
 
 
 def status(run_dir: str | Path) -> RunStatus:
     """Where every job of a run stands (safe while another process runs it)."""
-    from runner.execute.executor import spent_so_far
-
     path = check_run_dir(run_dir)
     lock = RunLock(path)
     pid = lock.holder_pid() if lock.is_held() else None
@@ -653,7 +674,8 @@ def status(run_dir: str | Path) -> RunStatus:
         return RunStatus(run_dir=path, meta=journal.meta(), counts=journal.counts(), jobs=jobs,
                          running_pid=pid, spent_usd=usd, spent_credits=credits,
                          outputs=len(journal.outputs()),
-                         cancel_requested=bool(journal.get_meta("cancel_requested")))
+                         cancel_requested=bool(journal.get_meta("cancel_requested")),
+                         ran_on=frozenset(ran_on_after_cancel(journal)))
 
 
 # -- cancel -------------------------------------------------------------------------------------
@@ -665,6 +687,7 @@ class CancelResult:
     stopped: bool  # that process ended within the wait
     cancelled: int  # remote tasks cancelled here (no process was running)
     problems: tuple[str, ...] = ()
+    running_on: tuple[str, ...] = ()  # names of jobs whose task cannot be stopped (billed)
 
 
 def cancel(run_dir: str | Path, *, env: Mapping[str, str] | None = None,
@@ -672,9 +695,10 @@ def cancel(run_dir: str | Path, *, env: Mapping[str, str] | None = None,
     """Stop a run's remote tasks.
 
     If a process runs it, a cancel request is written to the journal (the process checks
-    it twice a second, cancels its tasks and exits 130) and this waits up to ``wait``
-    seconds for it to end. Otherwise the remote tasks the journal shows in flight are
-    cancelled from here."""
+    it twice a second, cancels its tasks, waits for those the host cannot stop, and exits
+    130) and this waits up to ``wait`` seconds for it to end. Otherwise the remote tasks the
+    journal shows in flight are cancelled from here; those the host cannot stop stay
+    attached (running, billed) for ``resume`` to download."""
     env = dict(os.environ if env is None else env)
     path = check_run_dir(run_dir)
     lock = RunLock(path)
@@ -692,8 +716,7 @@ def cancel(run_dir: str | Path, *, env: Mapping[str, str] | None = None,
     try:
         with Journal.open(path / JOURNAL_NAME) as journal:
             meta = journal.meta()
-            targets = [r for r in journal.jobs()
-                       if r.state in (JobState.SUBMITTED, JobState.RUNNING) and r.task_id]
+            targets = cancel_targets(journal)
             if not targets:
                 journal.note("cancel", {"cancelled": 0})
                 return CancelResult(path, None, True, 0)
@@ -705,7 +728,7 @@ def cancel(run_dir: str | Path, *, env: Mapping[str, str] | None = None,
             limits = _limits_for(providers, doc.limits, None)
             clients = _make_providers(settings, limits, transport)
 
-            async def go() -> tuple[int, list[str]]:
+            async def go() -> CancelReport:
                 try:
                     return await cancel_remote_tasks(journal, clients, why="seedbatch cancel")
                 finally:
@@ -713,9 +736,14 @@ def cancel(run_dir: str | Path, *, env: Mapping[str, str] | None = None,
                         with contextlib.suppress(Exception):
                             await client.aclose()
 
-            done, problems = asyncio.run(go())
-            journal.note("cancel", {"cancelled": done, "problems": problems})
-            return CancelResult(path, None, True, done, tuple(problems))
+            report = asyncio.run(go())
+            names = {r.key: r.name for r in targets}
+            journal.note("cancel", {"cancelled": len(report.cancelled),
+                                    "running_on": len(report.running_on),
+                                    "problems": report.problems})
+            return CancelResult(path, None, True, len(report.cancelled),
+                                tuple(report.problems),
+                                tuple(names[k] for k in report.running_on))
     finally:
         lock.release()
 

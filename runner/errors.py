@@ -18,6 +18,7 @@ everything below raises one of these::
         │   ├── ServerError             HTTP 5xx, or an error envelope that says "try again"
         │   └── ConnectFailed           the request never left (refused connection, DNS, …)
         ├── JobRejected                 refused for this job (validation): fail it, no retry
+        ├── CancelUnsupported           the host cannot stop a task: it runs on and is billed
         └── UnknownOutcome              the request was sent but no answer came back: a submit
                                         in this state may have created (and billed) a task
 """
@@ -162,6 +163,14 @@ class ConnectFailed(TransientError):
 
 class JobRejected(ProviderError):
     """The provider refused this job's request (validation): the job fails, no retry."""
+
+
+class CancelUnsupported(ProviderError):
+    """The host has no way to stop a task (or refuses to): it runs to its end and is billed.
+
+    Never a silent success: the job stays attached to its task, its outputs are downloaded
+    (by the process that asked to cancel, if it waits, or by ``resume``) and its cost is
+    counted."""
 
 
 class UnknownOutcome(ProviderError):

@@ -226,11 +226,23 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo(f"outputs: {st.outputs}; spent: {_money(st.spent_usd, st.spent_credits)}")
     if st.cancel_requested:
         click.echo("a cancel was requested")
+    ran_on = st.ran_on_after_cancel()
+    if ran_on:
+        usd, credits = st.ran_on_cost()
+        still = sum(1 for r in ran_on if r.state.attached)
+        click.echo(f"ran on after a cancel (the host cannot stop a task): {len(ran_on)} "
+                   f"job{'s' if len(ran_on) != 1 else ''}, {_money(usd, credits)}"
+                   + (f"; {still} still running — `seedbatch resume {st.run_dir}` downloads "
+                      f"{'them' if still != 1 else 'it'}" if still else ""))
     width = max([len(r.name) for r in st.jobs] + [4])
     width = min(width, 40)
     click.echo(f"{'name':<{width}}  {'state':<11} {'att':>3} {'polls':>5}  {'task':<14} note")
     for r in st.jobs:
         note = r.error or r.reason or ""
+        if r.key in st.ran_on and r.state.attached:
+            note = "running (cannot be cancelled)"
+        elif r.key in st.ran_on:
+            note = "ran on after a cancel" + (f"; {note}" if note else "")
         click.echo(f"{_clip(r.name, width):<{width}}  {r.state!s:<11} {r.attempts:>3} "
                    f"{r.polls:>5}  {_clip(r.task_id, 14):<14} {_clip(note, 60)}")
 
@@ -259,6 +271,12 @@ def cancel(run_dir: Path, wait: float) -> None:
                  f"(check: seedbatch status {res.run_dir})", 1)
         return
     click.echo(f"cancelled {res.cancelled} remote task{'s' if res.cancelled != 1 else ''}")
+    if res.running_on:
+        n = len(res.running_on)
+        click.echo(f"{n} task{'s' if n != 1 else ''} cannot be cancelled (the host has no way to "
+                   f"stop {'them' if n != 1 else 'it'}): {', '.join(res.running_on[:5])}"
+                   f"{' …' if n > 5 else ''} — running on and billed; "
+                   f"`seedbatch resume {res.run_dir}` downloads the outputs", err=True)
     for problem in res.problems:
         click.echo(f"note: {problem}", err=True)
     if res.problems:

@@ -47,16 +47,17 @@ from runner.errors import (
     TransientError,
     UnknownOutcome,
 )
+from runner.execute.budget import BudgetBook
+from runner.execute.cancel import CancelReport, cancel_remote_tasks
 from runner.execute.download import DownloadError, download
-from runner.execute.journal import JobRecord, JobState, Journal, OutputRecord
+from runner.execute.journal import TASK_SUCCEEDED, JobRecord, JobState, Journal, OutputRecord
+from runner.execute.lanes import Lane, SlotHolder
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
 from runner.execute.rundir import OUTPUTS_DIR, output_name_for
 from runner.jobs import Budget, Job
 from runner.providers.base import Provider, RemoteOutput, SubmitResult, TaskState, TaskStatus
-
-IN_FLIGHT = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING, JobState.DOWNLOADING)
 
 
 @dataclass(frozen=True)
@@ -111,144 +112,6 @@ _EXT_OF = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 @dataclass
-class Lane:
-    """One provider: its client, slots, request gate, and whether it said something fatal."""
-
-    name: str
-    provider: Provider
-    limits: EffectiveLimits
-    slots: AdaptiveSlots
-    gate: RequestGate
-    fatal: FatalProviderError | None = None
-    spacing: Callable[[], float] = lambda: 0.0
-    _next_submit: float = 0.0
-
-    async def pace_submit(self) -> None:
-        """Space the starts of submits (see ``ExecutorOptions.submit_spacing``)."""
-        spacing = self.spacing()
-        if spacing <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        at = max(now, self._next_submit)
-        self._next_submit = at + spacing
-        if at > now:
-            await asyncio.sleep(at - now)
-
-
-class SlotHolder:
-    """One job's hold on a provider slot: acquired and released at most once each time."""
-
-    def __init__(self, slots: AdaptiveSlots, *, held: bool) -> None:
-        self.slots = slots
-        self.held = held
-
-    async def acquire(self) -> None:
-        if not self.held:
-            await self.slots.acquire()
-            self.held = True
-
-    def take_now(self) -> None:
-        """Hold a slot at once, over the target if need be (a task already in flight)."""
-        if not self.held:
-            self.slots.take_now()
-            self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.slots.release()
-
-
-class BudgetBook:
-    """Spent (provider-reported, or the estimate where a paid task reported nothing) plus
-    what tasks in flight are estimated to cost, against the caps."""
-
-    def __init__(self, budget: Budget, *, spent_usd: float = 0.0,
-                 spent_credits: float = 0.0) -> None:
-        self.max_usd = budget.max_usd
-        self.max_credits = budget.max_credits
-        self.spent_usd = spent_usd
-        self.spent_credits = spent_credits
-        self._reserved: dict[str, tuple[float, float]] = {}
-        self.changed = asyncio.Event()
-
-    @property
-    def reserved_usd(self) -> float:
-        return sum(u for u, _ in self._reserved.values())
-
-    @property
-    def reserved_credits(self) -> float:
-        return sum(c for _, c in self._reserved.values())
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._reserved)
-
-    def fits(self, job: Job) -> bool:
-        if self.max_usd is not None and job.estimate.usd > 0 and (
-                self.spent_usd + self.reserved_usd + job.estimate.usd > self.max_usd + 1e-9):
-            return False
-        return not (self.max_credits is not None and job.estimate.credits > 0 and (
-            self.spent_credits + self.reserved_credits + job.estimate.credits
-            > self.max_credits + 1e-9))
-
-    def why_not(self, job: Job) -> str:
-        parts = []
-        if self.max_usd is not None:
-            parts.append(f"${self.spent_usd + self.reserved_usd:.4f} spent or committed of "
-                         f"${self.max_usd:.2f}; this job ≈ ${job.estimate.usd:.4f}")
-        if self.max_credits is not None:
-            parts.append(f"{self.spent_credits + self.reserved_credits:g} credits of "
-                         f"{self.max_credits:g}; this job ≈ {job.estimate.credits:g}")
-        return "budget: " + "; ".join(parts)
-
-    def reserve(self, job: Job) -> None:
-        self._reserved[job.key] = (job.estimate.usd, job.estimate.credits)
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    def settle(self, key: str, usd: float, credits: float) -> None:
-        """The task finished: its reservation becomes what it cost."""
-        self._reserved.pop(key, None)
-        self.spent_usd += usd
-        self.spent_credits += credits
-        self._notify()
-
-    def release(self, key: str) -> None:
-        """Nothing was (or will be) billed for this job."""
-        if self._reserved.pop(key, None) is not None:
-            self._notify()
-
-    def keep(self, key: str) -> None:
-        """The outcome is unknown: count the estimate as spent (it may have been billed)."""
-        usd, credits = self._reserved.pop(key, (0.0, 0.0))
-        self.spent_usd += usd
-        self.spent_credits += credits
-        self._notify()
-
-
-def spent_so_far(records: Sequence[JobRecord]) -> tuple[float, float]:
-    """What the journal says was (or may have been) paid: reported costs, estimates where a
-    paid or possibly-paid task reported none."""
-    usd = credits = 0.0
-    for r in records:
-        if r.state in (JobState.SUCCEEDED, JobState.DOWNLOADING) or (
-                r.state is JobState.FAILED and r.task_state == "succeeded"):
-            usd += r.cost_usd if r.cost_usd is not None else r.estimate_usd
-            credits += r.credits if r.credits is not None else r.estimate_credits
-        elif r.state is JobState.UNKNOWN:
-            usd += r.estimate_usd
-            credits += r.estimate_credits
-        else:
-            usd += r.cost_usd or 0.0
-            credits += r.credits or 0.0
-    return usd, credits
-
-
-@dataclass
 class Outcome:
     counts: dict[str, int]
     interrupted: bool = False
@@ -261,6 +124,8 @@ class Outcome:
     images: int = 0
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
+    running_on: int = 0  # tasks a cancel could not stop (they run on and are billed)
+    left_attached: int = 0  # of those and of refused cancels: still running, for resume
 
 
 class _Stopped(Exception):
@@ -309,8 +174,7 @@ class Executor:
                                    if self.options.initial_guess is not None else None)
         for lane in self.lanes.values():
             lane.spacing = functools.partial(self._spacing, lane)
-        self.budget_input = budget or Budget()
-        self.budget: BudgetBook | None = None
+        self.budget = BudgetBook(budget or Budget())
         self.stopping: str | None = None
         self.fatal: list[FatalProviderError] = []
         self._interrupts = 0
@@ -325,6 +189,9 @@ class Executor:
         self._download_sem: asyncio.Semaphore | None = None
         self._budget_held: dict[str, str] = {}
         self._task_of: dict[str, asyncio.Task[None]] = {}
+        self._awaited_after_cancel: list[str] = []  # tasks that could not be stopped
+        self._left_running_on = 0
+        self.cancel_report: CancelReport | None = None
         self.notes: list[str] = []
 
     def _spacing(self, lane: Lane) -> float:
@@ -357,16 +224,13 @@ class Executor:
             self._refresh()
 
     def _refresh(self) -> None:
-        b = self.budget
-        self.progress.update(self.counts(), b.spent_usd if b else 0.0,
-                             b.spent_credits if b else 0.0)
+        self.progress.update(self.counts(), self.budget.spent_usd, self.budget.spent_credits)
 
     def stop(self, reason: str) -> None:
         """Stop submitting (jobs not yet submitted stay pending); in-flight tasks go on."""
         if self.stopping is None:
             self.stopping = reason
-        if self.budget is not None:
-            self.budget._notify()
+        self.budget.wake()
         # Jobs not sent yet (waiting for a slot, or backing off before another try) stop
         # now rather than after their wait; nothing of theirs exists remotely.
         for key, task in list(self._task_of.items()):
@@ -383,10 +247,13 @@ class Executor:
         self.stop("fatal")
 
     def interrupt(self) -> None:
-        """Ctrl-C: the first stops new submits; the second cancels the remote tasks."""
+        """Ctrl-C: the first stops new submits; the second cancels the remote tasks; a third
+        (while tasks that cannot be cancelled are awaited) leaves them for ``resume``."""
         self._interrupts += 1
-        if self._interrupts == 1:
-            running = sum(1 for s in self._state.values() if s in IN_FLIGHT)
+        if self._cancelling:
+            self._leave_running_on()
+        elif self._interrupts == 1:
+            running = sum(1 for s in self._state.values() if s.in_flight)
             self.journal.note("interrupt", {"in_flight": running})
             self.progress.notice(f"Interrupted: no new jobs will be submitted; waiting for "
                                  f"{running} task{'s' if running != 1 else ''} in flight to "
@@ -396,13 +263,29 @@ class Executor:
             self.cancel_all("second interrupt")
 
     def cancel_all(self, why: str) -> None:
-        """Cancel every remote task in flight and end the run (exit 130)."""
+        """Cancel every remote task in flight and end the run (exit 130). Tasks the host
+        cannot stop are followed and downloaded before the run ends."""
         if self._cancelling:
             return
         self._cancelling = True
         self.stop("cancelled")
         self.progress.notice(f"Cancelling remote tasks ({why})…")
         self._cancel_task = asyncio.get_running_loop().create_task(self._cancel_everything(why))
+
+    def _leave_running_on(self) -> None:
+        """Stop waiting for tasks that could not be cancelled: they stay attached (running,
+        billed) and ``resume`` downloads them."""
+        waiting = [key for key in self._awaited_after_cancel
+                   if (task := self._task_of.get(key)) is not None and not task.done()]
+        if not waiting:
+            return
+        self._left_running_on = len(waiting)
+        self.journal.note("left_running", {"jobs": len(waiting)})
+        self.progress.notice(f"Leaving {len(waiting)} task{'s' if len(waiting) != 1 else ''} "
+                             f"that cannot be cancelled: they run on and are billed; "
+                             f"`seedbatch resume` downloads their outputs.")
+        for key in waiting:
+            self._task_of[key].cancel()
 
     # -- the run --------------------------------------------------------------------------
 
@@ -414,9 +297,7 @@ class Executor:
         self._counts = Counter(self._state.values())
         self.progress.start(len(records), self.counts())
         reattach, pending = self._prepare(records)
-        records = self.journal.jobs()
-        usd, credits = spent_so_far(records)
-        self.budget = BudgetBook(self.budget_input, spent_usd=usd, spent_credits=credits)
+        self.budget.start_from(self.journal.jobs())
         for out in self.journal.outputs():
             self._claimed[out.path] = out.job_key
         self._refresh()
@@ -455,6 +336,8 @@ class Executor:
             images=len(self.journal.outputs()),
             elapsed=time.monotonic() - started,
             notes=list(self.notes),
+            running_on=len(self.cancel_report.running_on) if self.cancel_report else 0,
+            left_attached=sum(1 for s in self._state.values() if s.attached),
         )
         return outcome
 
@@ -536,7 +419,7 @@ class Executor:
                 continue
             if state.attached and rec.task_id:
                 reattach.append(rec)
-            elif state is JobState.FAILED and rec.task_state == "succeeded" and rec.task_id:
+            elif rec.paid_not_downloaded:
                 reattach.append(rec)  # paid for, download failed: fetch it again
             elif state.attached:  # attached without a task id cannot happen; be safe
                 self.journal.mark_unknown(rec.key, "no task id recorded")
@@ -584,7 +467,6 @@ class Executor:
     # -- dispatch -------------------------------------------------------------------------
 
     async def _dispatch(self, lane: Lane, jobs: Sequence[Job]) -> None:
-        assert self.budget is not None
         for job in jobs:
             if self.stopping:
                 return
@@ -602,7 +484,6 @@ class Executor:
 
     async def _reserve(self, job: Job) -> bool:
         """Reserve the job's estimated cost; wait while tasks in flight may free some."""
-        assert self.budget is not None
         while not self.stopping:
             if self.budget.fits(job):
                 self.budget.reserve(job)
@@ -616,7 +497,6 @@ class Executor:
 
     async def _run_job(self, job: Job, lane: Lane) -> None:
         """Submit (the dispatcher handed over a held slot), follow, download."""
-        assert self.budget is not None
         slot = SlotHolder(lane.slots, held=True)
         status: TaskStatus | None = None
         try:
@@ -635,7 +515,6 @@ class Executor:
 
     def _left_in_flight(self, key: str) -> None:
         """A task is no longer followed but was not seen to end: it may still be billed."""
-        assert self.budget is not None
         if self._state.get(key) is JobState.FAILED:
             self.budget.release(key)
         else:
@@ -645,8 +524,6 @@ class Executor:
         """Submit with retries (the slot is held on entry, and on return with a result).
 
         Returns None when the job ended (failed, unknown) or stays pending (stopped)."""
-        assert self.budget is not None
-        key = job.key
         hook = SubmitRetry(max_failures=self.options.submit_failures,
                            limited_step=self.options.limited_wait_initial,
                            max_wait_limited=self.options.retry_wait_max)
@@ -657,68 +534,81 @@ class Executor:
                     wait_max=self.options.retry_wait_max,
                     wait_jitter=self.options.retry_wait_initial):
                 with attempt:
-                    if self.stopping or lane.fatal:
-                        raise _Stopped
-                    await slot.acquire()
-                    if self.stopping or lane.fatal:
-                        raise _Stopped
-                    await lane.pace_submit()
-                    await lane.gate.wait()
-                    if self.stopping or lane.fatal:
-                        raise _Stopped
-                    attempt_no = self.journal.mark_submitting(key)
-                    self._track(key, JobState.SUBMITTING,
-                                f"attempt {attempt_no}" if attempt_no > 1 else "")
-                    try:
-                        result = await lane.provider.submit(job)
-                    except TransientError as exc:
-                        # The provider surely created nothing: back to pending, free the slot.
-                        self.journal.mark_submit_retry(key, str(exc))
-                        self._track(key, JobState.PENDING)
-                        slot.release()
-                        if isinstance(exc, ConcurrencyLimited):
-                            lane.slots.on_limited(concurrency=True)
-                        elif isinstance(exc, RateLimited):
-                            lane.slots.on_limited(concurrency=False)
-                            lane.gate.pause(exc.retry_after if exc.retry_after is not None
-                                            else 1.0)
-                        raise
-                    lane.slots.on_success()
-                    self.journal.mark_submitted(key, result.task_id,
-                                                estimated_seconds=result.estimated_seconds)
-                    self._track(key, JobState.SUBMITTED)
-                    return result
-        except _Stopped:
-            self.budget.release(key)
+                    await self._wait_for_turn(lane, slot)
+                    return await self._send_submit(job, lane, slot)
+        except asyncio.CancelledError:
+            self._submit_abandoned(job.key, "cancelled while the submit was in flight: a task "
+                                            "may exist (and be billed)", fail_unsent=False)
+            raise
+        except Exception as exc:
+            self._submit_ended(job.key, lane, exc, hook.failures)
+        return None
+
+    async def _wait_for_turn(self, lane: Lane, slot: SlotHolder) -> None:
+        """Wait for a slot, the submit pace and the request gate; raise ``_Stopped`` if the
+        run stopped submitting (or the provider said something fatal) meanwhile."""
+        def check() -> None:
+            if self.stopping or lane.fatal:
+                raise _Stopped
+        check()
+        await slot.acquire()
+        check()
+        await lane.pace_submit()
+        await lane.gate.wait()
+        check()
+
+    async def _send_submit(self, job: Job, lane: Lane, slot: SlotHolder) -> SubmitResult:
+        """One submit request, its attempt committed to the journal before it leaves. A
+        transient error puts the job back to pending, frees its slot, and tells the limits."""
+        key = job.key
+        attempt_no = self.journal.mark_submitting(key)
+        self._track(key, JobState.SUBMITTING, f"attempt {attempt_no}" if attempt_no > 1 else "")
+        try:
+            result = await lane.provider.submit(job)
         except TransientError as exc:
+            # The provider surely created nothing: back to pending, free the slot.
+            self.journal.mark_submit_retry(key, str(exc))
+            self._track(key, JobState.PENDING)
+            slot.release()
+            if isinstance(exc, ConcurrencyLimited):
+                lane.slots.on_limited(concurrency=True)
+            elif isinstance(exc, RateLimited):
+                lane.slots.on_limited(concurrency=False)
+                lane.gate.pause(exc.retry_after if exc.retry_after is not None else 1.0)
+            raise
+        lane.slots.on_success()
+        self.journal.mark_submitted(key, result.task_id,
+                                    estimated_seconds=result.estimated_seconds)
+        self._track(key, JobState.SUBMITTED)
+        return result
+
+    def _submit_ended(self, key: str, lane: Lane, exc: Exception, failures: int) -> None:
+        """Classify why a submit gave up: what the job becomes and what the budget keeps."""
+        if isinstance(exc, _Stopped):
             self.budget.release(key)
-            self._fail(key, f"submit failed {hook.failures} times, last: {exc}")
-        except JobRejected as exc:
+        elif isinstance(exc, TransientError):
+            self.budget.release(key)
+            self._fail(key, f"submit failed {failures} times, last: {exc}")
+        elif isinstance(exc, JobRejected):
             self.budget.release(key)
             self._fail(key, f"rejected: {exc}")
-        except UnknownOutcome as exc:
+        elif isinstance(exc, UnknownOutcome):
             self.budget.keep(key)
             self.journal.mark_unknown(key, str(exc))
             self._track(key, JobState.UNKNOWN, str(exc))
-        except FatalProviderError as exc:
+        elif isinstance(exc, FatalProviderError):
             # Credentials or balance refused: the provider created nothing.
             self.budget.release(key)
             self.journal.mark_submit_retry(key, str(exc))
             self._track(key, JobState.PENDING)
             self._on_fatal(lane, exc)
-        except asyncio.CancelledError:
-            self._submit_abandoned(key, "cancelled while the submit was in flight: a task "
-                                        "may exist (and be billed)", fail_unsent=False)
-            raise
-        except Exception as exc:  # a bug or an unexpected error: never resend blindly
+        else:  # a bug or an unexpected error: never resend blindly
             self._submit_abandoned(key, f"unexpected error during submit "
                                         f"({type(exc).__name__}: {exc})")
-        return None
 
     def _submit_abandoned(self, key: str, reason: str, *, fail_unsent: bool = True) -> None:
         """A submit ended abnormally: unknown if its request may have left; otherwise the
         job fails (``fail_unsent``) or stays pending."""
-        assert self.budget is not None
         if self._state.get(key) is JobState.SUBMITTING:
             self.budget.keep(key)
             self.journal.mark_unknown(key, reason)
@@ -843,7 +733,6 @@ class Executor:
         return False
 
     async def _finish(self, job: Job, lane: Lane, status: TaskStatus) -> None:
-        assert self.budget is not None
         key = job.key
         if status.state is TaskState.CANCELLED:
             self.budget.settle(key, status.cost_usd or 0.0, status.credits or 0.0)
@@ -871,7 +760,7 @@ class Executor:
         key = job.key
         if not outputs:
             self._fail(key, "the provider reported success but listed no outputs",
-                       task_state="succeeded")
+                       task_state=TASK_SUCCEEDED)
             return
         done = {o.index for o in self.journal.outputs(key) if (self.run_dir / o.path).is_file()}
         names = self.output_names.get(key, {})
@@ -896,7 +785,7 @@ class Executor:
                                          attempts=self.options.download_attempts,
                                          backoff=self.options.download_backoff)
             except DownloadError as exc:
-                self._fail(key, f"output {index}: {exc}", task_state="succeeded")
+                self._fail(key, f"output {index}: {exc}", task_state=TASK_SUCCEEDED)
                 return
             rel = got.path.relative_to(self.run_dir).as_posix()
             self.journal.record_output(OutputRecord(key, index, rel, remote.url, got.bytes,
@@ -911,7 +800,6 @@ class Executor:
         job = self.jobs[rec.key]
         lane = self.lanes[job.provider]
         assert rec.task_id is not None
-        assert self.budget is not None
         if rec.state is JobState.DOWNLOADING or rec.state is JobState.FAILED:
             # The task finished (and was paid): poll once for fresh output links.
             try:
@@ -973,55 +861,28 @@ class Executor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*self._dispatchers, *tasks, return_exceptions=True)
-        await cancel_remote_tasks(self.journal, {n: lane.provider for n, lane in
-                                                 self.lanes.items()},
-                                  gates={n: lane.gate for n, lane in self.lanes.items()},
-                                  limit_seconds=self.options.cancel_timeout,
-                                  on_cancelled=lambda key: self._track(key, JobState.CANCELLED),
-                                  why=why)
-
-
-async def cancel_remote_tasks(
-    journal: Journal,
-    providers: Mapping[str, Provider],
-    *,
-    gates: Mapping[str, RequestGate] | None = None,
-    limit_seconds: float = 30.0,
-    on_cancelled: Callable[[str], None] | None = None,
-    why: str = "",
-) -> tuple[int, list[str]]:
-    """Cancel every task the journal shows in flight; returns (cancelled, problems).
-
-    A task whose cancel is refused has probably finished (and may be paid for): it is left
-    attached so ``resume`` can fetch its outputs."""
-    problems: list[str] = []
-    done = 0
-
-    async def one(rec: JobRecord) -> None:
-        nonlocal done
-        provider = providers.get(rec.provider)
-        if provider is None or rec.task_id is None:
+        report = await cancel_remote_tasks(
+            self.journal, {n: lane.provider for n, lane in self.lanes.items()},
+            gates={n: lane.gate for n, lane in self.lanes.items()},
+            limit_seconds=self.options.cancel_timeout,
+            on_cancelled=lambda key: self._track(key, JobState.CANCELLED), why=why)
+        self.cancel_report = report
+        # Tasks that could not be stopped run on and are billed: follow and download them.
+        keep = [rec for rec in self.journal.jobs()
+                if rec.key in set(report.attached) and rec.state.attached and rec.task_id
+                and rec.key in self.jobs]
+        if not keep:
             return
-        try:
-            state = TaskState(rec.task_state) if rec.task_state else TaskState.QUEUED
-        except ValueError:
-            state = TaskState.RUNNING
-        try:
-            async with asyncio.timeout(limit_seconds):
-                if gates and rec.provider in gates:
-                    await gates[rec.provider].wait()
-                await provider.cancel(rec.task_id, state)
-        except (ProviderError, TimeoutError) as exc:
-            problems.append(f"{rec.name}: task {rec.task_id} could not be cancelled: "
-                            f"{exc or 'timed out'}")
-            journal.note("cancel_failed", {"task_id": rec.task_id, "error": str(exc)}, rec.key)
-            return
-        journal.mark_cancelled(rec.key, why or "cancelled")
-        done += 1
-        if on_cancelled is not None:
-            on_cancelled(rec.key)
-
-    targets = [r for r in journal.jobs() if r.state in (JobState.SUBMITTED, JobState.RUNNING)
-               and r.task_id]
-    await asyncio.gather(*(one(r) for r in targets))
-    return done, problems
+        self._awaited_after_cancel = [rec.key for rec in keep]
+        running_on = sum(1 for rec in keep if rec.key in set(report.running_on))
+        what = (f"{running_on} task{'s' if running_on != 1 else ''} cannot be cancelled "
+                f"(they run on and are billed)") if running_on else ""
+        refused = len(keep) - running_on
+        if refused:
+            what += (", and " if what else "") + \
+                f"{refused} cancel{'s were' if refused != 1 else ' was'} refused"
+        self.progress.notice(f"{what}: waiting for {'them' if len(keep) != 1 else 'it'} to "
+                             f"finish and download (Ctrl-C again to leave "
+                             f"{'them' if len(keep) != 1 else 'it'} for `seedbatch resume`).")
+        for rec in keep:
+            self._spawn(rec.key, self._reattach(rec))

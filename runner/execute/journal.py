@@ -38,9 +38,15 @@ from runner.jobs import Job
 
 SCHEMA_VERSION = 1
 JOURNAL_NAME = "journal.sqlite"
+#: ``task_state`` of a job whose remote task succeeded (and was billed).
+TASK_SUCCEEDED = "succeeded"
 
 
 class JobState(StrEnum):
+    """Where a job stands. The groupings below are the one place that says which states
+    are in flight, delivered, ended or final; every reader (executor, api, progress,
+    report, status) asks them rather than listing states."""
+
     PENDING = "pending"
     SUBMITTING = "submitting"
     SUBMITTED = "submitted"
@@ -54,14 +60,50 @@ class JobState(StrEnum):
     REUSED = "reused"
 
     @property
+    def in_flight(self) -> bool:
+        """A submit request left (or is leaving), or a remote task exists: this run is
+        still working on it and it may be billed."""
+        return self in IN_FLIGHT
+
+    @property
     def attached(self) -> bool:
         """A remote task exists and is being followed (poll and download, never resubmit)."""
-        return self in (JobState.SUBMITTED, JobState.RUNNING, JobState.DOWNLOADING)
+        return self in ATTACHED
+
+    @property
+    def delivered(self) -> bool:
+        """Its outputs are in the run directory (downloaded, or reused from an earlier run)."""
+        return self in DELIVERED
+
+    @property
+    def ended(self) -> bool:
+        """This run's work on it is over (what progress counts as done); ``unknown`` and a
+        failed download may still be taken up again by ``resume``."""
+        return self in ENDED
 
     @property
     def final(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
-                        JobState.SKIPPED, JobState.REUSED)
+        """Nothing will ever change it: not even ``resume`` (``unknown`` is not final, and a
+        ``failed`` job whose paid outputs were not downloaded is not either: see
+        :attr:`JobRecord.paid_not_downloaded`)."""
+        return self in FINAL
+
+
+#: A request left or a task exists (this run still follows it; it may be billed).
+IN_FLIGHT = frozenset({JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING,
+                       JobState.DOWNLOADING})
+#: A remote task exists and is followed.
+ATTACHED = frozenset({JobState.SUBMITTED, JobState.RUNNING, JobState.DOWNLOADING})
+#: Outputs are in the run directory.
+DELIVERED = frozenset({JobState.SUCCEEDED, JobState.REUSED})
+#: Done for this run (progress): delivered, failed, cancelled, or of unknown outcome.
+ENDED = frozenset({JobState.SUCCEEDED, JobState.REUSED, JobState.FAILED, JobState.CANCELLED,
+                   JobState.UNKNOWN})
+#: Never changes again (a failed job whose paid outputs were not downloaded excepted).
+FINAL = frozenset({JobState.SUCCEEDED, JobState.REUSED, JobState.FAILED, JobState.CANCELLED,
+                   JobState.SKIPPED})
+#: A run is all right when every job is in one of these.
+OK_STATES = DELIVERED | {JobState.SKIPPED}
 
 
 STATE_ORDER: tuple[JobState, ...] = tuple(JobState)
@@ -157,6 +199,27 @@ class JobRecord:
     started_at: str | None
     finished_at: str | None
     updated_at: str
+
+    @property
+    def paid_not_downloaded(self) -> bool:
+        """The task succeeded (and was billed) but its outputs were not all downloaded:
+        ``resume`` fetches them."""
+        return (self.state is JobState.FAILED and self.task_state == TASK_SUCCEEDED
+                and self.task_id is not None)
+
+    @property
+    def billed(self) -> bool:
+        """Paid for: the task succeeded (outputs downloaded or not)."""
+        return self.state in (JobState.SUCCEEDED, JobState.DOWNLOADING) or \
+            self.paid_not_downloaded
+
+    def has_work(self, *, retry_unknown: bool = False) -> bool:
+        """What ``resume`` picks up: pending jobs, tasks that exist, paid outputs not yet
+        downloaded, and (with ``retry_unknown``) lost submits."""
+        if self.state is JobState.UNKNOWN:
+            return retry_unknown
+        return self.state is JobState.PENDING or self.state.in_flight or \
+            self.paid_not_downloaded
 
     def to_dict(self) -> dict[str, Any]:
         return {name: (str(getattr(self, name)) if name == "state" else getattr(self, name))
@@ -400,7 +463,7 @@ class Journal:
                          cost_usd: float | None, credits: float | None) -> None:
         self._set(key, JobState.DOWNLOADING, {"outputs": len(outputs)},
                   remote_outputs=json.dumps(list(outputs)), cost_usd=cost_usd,
-                  credits=credits, task_state="succeeded")
+                  credits=credits, task_state=TASK_SUCCEEDED)
 
     def record_output(self, out: OutputRecord) -> None:
         now = out.finished_at or utc_now()

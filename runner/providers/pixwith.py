@@ -30,6 +30,7 @@ import httpx
 from runner.catalog import MODELS, ModelSpec, by_endpoint
 from runner.errors import (
     AuthError,
+    CancelUnsupported,
     ConcurrencyLimited,
     InsufficientBalance,
     JobRejected,
@@ -183,8 +184,6 @@ class PixwithProvider(HttpProvider):
                          timeout=timeout, concurrency=concurrency)
         self._api_key = api_key
         self._task_models: dict[str, ModelSpec] = {}
-        #: Task ids whose cancel was asked for but cannot be done (Pixwith has no cancel).
-        self.cancel_unsupported: list[str] = []
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -326,13 +325,15 @@ class PixwithProvider(HttpProvider):
         return parse_task(data, task_id, self._credits_per_image(task_id, data))
 
     async def cancel(self, task_id: str, state: TaskState) -> None:
-        """Pixwith documents no way to stop a task: nothing is sent, the task id is recorded
-        in :attr:`cancel_unsupported` and the task runs to its end (and is billed)."""
+        """Pixwith documents no way to stop a task: nothing is sent and
+        :class:`~runner.errors.CancelUnsupported` says so (the task runs to its end and is
+        billed)."""
         if state.terminal:
             return
-        self.cancel_unsupported.append(str(task_id))
         log.info("Pixwith task %s cannot be cancelled (no cancel call exists); it will run to "
                  "completion", task_id)
+        raise CancelUnsupported("Pixwith has no call to stop a task: it runs to its end and is "
+                                "billed", provider=PROVIDER)
 
     async def get_credits(self) -> float:
         """The account's credit balance (``task/get_credits``)."""

@@ -321,10 +321,12 @@ def test_any_manifest_plans_or_fails_located(folder: Path, drawn: Drawn,
 
 
 def test_the_generator_reaches_both_outcomes(folder: Path) -> None:
-    """A sanity check on the strategy: some draws plan, some fail (else the test is weak)."""
+    """A sanity check on the strategy: some draws plan, some fail (else the test is weak).
+
+    Derandomized: the same draws every run, so the check never depends on luck."""
     outcomes = set()
 
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow])
     @given(drawn=manifests())
     def probe(drawn: Drawn) -> None:

@@ -22,6 +22,7 @@ import httpx
 from PIL import Image
 
 from runner.errors import (
+    CancelUnsupported,
     ConcurrencyLimited,
     JobRejected,
     RateLimited,
@@ -92,6 +93,7 @@ class FakeProvider:
     wrong_length: set[str] = field(default_factory=set)
     submit_gate: asyncio.Event | None = None  # when set, submits wait for it
     on_submit: Callable[[Job], None] | None = None
+    cannot_cancel: bool = False  # like a host with no cancel call: CancelUnsupported
 
     def __post_init__(self) -> None:
         self._scripts: dict[str, list[Any]] = {}
@@ -201,6 +203,8 @@ class FakeProvider:
         fault = self._scripted("cancel")
         if isinstance(fault, Exception):
             raise fault
+        if self.cannot_cancel:
+            raise CancelUnsupported("no call to stop a task", provider=self.name)
         task = self.tasks[task_id]
         self._settle()
         if task.outcome is not None:

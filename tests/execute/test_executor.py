@@ -252,19 +252,77 @@ async def test_a_cancel_request_in_the_journal_cancels_the_run(harness: Harness)
     assert out.counts["cancelled"] == 3
 
 
-async def test_a_task_that_finished_before_its_cancel_is_left_for_resume(
+async def test_a_refused_cancel_keeps_the_job_attached_and_downloads_it(
         harness: Harness) -> None:
+    # The cancel is refused (the task has probably just finished): nothing paid is lost —
+    # the cancelling process follows the task and downloads its outputs.
     jobs = jobs_named("j", 1)
-    fake = FakeProvider(latency=5.0)
+    fake = FakeProvider(latency=60.0)
     ex = harness.executor(jobs, {"wiro": fake}, concurrency=1)
     run = asyncio.create_task(ex.run())
     await until(lambda: bool(fake.created))
     fake.script("cancel", JobRejected("task is not in a cancellable state"))
     ex.cancel_all("test")
-    out = await asyncio.wait_for(run, 5)
+    await until(lambda: bool(ex.journal.events(kind="cancel_failed")))
+    for task in fake.tasks.values():
+        task.duration = 0.0  # it finishes now
+    out = await asyncio.wait_for(run, 30)
+    assert out.cancelled
     assert out.counts["cancelled"] == 0
-    assert ex.journal.job(jobs[0].key).state is JobState.SUBMITTED
+    assert ex.journal.job(jobs[0].key).state is JobState.SUCCEEDED
+    assert len(ex.journal.outputs(jobs[0].key)) == 1
     assert ex.journal.events(kind="cancel_failed")
+    assert out.left_attached == 0
+
+
+async def test_a_task_the_host_cannot_stop_runs_on_is_billed_and_downloaded(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 3)
+    fake = FakeProvider(latency=60.0, cannot_cancel=True, cost_usd=0.03)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=2)
+    run = asyncio.create_task(ex.run())
+    await until(lambda: len(fake.created) == 2)
+    ex.cancel_all("test")
+    await until(lambda: len(ex.journal.events(kind="cancel_unsupported")) == 2)
+    for task in fake.tasks.values():
+        task.duration = 0.0  # they run on to their end
+    out = await asyncio.wait_for(run, 30)
+    states = {r.name: r.state for r in ex.journal.jobs()}
+    # Never marked cancelled: the two submitted tasks ran on, were billed and downloaded;
+    # the third was never sent and stays pending.
+    assert sorted(states.values()) == [JobState.PENDING, JobState.SUCCEEDED, JobState.SUCCEEDED]
+    assert out.running_on == 2
+    assert out.counts["cancelled"] == 0
+    assert sum(fake.billed.values()) == 2 == len(ex.journal.outputs())
+    assert out.spent_usd == pytest.approx(0.06)
+    ran_on = {e.job_key for e in ex.journal.events(kind="cancel_unsupported")}
+    assert ran_on == {key for key in fake.created}
+
+
+async def test_ctrl_c_while_waiting_for_uncancellable_tasks_leaves_them_for_resume(
+        harness: Harness) -> None:
+    jobs = jobs_named("j", 1)
+    fake = FakeProvider(latency=60.0, cannot_cancel=True)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=1)
+    run = asyncio.create_task(ex.run())
+    await until(lambda: bool(fake.created))
+    ex.interrupt()
+    ex.interrupt()  # cancel: the host cannot stop it, so the run waits for it
+    await until(lambda: bool(ex.journal.events(kind="cancel_unsupported")))
+    ex.interrupt()  # leave it
+    out = await asyncio.wait_for(run, 30)
+    rec = ex.journal.job(jobs[0].key)
+    assert rec.state.attached
+    assert rec.task_id is not None
+    assert out.left_attached == 1
+    assert out.running_on == 1
+    # resume (a new executor on the same journal) downloads it once the task is done
+    fake.tasks[rec.task_id].duration = 0.0
+    again = harness.executor(jobs, {"wiro": fake}, run_dir=harness.tmp / "run",
+                             journal=ex.journal)
+    await asyncio.wait_for(again.run(), 30)
+    assert ex.journal.job(jobs[0].key).state is JobState.SUCCEEDED
+    assert fake.created[jobs[0].key] == 1  # never submitted twice
 
 
 async def test_resume_reattaches_marks_unknown_and_submits_pending(harness: Harness) -> None:

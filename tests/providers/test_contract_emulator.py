@@ -24,6 +24,7 @@ from runner.config import ProviderSettings
 from runner.emulator import EmulatorConfig, FaultSpec, create_app, serve_in_thread
 from runner.errors import (
     AuthError,
+    CancelUnsupported,
     ConcurrencyLimited,
     RateLimited,
     ServerError,
@@ -348,8 +349,8 @@ async def test_cancel_queued_and_kill_running_on_a_controlled_clock() -> None:
         assert wiro.requests_sent["cancel"] == 4
 
         ptask = await pix.submit(make_job("pixwith/seedream-4.5"))
-        await pix.cancel(ptask.task_id, TaskState.RUNNING)
-        assert pix.cancel_unsupported == [ptask.task_id]
+        with pytest.raises(CancelUnsupported):  # said, never a silent success
+            await pix.cancel(ptask.task_id, TaskState.RUNNING)
         assert (await pix.poll(ptask.task_id)).state is TaskState.RUNNING
 
 

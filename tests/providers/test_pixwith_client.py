@@ -11,6 +11,7 @@ import pytest
 
 from runner.errors import (
     AuthError,
+    CancelUnsupported,
     ConcurrencyLimited,
     ConnectFailed,
     JobRejected,
@@ -295,14 +296,14 @@ def test_failed_and_odd_statuses() -> None:
 
 
 @pytest.mark.anyio
-async def test_cancel_is_a_recorded_no_op() -> None:
+async def test_cancel_says_it_cannot_and_sends_nothing() -> None:
     fake = FakePixwith()
     async with pixwith_client(fake) as client:
         assert client.can_cancel is False
-        await client.cancel("t1", TaskState.RUNNING)
-        await client.cancel("t2", TaskState.QUEUED)
-        await client.cancel("t3", TaskState.SUCCEEDED)
-        assert client.cancel_unsupported == ["t1", "t2"]
+        for task_id, state in (("t1", TaskState.RUNNING), ("t2", TaskState.QUEUED)):
+            with pytest.raises(CancelUnsupported, match="no call to stop a task"):
+                await client.cancel(task_id, state)
+        await client.cancel("t3", TaskState.SUCCEEDED)  # finished: nothing to stop
         assert sum(client.requests_sent.values()) == 0
     assert fake.requests == []
 
