@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from runner import __version__
-from runner.config import ProviderSettings, is_loopback, resolve
+from runner.config import ProviderSettings, base_url_for, is_emulator, is_loopback, resolve
 from runner.errors import ConfigError, FatalProviderError, RunDirError
 from runner.execute.budget import spent_so_far
 from runner.execute.cancel import (
@@ -148,6 +148,13 @@ class Prepared:
     only: str | None = None
     max_usd_flag: float | None = None  # --max-usd as given (resume keeps it unless replaced)
     reused: Mapping[str, ReuseHit] = field(default_factory=dict)  # job key → earlier outputs
+    # Providers this run reaches through an emulator (all under --emulate; else those whose
+    # base URL is a `seedbatch emulate` server): their outputs are placeholders.
+    emulated_providers: frozenset[str] = frozenset()
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.emulated_providers)
 
     @property
     def to_run(self) -> tuple[Job, ...]:
@@ -208,7 +215,9 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     env = dict(os.environ if env is None else env)
     plan = load_plan(manifest)
     selected, skipped = select_jobs(plan.jobs, only)
-    lookup = None if force else _reuse_lookup(Path(runs_dir))
+    emulated = emulated_providers(sorted({job.provider for job in selected}), plan.providers,
+                                  env, emulate=emulate)
+    lookup = None if force else _reuse_lookup(Path(runs_dir), emulated)
     reused = {job.key: hit for job in selected
               if lookup is not None and (hit := lookup(job)) is not None}
     providers = tuple(sorted({job.provider for job in selected if job.key not in reused}))
@@ -221,7 +230,17 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     return Prepared(plan=plan, selected=selected, skipped=skipped, names=names,
                     limits=_limits_for(providers, plan.limits, concurrency), budget=budget,
                     providers=providers, emulate=emulate, env=env, force=force, only=only,
-                    max_usd_flag=max_usd, reused=reused)
+                    max_usd_flag=max_usd, reused=reused, emulated_providers=emulated)
+
+
+def emulated_providers(providers: Sequence[str], manifest_providers: Mapping[str, Any],
+                       env: Mapping[str, str], *, emulate: bool) -> frozenset[str]:
+    """Which of ``providers`` a run reaches through an emulator: every one under
+    ``--emulate``; otherwise those whose base URL is a seedbatch emulator (it says so)."""
+    if emulate:
+        return frozenset(providers)
+    return frozenset(name for name in providers
+                     if is_emulator(base_url_for(name, manifest_providers, env)))
 
 
 def make_progress(quiet: bool, stream: Any = None) -> ProgressSink:
@@ -273,9 +292,9 @@ def _reuse_from(hits: Mapping[str, ReuseHit]) -> ReuseLookup | None:
     return lambda job: hits.get(job.key)
 
 
-def _reuse_lookup(runs_dir: Path) -> ReuseLookup | None:
-    """Outputs of earlier runs for jobs with the same key, when the report package offers a
-    cache (``runner.report.cache.reuse_lookup``)."""
+def _reuse_lookup(runs_dir: Path, emulated: frozenset[str]) -> ReuseLookup | None:
+    """Outputs of earlier runs for jobs with the same key, made by the same kind of endpoint
+    (``runner.report.cache.reuse_lookup``)."""
     if not runs_dir.is_dir():
         return None
     try:
@@ -283,7 +302,7 @@ def _reuse_lookup(runs_dir: Path) -> ReuseLookup | None:
     except ModuleNotFoundError:
         return None
     finder = getattr(cache, "reuse_lookup", None)
-    return finder(runs_dir) if callable(finder) else None
+    return finder(runs_dir, emulated_providers=emulated) if callable(finder) else None
 
 
 @contextlib.contextmanager
@@ -442,8 +461,12 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                 "started_at": utc_now(),
                 "manifest_path": str(plan.manifest_path),
                 "manifest_sha256": plan.manifest_sha256,
-                "emulate": "in-process" if prepared.emulate else None,
-                "emulated": prepared.emulate,
+                # in-process: --emulate (the emulator ends with the process); external: a
+                # base URL that is a `seedbatch emulate` server.
+                "emulate": "in-process" if prepared.emulate else (
+                    "external" if prepared.emulated else None),
+                "emulated": prepared.emulated,
+                "emulated_providers": sorted(prepared.emulated_providers),
                 "base_urls": {name: s.base_url for name, s in settings.items()},
                 "options": {"only": prepared.only, "force": prepared.force,
                             "max_usd_flag": prepared.max_usd_flag,
@@ -563,6 +586,10 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
             if emulate and not meta.get("emulated"):
                 raise ConfigError(f"{path} ran against the real providers; --emulate can only "
                                   f"resume a run that was emulated")
+            if emulate and meta.get("emulate") != "in-process":
+                raise ConfigError(f"{path} ran against an emulator server of its own (its "
+                                  f"tasks live there): resume it without --emulate, with that "
+                                  f"server running")
             fresh_emulator = emulate and meta.get("emulate") == "in-process"
             with _emulator(emulate, transport, emulate_latency, emulate_faults) as emulated:
                 section, demo = _resume_base_urls(meta, env, emulate, emulated, providers, path)

@@ -1,4 +1,5 @@
-"""Provider settings: credentials from the environment only, base URLs checked.
+"""Provider settings: credentials from the environment only, base URLs checked, and whether
+a base URL is a seedbatch emulator (:func:`is_emulator`).
 
 Credentials come from ``WIRO_API_KEY``, ``WIRO_API_SECRET`` and ``PIXWITH_API_KEY`` and never
 anywhere else. Base URLs come from ``WIRO_BASE_URL`` / ``PIXWITH_BASE_URL``, else the
@@ -96,13 +97,44 @@ def resolve(
             raise ConfigError(f"{var} is not set: export {var}=… with your {name} credentials "
                               f"(seedbatch reads credentials from the environment only)")
         values.append(value)
+    base = base_url_for(name, manifest_providers, env, base_url=base_url)
+    return ProviderSettings(name, base, values[0], values[1] if len(values) > 1 else "")
+
+
+def base_url_for(name: str, manifest_providers: Mapping[str, Mapping[str, str]] | None = None,
+                 env: Mapping[str, str] | None = None, *, base_url: str | None = None) -> str:
+    """Provider ``name``'s base URL: ``base_url`` (the emulator's, under ``--emulate``), else
+    its ``*_BASE_URL`` variable, else the manifest's ``providers:``, else the public one."""
+    env = os.environ if env is None else env
     var = BASE_URL_VARS[name]
     if base_url:
-        base = check_base_url(base_url, "emulator")
-    elif env.get(var):
-        base = check_base_url(env[var], var)
-    elif manifest_providers and manifest_providers.get(name, {}).get("base_url"):
-        base = check_base_url(manifest_providers[name]["base_url"], f"providers.{name}.base_url")
-    else:
-        base = DEFAULT_BASE_URLS[name]
-    return ProviderSettings(name, base, values[0], values[1] if len(values) > 1 else "")
+        return check_base_url(base_url, "emulator")
+    if env.get(var):
+        return check_base_url(env[var], var)
+    if manifest_providers and manifest_providers.get(name, {}).get("base_url"):
+        return check_base_url(manifest_providers[name]["base_url"],
+                              f"providers.{name}.base_url")
+    return DEFAULT_BASE_URLS[name]
+
+
+#: What the emulator's index (``GET /__``) answers with, to tell it from a real endpoint.
+EMULATOR_IDENTITY = "seedbatch emulator"
+
+
+def is_emulator(base_url: str, *, timeout: float = 2.0) -> bool:
+    """Whether ``base_url`` is served by a seedbatch emulator: only a loopback host can be
+    one (plain http is refused elsewhere), and then its index says so itself. A loopback
+    endpoint that does not answer as the emulator (a tunnel or proxy to the real API) is
+    real."""
+    parts = urlsplit(base_url)
+    if not is_loopback(parts.hostname or ""):
+        return False
+    import httpx
+
+    try:
+        response = httpx.get(f"{parts.scheme}://{parts.netloc}/__", timeout=timeout,
+                             follow_redirects=False)
+        doc = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("name") == EMULATOR_IDENTITY

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -17,6 +18,9 @@ from runner.catalog import MODELS, describe_model
 from runner.cli import EXIT_INPUT, fail, handles_errors, main
 from runner.errors import ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
+
+if TYPE_CHECKING:
+    from runner.report.cache import CacheDecision
 
 PLAN_GUARD = 10_000  # plans above this many jobs need --yes (or a "y" on a terminal)
 SHOWN_ROWS = 20  # job rows `plan` prints for a big plan
@@ -159,9 +163,11 @@ def print_plan(plan: Plan, console: Console, *, rows: int = SHOWN_ROWS,
               help="Where earlier runs live: jobs whose verified outputs are there are cached.")
 @click.option("--force", is_flag=True,
               help="Plan as `seedbatch run --force` would: every job runs, none is cached.")
+@click.option("--emulate", is_flag=True,
+              help="Plan as `seedbatch run --emulate` would: only emulated outputs are cached.")
 @handles_errors
 def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
-         force: bool) -> None:
+         force: bool, emulate: bool) -> None:
     """Expand a manifest into jobs and estimate their cost, without running anything.
 
     Shows jobs grouped by model with counts, images and estimated USD/credits, the
@@ -178,7 +184,9 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
     Each job is marked cached (verified outputs of an earlier run under --runs-dir, or
     listed in the manifest's lockfile, are reused for free), changed (a job of that name
     ran before with a different request) or new; the cost shown to run counts only the
-    jobs that will be submitted.
+    jobs that will be submitted. Reuse never crosses between the emulator and the real
+    providers: outputs of an emulated rehearsal are not cached for a real run (the job
+    shows as new, with why), and real ones are not cached under --emulate.
 
     Plans of more than 10,000 jobs ask for confirmation first; without a terminal,
     pass --yes. Exit status: 0, or 2 for an invalid manifest.
@@ -197,32 +205,48 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
     result, errors = plan_manifest(m)
     if errors or result is None:
         raise ManifestErrors(errors)
-    status = None if force else cache_status(result, runs_dir)
+    decisions = None if force else cache_decisions(result, runs_dir, emulate=emulate)
+    status = None if decisions is None else {k: d.status for k, d in decisions.items()}
     if as_json:
         doc = plan_document(result, status)
         doc["estimate"]["to_run"] = _to_run(result, status)
+        if decisions is not None:
+            for job_doc in doc["jobs"]:
+                job_doc["status_reason"] = decisions[job_doc["key"]].reason
         click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
     console = _console()
     print_plan(result, console, rows=rows, status=status)
     if status is not None:
+        from runner.report.cache import ONLY_EMULATED, ONLY_REAL
+
         counts = Counter(status.values())
         todo = _to_run(result, status)
         console.print(f"cached {counts['cached']:,} (reused, no cost) · changed "
                       f"{counts['changed']:,} · new {counts['new']:,} — to run: "
                       f"{todo['jobs']:,} job{'s' if todo['jobs'] != 1 else ''}, "
                       f"≈ {money(todo['usd'])} + {credits_text(todo['credits'])} credits")
+        kinds = Counter(d.reason for d in (decisions or {}).values()
+                        if d.status == "new" and d.reason in (ONLY_EMULATED, ONLY_REAL))
+        for reason, n in sorted(kinds.items()):
+            console.print(f"note: {n:,} new job{'s' if n != 1 else ''} — {reason}")
 
 
-def cache_status(plan: Plan, runs_dir: Path) -> dict[str, str]:
-    """Job key → cached / changed / new, against earlier runs and the manifest's lockfile."""
-    from runner.report.cache import classify_in
+def cache_decisions(plan: Plan, runs_dir: Path, *,
+                    emulate: bool = False) -> dict[str, CacheDecision]:
+    """Job key → cached / changed / new (with why), against earlier runs and the manifest's
+    lockfile, for a run made as ``run`` would make it (emulated or not)."""
+    from runner.api import emulated_providers
+    from runner.report.cache import CacheDecision, classify_in
     from runner.report.lock import lock_path_for, read_lock
 
     if not runs_dir.is_dir():
-        return {job.key: "new" for job in plan.jobs}
+        return {job.key: CacheDecision(job.key, job.name, "new", reason="no earlier outputs")
+                for job in plan.jobs}
+    emulated = emulated_providers(sorted({j.provider for j in plan.jobs}), plan.providers,
+                                  os.environ, emulate=emulate)
     lock = read_lock(lock_path_for(plan.manifest_path))
-    return {key: d.status for key, d in classify_in(plan.jobs, runs_dir, lock).items()}
+    return classify_in(plan.jobs, runs_dir, lock, emulated)
 
 
 def _to_run(plan: Plan, status: Mapping[str, str] | None) -> dict[str, Any]:

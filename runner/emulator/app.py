@@ -6,8 +6,9 @@
 ``/pixwith/api/task/…``        create, get, pre_url, get_credits (``Api-Key`` header)
 ``/pixwith-upload/{bucket}``   the presigned POST target ``pre_url`` hands out (S3-style)
 ``/files/…``                   uploads and outputs (public, like a CDN)
-``/__stats``, ``/__reset``,    counters, reset, fault spec at run time, index;
-``/__faults``, ``/__``         never faulted
+``/__stats``, ``/__reset``,    counters, reset, fault spec at run time, the clock
+``/__faults``, ``/__clock``,   (tests), index; never faulted
+``/__``
 =============================  ====================================================
 
 Every faultable request first draws its fault (:mod:`runner.emulator.faults`), then settles
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from runner.config import EMULATOR_IDENTITY
 from runner.emulator import pixwith, wiro
 from runner.emulator.config import EmulatorConfig
 from runner.emulator.faults import Decision, FaultSpec
@@ -139,6 +141,8 @@ async def _download(request: Request) -> Response:
     if request.method == "GET":
         state.stats.downloads += 1
         state.stats.download_bytes += len(data) if cut is None else cut
+        if cut is None:
+            stored.fetched += 1
     return FileResponse(data, stored.content_type, cut=cut)
 
 
@@ -183,11 +187,26 @@ async def _faults(request: Request) -> Response:
     return JSONResponse({"ok": True, "faults": str(state.faults.spec)})
 
 
+async def _clock(request: Request) -> Response:
+    """``POST {"advance": seconds}`` moves the emulator's clock (negative: back), so a test
+    can hold tasks unfinished, then finish them, without depending on timing."""
+    state = _state(request)
+    if request.method == "POST":
+        try:
+            doc = json.loads(await request.body() or b"{}")
+            state.clock_offset += float(doc.get("advance", 0))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+    return JSONResponse({"ok": True, "offset": state.clock_offset, "now": state.now()})
+
+
 async def _index(request: Request) -> Response:
     state = _state(request)
+    if not state.config.identify:
+        return JSONResponse({"message": "Not Found"}, status_code=404)
     base = base_url(request)
     return JSONResponse({
-        "name": "seedbatch emulator",
+        "name": EMULATOR_IDENTITY,  # how a run knows its endpoint is an emulator
         "wiro_base_url": f"{base}/wiro/v1",
         "pixwith_base_url": f"{base}/pixwith/api",
         "stats": f"{base}/__stats",
@@ -221,6 +240,7 @@ def create_app(config: EmulatorConfig | None = None, *, clock: Clock | None = No
         Route("/__stats", _stats, methods=["GET"]),
         Route("/__reset", _reset, methods=["POST"]),
         Route("/__faults", _faults, methods=["GET", "POST"]),
+        Route("/__clock", _clock, methods=["GET", "POST"]),
         Route("/__", _index, methods=["GET"]),
         Route("/", _index, methods=["GET"]),
     ]

@@ -39,6 +39,10 @@ class EmulatorConfig:
     wiro_balance_usd: float = 1000.0  # below price × maxImages a Run answers code 97
     pixwith_credits: int = 500  # starting Pixwith balance (6 credits per image)
     upload_ttl: float = 600.0  # Pixwith presigned upload lifetime, seconds
+    # False: the index (GET / and /__) answers 404 as a vendor's API would, so a client
+    # cannot tell this emulator from the real host — it stands in for a real endpoint in
+    # tests of what real runs do (reuse, lockfile). Never for users' rehearsals.
+    identify: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.faults, str):  # a spec string is accepted for convenience

@@ -68,6 +68,7 @@ class StoredFile:
     render: Callable[[], bytes] | None = None
     sha256: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    fetched: int = 0  # whole GETs served (a truncated body does not count)
 
     async def read(self) -> bytes:
         if self.data is None:
@@ -217,6 +218,7 @@ class EmulatorState:
     def __init__(self, config: EmulatorConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or time.time
+        self.clock_offset = 0.0  # moved by POST /__clock (tests hold or finish tasks at will)
         self.reset()
 
     def reset(self) -> None:
@@ -240,7 +242,7 @@ class EmulatorState:
 
     # --- time ---------------------------------------------------------------------------
     def now(self) -> float:
-        return self.clock()
+        return self.clock() + self.clock_offset
 
     def settle(self, now: float | None = None) -> None:
         """Finish every task whose time is up; bill the successful ones."""
@@ -367,4 +369,8 @@ class EmulatorState:
         snap["balances"] = {"wiro_usd": round(self.wiro_balance, 12),
                             "pixwith_credits": self.pixwith_credits}
         snap["faults_spec"] = str(self.faults.spec)
+        # Outputs of billed tasks that no client ever fetched whole: money paid for nothing.
+        snap["paid_outputs_unfetched"] = sum(
+            1 for task in self.tasks.values() if task.outcome == "succeeded"
+            for out in task.outputs if out.file.fetched == 0)
         return snap

@@ -18,9 +18,12 @@ import time
 from collections.abc import Mapping
 from typing import IO, Protocol
 
-DONE_STATES = ("succeeded", "failed", "cancelled", "unknown", "reused")
-RUNNING_STATES = ("submitting", "submitted", "running", "downloading")
-NOTABLE = {"succeeded", "failed", "unknown", "cancelled", "reused"}
+from runner.execute.journal import JobState
+
+# The job-state groupings have one home (runner.execute.journal); these are their names.
+DONE_STATES = tuple(str(s) for s in JobState if s.ended)
+RUNNING_STATES = tuple(str(s) for s in JobState if s.in_flight)
+NOTABLE = frozenset(DONE_STATES)
 
 
 class ProgressSink(Protocol):

@@ -112,7 +112,7 @@ def finalize(run_dir: str | Path, *, secrets: Iterable[str] | None = None,
         if candidate.parent.is_dir():
             try:
                 update_lock(candidate, report, [job["key"] for job in report["jobs"]])
-                lock_path = candidate
+                lock_path = candidate if candidate.is_file() else None
             except OSError as exc:
                 warnings.append(f"lockfile {candidate} not written: {exc.strerror or exc}")
             except RunDirError as exc:

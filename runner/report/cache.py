@@ -6,8 +6,13 @@ Every job key of the current plan is classified as:
   this exact key, and every file is present with its recorded size and sha256;
 * ``changed`` — not cached, and a job of the same name existed with a different key (the
   prompt, parameters, model or reference images changed);
-* ``new`` — anything else (including a key whose earlier outputs are gone or altered:
-  ``reason`` says so).
+* ``new`` — anything else (including a key whose earlier outputs are gone or altered, or
+  were made by the other kind of endpoint: ``reason`` says so).
+
+Reuse never crosses between kinds of endpoint: outputs an emulator made (``--emulate``, or
+a base URL that points at a ``seedbatch emulate`` server) are reused only by runs that talk
+to an emulator for that provider, and real outputs only by real runs. A rehearsal never
+passes for a real run, and a real output is never thrown in with placeholders.
 
 Sources are report.json files found under a runs directory (:func:`scan_runs`) and the
 lockfile (whose entries name the run that holds the files). :func:`reuse_lookup` is the
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +40,9 @@ class KeyedJob(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def provider(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,33 +155,72 @@ def _guess_type(path: Path) -> str | None:
     return mimetypes.guess_type(path.name)[0]
 
 
+def output_is_emulated(report: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """Whether a report's job was produced (or, if reused, first made) by an emulator.
+
+    The job's own ``emulated`` flag when the report has one; else the run's list of
+    emulated providers; else (reports of seedbatch 0.1) the run's ``emulated`` flag."""
+    if isinstance(job.get("emulated"), bool):
+        return bool(job["emulated"])
+    run = report.get("run", {})
+    providers = run.get("emulated_providers")
+    if isinstance(providers, list):
+        return job.get("provider") in providers
+    return bool(run.get("emulated"))
+
+
+#: Why a job with earlier outputs is new: they were made by the other kind of endpoint.
+ONLY_EMULATED = "only emulated outputs so far (a rehearsal): a real run submits it"
+ONLY_REAL = "only real outputs so far: an emulated run does not reuse them"
+
+_Candidate = tuple[Path, str, Sequence[Mapping[str, Any]], bool]  # dir, id, outputs, emulated
+
+
 class OutputCache:
     """Earlier runs (newest first) and a lockfile, indexed by job key and job name; each
-    file is hashed at most once however many jobs are asked about."""
+    file is hashed at most once however many jobs are asked about.
+
+    ``emulated_providers`` are the providers the asking run reaches through an emulator:
+    for a job of one of those only emulated outputs are reused, for any other job only
+    real ones."""
 
     def __init__(self, runs: Sequence[EarlierRun] = (),
-                 lock: Mapping[str, Any] | None = None) -> None:
+                 lock: Mapping[str, Any] | None = None,
+                 emulated_providers: Collection[str] = ()) -> None:
         self._hashes = _Hashes()
+        self._emulated = frozenset(emulated_providers)
         run_by_id = {run.run_id: run for run in reversed(runs)}  # newest wins a duplicate id
-        # (run dir, run id, outputs) per key: newest run first, then the lockfile's entry.
-        self._candidates: dict[str, list[tuple[Path, str, Sequence[Mapping[str, Any]]]]] = {}
+        # (run dir, run id, outputs, emulated) per key: newest run first, then the lockfile.
+        self._candidates: dict[str, list[_Candidate]] = {}
         self._names: dict[str, set[str]] = {}
         for run in runs:
             for job in run.report.get("jobs", []):
                 self._names.setdefault(job.get("name", ""), set()).add(job.get("key", ""))
                 if job.get("status") == "succeeded" and job.get("outputs"):
                     self._candidates.setdefault(job["key"], []).append(
-                        (run.run_dir, run.run_id, job["outputs"]))
+                        (run.run_dir, run.run_id, job["outputs"],
+                         output_is_emulated(run.report, job)))
         for key, entry in (lock or {}).get("jobs", {}).items():
             self._names.setdefault(entry.get("name", ""), set()).add(key)
             holder = run_by_id.get(str(entry.get("run_id")))
             if holder is not None and entry.get("outputs"):
+                same = next((j for j in holder.report.get("jobs", []) if j.get("key") == key),
+                            {})
+                emulated = bool(entry.get("emulated")) or output_is_emulated(holder.report,
+                                                                             same)
                 self._candidates.setdefault(key, []).append(
-                    (holder.run_dir, holder.run_id, entry["outputs"]))
+                    (holder.run_dir, holder.run_id, entry["outputs"], emulated))
 
-    def decide(self, key: str, name: str) -> CacheDecision:
+    def decide(self, key: str, name: str, provider: str | None = None) -> CacheDecision:
+        """``provider`` is the job's (it says which kind of earlier output may be reused;
+        without it, only real outputs are)."""
         tried = self._candidates.get(key, [])
-        for run_dir, run_id, outputs in tried:
+        want_emulated = provider is not None and provider in self._emulated
+        other_kind = False
+        for run_dir, run_id, outputs, emulated in tried:
+            if emulated != want_emulated:
+                other_kind = True
+                continue
             verified = _verified(run_dir, outputs, self._hashes)
             if verified is not None:
                 return CacheDecision(key, name, "cached", run_id, run_dir, verified,
@@ -183,7 +230,12 @@ class OutputCache:
         if before and key not in known:
             return CacheDecision(key, name, "changed", previous_keys=before,
                                  reason="the job's request changed")
-        reason = "earlier outputs are missing or altered" if tried else "no earlier outputs"
+        if other_kind:
+            reason = ONLY_REAL if want_emulated else ONLY_EMULATED
+        elif tried:
+            reason = "earlier outputs are missing or altered"
+        else:
+            reason = "no earlier outputs"
         return CacheDecision(key, name, "new", reason=reason)
 
 
@@ -191,29 +243,34 @@ def classify(
     jobs: Iterable[KeyedJob],
     runs: Sequence[EarlierRun] = (),
     lock: Mapping[str, Any] | None = None,
+    emulated_providers: Collection[str] = (),
 ) -> dict[str, CacheDecision]:
-    """A decision for every job of the plan, by key (plan order kept)."""
-    cache = OutputCache(runs, lock)
-    return {job.key: cache.decide(job.key, job.name) for job in jobs}
+    """A decision for every job of the plan, by key (plan order kept), for a run that
+    reaches ``emulated_providers`` through an emulator and the others for real."""
+    cache = OutputCache(runs, lock, emulated_providers)
+    return {job.key: cache.decide(job.key, job.name, job.provider) for job in jobs}
 
 
 def classify_in(jobs: Iterable[KeyedJob], runs_dir: str | Path,
-                lock: Mapping[str, Any] | None = None) -> dict[str, CacheDecision]:
+                lock: Mapping[str, Any] | None = None,
+                emulated_providers: Collection[str] = ()) -> dict[str, CacheDecision]:
     """:func:`classify` against every run found under ``runs_dir``."""
-    return classify(jobs, scan_runs(runs_dir), lock)
+    return classify(jobs, scan_runs(runs_dir), lock, emulated_providers)
 
 
-def reuse_lookup(runs_dir: str | Path, lock: Mapping[str, Any] | None = None) -> Any:
-    """For the executor: ``job → ReuseHit | None`` over the runs under ``runs_dir``.
+def reuse_lookup(runs_dir: str | Path, lock: Mapping[str, Any] | None = None,
+                 emulated_providers: Collection[str] = ()) -> Any:
+    """For the executor: ``job → ReuseHit | None`` over the runs under ``runs_dir``, for a
+    run that reaches ``emulated_providers`` through an emulator.
 
     A hit's ``origin`` is the id of the run whose verified files are reused (the run
     directory's name); the executor links or copies them into the new run."""
     from runner.execute.executor import ReusedOutput, ReuseHit
 
-    cache = OutputCache(scan_runs(runs_dir), lock)
+    cache = OutputCache(scan_runs(runs_dir), lock, emulated_providers)
 
     def lookup(job: KeyedJob) -> ReuseHit | None:
-        decision = cache.decide(job.key, job.name)
+        decision = cache.decide(job.key, job.name, job.provider)
         if decision.status != "cached" or not decision.outputs:
             return None
         return ReuseHit(str(decision.run_id), tuple(

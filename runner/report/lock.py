@@ -10,6 +10,7 @@ which run, at what cost — so a change shows up as a small git diff::
 Output paths are relative to the run directory of ``run_id``. Merging rules
 (:func:`merge_lock`): the jobs a run succeeded with (ran or reused) replace their entries;
 entries of other jobs still in the plan stay; jobs no longer in the plan are dropped.
+Emulated outputs never enter a lockfile: a rehearsal is not a manifest's result.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunDirError
+from runner.report.cache import output_is_emulated
 from runner.report.files import atomic_write_text
 
 LOCK_VERSION = 1
@@ -63,6 +65,8 @@ def merge_lock(lock: Mapping[str, Any] | None, report: Mapping[str, Any],
         key = job["key"]
         if key not in keys or job["status"] != "succeeded" or not job["outputs"]:
             continue
+        if output_is_emulated(report, job):
+            continue
         if job["reused"] and key in jobs:
             continue
         jobs[key] = entry_from_job(job, report["run"]["id"])
@@ -96,10 +100,13 @@ def read_lock(path: str | Path) -> dict[str, Any] | None:
 
 def update_lock(path: str | Path, report: Mapping[str, Any],
                 plan_keys: Iterable[str]) -> dict[str, Any]:
-    """Merge ``report`` into the lockfile at ``path`` and write it (only if it changed)."""
+    """Merge ``report`` into the lockfile at ``path`` and write it (only if it changed; never
+    a new file with nothing in it)."""
     path = Path(path)
     old = read_lock(path)
     lock = merge_lock(old, report, plan_keys, Path(report["manifest"]["path"]).name)
+    if old is None and not lock["jobs"]:
+        return lock  # nothing to pin (a rehearsal, or nothing succeeded): no file
     text = render_lock(lock)
     try:
         current = path.read_text(encoding="utf-8")

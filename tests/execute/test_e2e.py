@@ -165,11 +165,17 @@ def test_in_process_emulation_and_transport_injection(tmp_path: Path) -> None:
     result = api.run(manifest, emulate=True, runs_dir=tmp_path / "runs", env={},
                      transport=httpx.ASGITransport(app=app), options=E2E)
     assert result.succeeded == 3
-    # A second run finds every output in the first: nothing is submitted, nothing needs
-    # credentials.
-    cached = api.run(manifest, runs_dir=tmp_path / "runs", env={}, options=E2E)
+    # A second rehearsal finds every output in the first: nothing is submitted, nothing
+    # needs credentials.
+    cached = api.run(manifest, emulate=True, runs_dir=tmp_path / "runs", env={}, options=E2E,
+                     transport=httpx.ASGITransport(app=app))
     assert cached.counts["reused"] == 3
     assert cached.exit_code == 0
+    # A real run reuses none of them: it needs credentials to submit every job.
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="WIRO_API_KEY"):
+        api.run(manifest, runs_dir=tmp_path / "runs", env={}, options=E2E)
     with Journal.open(result.run_dir / "journal.sqlite") as journal:
         assert journal.meta()["emulate"] == "in-process"
     # Served on a real loopback socket by the run itself:
@@ -179,8 +185,6 @@ def test_in_process_emulation_and_transport_injection(tmp_path: Path) -> None:
     assert served.succeeded == 3
     assert served.run_dir != result.run_dir
     # Its emulator died with it: resuming needs a fresh one or an external one.
-    from runner.errors import ConfigError
-
     with Journal.open(served.run_dir / "journal.sqlite") as journal:
         journal.set_state(journal.jobs()[0].key, JobState.PENDING)
     with pytest.raises(ConfigError, match="seedbatch emulate"):

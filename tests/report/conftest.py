@@ -226,7 +226,7 @@ def journal_run(tmp_path: Path) -> Path:
     (run_dir / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     meta = {"run_id": run_dir.name, "name": "lights", "started_at": "2025-03-01T00:00:00.000Z",
             "manifest_path": str(tmp_path / "lights.yaml"),
-            "manifest_sha256": hashlib.sha256(JOURNAL_MANIFEST).hexdigest(), "emulated": True}
+            "manifest_sha256": hashlib.sha256(JOURNAL_MANIFEST).hexdigest(), "emulated": False}
     with Journal.create(run_dir / "journal.sqlite", jobs, meta,
                         skipped={jobs[6].key: "not selected by --only"}) as journal:
         dawn, dusk, noon, night, late, again, _ = (j.key for j in jobs)

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.report.cache import classify, classify_in, scan_runs
+from runner.report.cache import ONLY_EMULATED, ONLY_REAL, classify, classify_in, scan_runs
+from runner.report.lock import merge_lock
 
 
 @dataclass(frozen=True)
 class PlannedJob:
     key: str
     name: str
+    provider: str = "wiro"
 
 
 def k(name: str) -> str:
@@ -22,7 +24,8 @@ def k(name: str) -> str:
 
 
 def write_run(runs: Path, run_id: str, finished: str,
-              jobs: list[tuple[str, str, str, list[bytes]]]) -> Path:
+              jobs: list[tuple[str, str, str, list[bytes]]], *,
+              run_extra: dict[str, Any] | None = None) -> Path:
     """A run directory with files and a report.json: jobs are (key, name, status, files)."""
     run_dir = runs / run_id
     report_jobs = []
@@ -34,10 +37,12 @@ def write_run(runs: Path, run_id: str, finished: str,
             (run_dir / rel).write_bytes(data)
             outputs.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(),
                             "bytes": len(data), "index": i})
-        report_jobs.append({"key": key, "name": name, "status": status, "outputs": outputs})
+        report_jobs.append({"key": key, "name": name, "status": status, "outputs": outputs,
+                            "provider": "wiro" if name.startswith("w") else "pixwith"})
     run_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"run": {"id": run_id, "finished_at": finished,
-                                      "started_at": finished}, "jobs": report_jobs}
+                                      "started_at": finished, **(run_extra or {})},
+                              "jobs": report_jobs}
     (run_dir / "report.json").write_text(json.dumps(report), encoding="utf-8")
     return run_dir
 
@@ -149,3 +154,71 @@ def test_reuse_lookup_hands_the_executor_verified_files(finished_run) -> None:
     first.source.unlink()
     fresh = reuse_lookup(finished_run.run_dir.parent)
     assert fresh(PlannedJob(jobs["tent-golden-hour-v4"].key, "tent-golden-hour-v4")) is None
+
+
+def test_reuse_never_crosses_between_emulated_and_real_outputs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "rehearsal", "2025-03-02T00:00:00.000Z",
+              [(k("w1"), "w1", "succeeded", [b"placeholder"])], run_extra={"emulated": True})
+    write_run(runs, "real", "2025-03-01T00:00:00.000Z",
+              [(k("w2"), "w2", "succeeded", [b"paid"])], run_extra={"emulated": False})
+    plan = [PlannedJob(k("w1"), "w1"), PlannedJob(k("w2"), "w2")]
+    real = classify_in(plan, runs)
+    assert (real[k("w1")].status, real[k("w1")].reason) == ("new", ONLY_EMULATED)
+    assert real[k("w2")].status == "cached"
+    assert real[k("w2")].run_id == "real"
+    emulated = classify_in(plan, runs, emulated_providers={"wiro"})
+    assert emulated[k("w1")].status == "cached"
+    assert emulated[k("w1")].run_id == "rehearsal"
+    assert (emulated[k("w2")].status, emulated[k("w2")].reason) == ("new", ONLY_REAL)
+
+
+def test_a_newer_rehearsal_does_not_hide_older_real_outputs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "real", "2025-03-01T00:00:00.000Z",
+              [(k("w1"), "w1", "succeeded", [b"paid"])])
+    write_run(runs, "rehearsal", "2025-03-02T00:00:00.000Z",
+              [(k("w1"), "w1", "succeeded", [b"placeholder"])], run_extra={"emulated": True})
+    decision = classify_in([PlannedJob(k("w1"), "w1")], runs)[k("w1")]
+    assert (decision.status, decision.run_id) == ("cached", "real")
+    assert decision.outputs[0].sha256 == hashlib.sha256(b"paid").hexdigest()
+
+
+def test_emulated_providers_of_a_mixed_run_are_told_apart(tmp_path: Path) -> None:
+    # A run whose wiro base URL was an emulator but whose pixwith calls were real.
+    runs = tmp_path / "runs"
+    write_run(runs, "mixed", "2025-03-01T00:00:00.000Z",
+              [(k("w1"), "w1", "succeeded", [b"placeholder"]),
+               (k("p1"), "p1", "succeeded", [b"paid"])],
+              run_extra={"emulated": True, "emulated_providers": ["wiro"]})
+    plan = [PlannedJob(k("w1"), "w1"), PlannedJob(k("p1"), "p1", "pixwith")]
+    real = classify_in(plan, runs)
+    assert real[k("w1")].status == "new"
+    assert real[k("p1")].status == "cached"
+
+
+def test_a_lockfile_entry_that_points_at_a_rehearsal_is_not_trusted(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run_dir = write_run(runs, "rehearsal", "2025-03-01T00:00:00.000Z",
+                        [(k("w1"), "w1", "failed", [])], run_extra={"emulated": True})
+    (run_dir / "outputs").mkdir(exist_ok=True)
+    (run_dir / "outputs" / "x.png").write_bytes(b"placeholder")
+    lock = {"version": 1, "manifest": "m.yaml", "jobs": {k("w1"): {
+        "name": "w1", "model": "wiro/seedream-v4", "run_id": "rehearsal",
+        "outputs": [{"path": "outputs/x.png", "bytes": 11,
+                     "sha256": hashlib.sha256(b"placeholder").hexdigest()}]}}}
+    plan = [PlannedJob(k("w1"), "w1")]
+    assert classify(plan, scan_runs(runs), lock)[k("w1")].status == "new"
+    assert classify(plan, scan_runs(runs), lock, {"wiro"})[k("w1")].status == "cached"
+
+
+def test_the_lockfile_never_records_emulated_outputs() -> None:
+    job = {"key": k("w1"), "name": "w1", "model": "wiro/seedream-v4", "provider": "wiro",
+           "status": "succeeded", "reused": False, "reused_from": None, "cost_usd": 0.0,
+           "credits": None, "outputs": [{"path": "outputs/w1.png", "sha256": "00",
+                                         "bytes": 2}]}
+    report = {"run": {"id": "r1", "emulated": True}, "manifest": {"path": "m.yaml"},
+              "jobs": [job]}
+    assert merge_lock(None, report, [k("w1")])["jobs"] == {}
+    report["run"]["emulated"] = False
+    assert list(merge_lock(None, report, [k("w1")])["jobs"]) == [k("w1")]

@@ -31,7 +31,7 @@ def test_records_from_a_journal(journal_run: Path) -> None:
     assert meta.name == "lights"
     assert meta.description == "Light A/B"
     assert meta.axes == ("light", "lens", "angle")
-    assert meta.emulated is True
+    assert meta.emulated is False
     assert meta.finished_at == "2025-03-01T00:01:00.000Z"
     by_name = {j.name: j for j in records.jobs}
     assert [j.name for j in records.jobs] == ["dawn", "dusk", "noon", "night", "late", "again",
@@ -79,6 +79,16 @@ def test_finalize_writes_a_valid_report_page_and_lockfile(journal_run: Path,
     assert verify_run(journal_run).intact
     assert build_report(records_from_journal(journal_run), secrets=(),
                         environment=report["environment"]) == report
+
+
+def test_an_emulated_run_pins_nothing_in_the_lockfile(journal_run: Path,
+                                                     tmp_path: Path) -> None:
+    with Journal.open(journal_run / "journal.sqlite") as journal:
+        journal.set_meta("emulated", True)
+    done = finalize(journal_run, secrets=())
+    assert done.report["run"]["emulated"] is True
+    assert done.lockfile is None
+    assert not (tmp_path / "lights.lock.json").exists()
 
 
 def test_finalize_masks_credentials_from_the_environment(journal_run: Path,
