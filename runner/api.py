@@ -53,9 +53,8 @@ from runner.execute.rundir import (
     output_names,
     plan_document,
     read_plan,
-    write_bytes_atomic,
-    write_json_atomic,
 )
+from runner.files import atomic_write_bytes, atomic_write_json
 from runner.jobs import Budget, Estimate, Job, Limits, Plan
 from runner.providers.base import Provider
 
@@ -410,8 +409,8 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
             on_run_dir(run_dir)
         lock = RunLock(run_dir).acquire()
         try:
-            write_bytes_atomic(run_dir / MANIFEST_NAME, plan.manifest_bytes)
-            write_json_atomic(run_dir / PLAN_NAME,
+            atomic_write_bytes(run_dir / MANIFEST_NAME, plan.manifest_bytes)
+            atomic_write_json(run_dir / PLAN_NAME,
                               plan_document(plan, plan.jobs, prepared.names))
             (run_dir / OUTPUTS_DIR).mkdir(exist_ok=True)
             meta = {

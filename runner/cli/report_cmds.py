@@ -9,8 +9,8 @@ import click
 
 from runner.cli import EXIT_FAILED, handles_errors, main
 from runner.errors import ConfigError, RunDirError
+from runner.files import atomic_write_text
 from runner.report import REPORT_JSON, build_report, env_secrets, render_run, write_report
-from runner.report.files import atomic_write_text
 from runner.report.formats import to_csv, to_markdown
 from runner.report.grid import parse_grid_option
 from runner.report.source import JOURNAL_NAME, is_run_dir

@@ -20,8 +20,8 @@ from typing import Any
 
 from runner.config import CREDENTIAL_VARS
 from runner.errors import RunDirError
+from runner.files import atomic_write_text
 from runner.report.build import build_report
-from runner.report.files import atomic_write_text
 from runner.report.grid import build_grid, choose_axes, render_grid_png
 from runner.report.html import render_html, write_html
 from runner.report.lock import lock_path_for, update_lock
