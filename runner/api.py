@@ -42,21 +42,18 @@ from runner.execute.executor import (
 from runner.execute.journal import JobRecord, JobState, Journal, utc_now
 from runner.execute.limits import EffectiveLimits, effective_limits
 from runner.execute.progress import LogProgress, NullProgress, ProgressSink, RichProgress
-from runner.execute.rundir import (
-    JOURNAL_NAME,
-    MANIFEST_NAME,
-    OUTPUTS_DIR,
-    PLAN_NAME,
-    RunLock,
-    check_run_dir,
-    new_run_dir,
-    output_names,
-    plan_document,
-    read_plan,
-)
-from runner.files import atomic_write_bytes, atomic_write_json
 from runner.jobs import Budget, Estimate, Job, Limits, Plan
 from runner.providers.base import Provider
+from runner.rundir import (
+    JOURNAL_NAME,
+    OUTPUTS_DIR,
+    RunLock,
+    check_run_dir,
+    create_run_files,
+    new_run_dir,
+    output_names,
+    read_plan,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_EMULATE_LATENCY = 1.0
@@ -409,10 +406,7 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
             on_run_dir(run_dir)
         lock = RunLock(run_dir).acquire()
         try:
-            atomic_write_bytes(run_dir / MANIFEST_NAME, plan.manifest_bytes)
-            atomic_write_json(run_dir / PLAN_NAME,
-                              plan_document(plan, plan.jobs, prepared.names))
-            (run_dir / OUTPUTS_DIR).mkdir(exist_ok=True)
+            create_run_files(run_dir, plan, prepared.names)
             meta = {
                 "run_id": run_dir.name,
                 "name": plan.name,

@@ -52,9 +52,9 @@ from runner.execute.journal import JobRecord, JobState, Journal, OutputRecord
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
-from runner.execute.rundir import OUTPUTS_DIR, output_name_for
 from runner.jobs import Budget, Job
 from runner.providers.base import Provider, RemoteOutput, SubmitResult, TaskState, TaskStatus
+from runner.rundir import OUTPUTS_DIR, output_name_for
 
 IN_FLIGHT = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING, JobState.DOWNLOADING)
 

@@ -37,7 +37,6 @@ from runner.errors import RunDirError
 from runner.jobs import Job
 
 SCHEMA_VERSION = 1
-JOURNAL_NAME = "journal.sqlite"
 
 
 class JobState(StrEnum):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ManifestError, ManifestErrors
+from runner.jobrecord import job_to_dict
 from runner.jobs import Job, Plan
 from runner.manifest.expand import ErrorBag, expand, name_key, odd_character
 from runner.manifest.load import read_document
@@ -299,11 +300,11 @@ def estimate_document(plan: Plan) -> dict[str, Any]:
 def plan_document(plan: Plan, status: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``seedbatch plan --json`` document: ``{"jobs": [...], "estimate": {...}}``.
 
-    Each job is :meth:`Job.to_dict` plus its first output path and line; with ``status``
-    (job key → state) each job also gets ``"status"``."""
+    Each job is :func:`~runner.jobrecord.job_to_dict` plus its first output path and line;
+    with ``status`` (job key → state) each job also gets ``"status"``."""
     jobs = []
     for job in plan.jobs:
-        d = job.to_dict()
+        d = job_to_dict(job)
         d["output"] = plan.output_name(job, 0, "png")
         d["line"] = job.line
         if status is not None:

@@ -27,10 +27,7 @@ from runner.report.html import render_html, write_html
 from runner.report.lock import lock_path_for, update_lock
 from runner.report.records import RunRecords
 from runner.report.thumbs import data_uri, thumbnails
-
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
-GRID_PNG = "grid.png"
+from runner.rundir import GRID_PNG, REPORT_HTML, REPORT_JSON
 
 __all__ = [
     "GRID_PNG",

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from runner.jobs import ImageRef
+from runner.rundir import MANIFEST_NAME
+
 
 class JobStatus(StrEnum):
     """Where a job ended up in a run."""
@@ -26,16 +29,6 @@ class JobStatus(StrEnum):
 
 
 Timestamp = str | float | int | None  # ISO 8601 text or unix seconds; normalised to UTC text
-
-
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One reference image a job sent: a local file (with its hash) or a URL."""
-
-    ref: str  # as the manifest wrote it (after set names were resolved)
-    path: str | None = None
-    url: str | None = None
-    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +58,7 @@ class JobRecord:
     params: Mapping[str, Any] = field(default_factory=dict)
     axes: Mapping[str, Any] = field(default_factory=dict)  # this job's matrix values
     index: int = 0  # repeat index
-    inputs: tuple[InputRecord, ...] = ()
+    inputs: tuple[ImageRef, ...] = ()  # the reference images it sent
     status: JobStatus | str = JobStatus.PENDING
     error: str | None = None
     task_id: str | None = None
@@ -92,7 +85,7 @@ class RunMeta:
     name: str
     manifest_path: str  # the manifest as given to `seedbatch run` (absolute)
     manifest_sha256: str
-    manifest_copy: str = "manifest.yaml"  # the byte-exact copy, relative to the run directory
+    manifest_copy: str = MANIFEST_NAME  # the byte-exact copy, relative to the run directory
     description: str | None = None
     started_at: Timestamp = None
     finished_at: Timestamp = None

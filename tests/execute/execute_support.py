@@ -21,8 +21,8 @@ from runner.execute.executor import Executor, ExecutorOptions, Outcome, ReuseLoo
 from runner.execute.journal import Journal
 from runner.execute.limits import EffectiveLimits
 from runner.execute.policy import PollSettings
-from runner.execute.rundir import output_names
 from runner.jobs import Budget, Job
+from runner.rundir import output_names
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from runner.jobrecord import job_to_dict
 from runner.jobs import Estimate, ImageRef, Job
 from runner.report.records import JobRecord, JobStatus, OutputRecord, RunMeta, RunRecords
 
@@ -222,7 +223,7 @@ def journal_run(tmp_path: Path) -> Path:
     plan = {"format": 1, "name": "lights",
             "manifest": {"path": str(tmp_path / "lights.yaml"),
                          "sha256": hashlib.sha256(JOURNAL_MANIFEST).hexdigest()},
-            "jobs": [job.to_dict() for job in jobs]}
+            "jobs": [job_to_dict(job) for job in jobs]}
     (run_dir / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     meta = {"run_id": run_dir.name, "name": "lights", "started_at": "2025-03-01T00:00:00.000Z",
             "manifest_path": str(tmp_path / "lights.yaml"),
