@@ -35,14 +35,13 @@ from runner.execute.executor import (
     Executor,
     ExecutorOptions,
     Outcome,
-    ReuseHit,
-    ReuseLookup,
     cancel_remote_tasks,
 )
 from runner.execute.journal import JobRecord, JobState, Journal, utc_now
 from runner.execute.limits import EffectiveLimits, effective_limits
 from runner.execute.progress import LogProgress, NullProgress, ProgressSink, RichProgress
 from runner.jobs import Budget, Estimate, Job, Limits, Plan
+from runner.outputs import ReuseHit, ReuseLookup
 from runner.providers.base import Provider
 from runner.rundir import (
     JOURNAL_NAME,

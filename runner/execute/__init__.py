@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from runner.execute.journal import JobRecord, JobState, Journal, OutputRecord
+from runner.execute.journal import JobRecord, JobState, Journal
+from runner.outputs import OutputRecord
 
 # stamina logs each scheduled retry at WARNING; the executor journals them itself. A handler
 # here keeps Python's last-resort handler from printing them on the terminal.

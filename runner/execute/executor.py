@@ -48,11 +48,12 @@ from runner.errors import (
     UnknownOutcome,
 )
 from runner.execute.download import DownloadError, download
-from runner.execute.journal import JobRecord, JobState, Journal, OutputRecord
+from runner.execute.journal import JobRecord, JobState, Journal
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
 from runner.jobs import Budget, Job
+from runner.outputs import OutputRecord, ReuseLookup
 from runner.providers.base import Provider, RemoteOutput, SubmitResult, TaskState, TaskStatus
 from runner.rundir import OUTPUTS_DIR, output_name_for
 
@@ -84,28 +85,6 @@ class ExecutorOptions:
     initial_guess: Mapping[str, float] | None = None
     retry_unknown: bool = False
 
-
-@dataclass(frozen=True, slots=True)
-class ReusedOutput:
-    """An output found in an earlier run, to be placed into this one."""
-
-    source: Path
-    index: int
-    bytes: int
-    sha256: str
-    content_type: str
-    width: int | None = None
-    height: int | None = None
-    url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReuseHit:
-    origin: str  # where the outputs come from (an earlier run directory)
-    outputs: tuple[ReusedOutput, ...]
-
-
-ReuseLookup = Callable[[Job], ReuseHit | None]
 
 _EXT_OF = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from runner.errors import RunDirError
 from runner.jobs import Job
+from runner.outputs import OutputRecord
 
 SCHEMA_VERSION = 1
 
@@ -160,23 +161,6 @@ class JobRecord:
     def to_dict(self) -> dict[str, Any]:
         return {name: (str(getattr(self, name)) if name == "state" else getattr(self, name))
                 for name in self.__slots__}  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    job_key: str
-    index: int
-    path: str  # relative to the run directory, POSIX separators
-    url: str | None
-    bytes: int
-    sha256: str
-    content_type: str
-    width: int | None
-    height: int | None
-    finished_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from runner.jobs import sha256_file
+from runner.outputs import ReusedOutput, ReuseHit, ReuseLookup
 
 Status = Literal["cached", "new", "changed"]
 
@@ -203,13 +204,11 @@ def classify_in(jobs: Iterable[KeyedJob], runs_dir: str | Path,
     return classify(jobs, scan_runs(runs_dir), lock)
 
 
-def reuse_lookup(runs_dir: str | Path, lock: Mapping[str, Any] | None = None) -> Any:
+def reuse_lookup(runs_dir: str | Path, lock: Mapping[str, Any] | None = None) -> ReuseLookup:
     """For the executor: ``job → ReuseHit | None`` over the runs under ``runs_dir``.
 
     A hit's ``origin`` is the id of the run whose verified files are reused (the run
     directory's name); the executor links or copies them into the new run."""
-    from runner.execute.executor import ReusedOutput, ReuseHit
-
     cache = OutputCache(scan_runs(runs_dir), lock)
 
     def lookup(job: KeyedJob) -> ReuseHit | None:

@@ -2,7 +2,8 @@
 
 A run's journal (or a test) turns into one :class:`RunRecords`: what the run was
 (:class:`RunMeta`), and for every planned job what was asked and what happened
-(:class:`JobRecord`), with the files it left behind (:class:`OutputRecord`). Nothing here
+(:class:`JobRecord`), with the files it left behind (:class:`~runner.outputs.OutputRecord`,
+as the journal has them). Nothing here
 does I/O; :func:`runner.report.build.build_report` turns records into report.json's dict.
 """
 
@@ -14,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from runner.jobs import ImageRef
+from runner.outputs import OutputRecord
 from runner.rundir import MANIFEST_NAME
 
 
@@ -29,20 +31,6 @@ class JobStatus(StrEnum):
 
 
 Timestamp = str | float | int | None  # ISO 8601 text or unix seconds; normalised to UTC text
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    """One file a job left in the run directory."""
-
-    path: str  # POSIX path relative to the run directory, e.g. "outputs/tent/0.png"
-    sha256: str
-    bytes: int
-    url: str | None = None  # where it was downloaded from
-    content_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    index: int = 0  # image index within the job
 
 
 @dataclass(frozen=True, slots=True)

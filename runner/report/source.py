@@ -23,7 +23,8 @@ import yaml
 
 from runner.errors import RunDirError
 from runner.jobs import Job
-from runner.report.records import JobRecord, JobStatus, OutputRecord, RunMeta, RunRecords
+from runner.outputs import OutputRecord
+from runner.report.records import JobRecord, JobStatus, RunMeta, RunRecords
 from runner.rundir import JOURNAL_NAME, MANIFEST_NAME, read_plan
 
 # Journal state → report status. A task that exists but was not followed to its end is
@@ -105,10 +106,7 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
         rows = journal.jobs()
         outputs_by_job: dict[str, list[OutputRecord]] = {}
         for out in journal.outputs():
-            outputs_by_job.setdefault(out.job_key, []).append(OutputRecord(
-                path=out.path, sha256=out.sha256, bytes=out.bytes, url=out.url,
-                content_type=out.content_type, width=out.width, height=out.height,
-                index=out.index))
+            outputs_by_job.setdefault(out.job_key, []).append(out)
         events = journal.events()
         jobs = []
         for row in rows:

@@ -12,10 +12,10 @@ from execute_fakes import FakeProvider, image_bytes, make_job
 from execute_support import FAST, Harness, until
 
 from runner.errors import AuthError, InsufficientBalance, JobRejected, RateLimited, ServerError
-from runner.execute.executor import ReusedOutput, ReuseHit
 from runner.execute.journal import JobState
 from runner.execute.progress import LogProgress
 from runner.jobs import Budget
+from runner.outputs import ReusedOutput, ReuseHit
 
 pytestmark = pytest.mark.anyio
 
