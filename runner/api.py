@@ -29,7 +29,15 @@ import httpx
 
 from runner import __version__
 from runner.config import ProviderSettings, is_loopback, resolve
-from runner.errors import ConfigError, FatalProviderError, RunDirError
+from runner.errors import (
+    EXIT_FAILED,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    FatalProviderError,
+    RunDirError,
+)
 from runner.execute.executor import (
     IN_FLIGHT,
     Executor,
@@ -54,7 +62,6 @@ from runner.rundir import (
     read_plan,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_EMULATE_LATENCY = 1.0
 # Paths of the two APIs on the emulator (a transport injected in tests has no real address).
 EMULATOR_PATHS = {"wiro": "/wiro/v1", "pixwith": "/pixwith/api"}

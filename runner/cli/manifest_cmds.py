@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.catalog import MODELS, describe_model
-from runner.cli import EXIT_INPUT, fail, handles_errors, main
-from runner.errors import ManifestError, ManifestErrors
+from runner.cli import fail, handles_errors, main
+from runner.errors import EXIT_INPUT, ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
 
 PLAN_GUARD = 10_000  # plans above this many jobs need --yes (or a "y" on a terminal)

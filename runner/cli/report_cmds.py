@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from runner.cli import EXIT_FAILED, handles_errors, main
-from runner.errors import ConfigError, RunDirError
+from runner.cli import handles_errors, main
+from runner.errors import EXIT_FAILED, ConfigError, RunDirError
 from runner.files import atomic_write_text
 from runner.report import build_report, env_secrets, render_run, write_report
 from runner.report.formats import to_csv, to_markdown

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from runner.cli import EXIT_INPUT, fail, handles_errors, main
+from runner.cli import fail, handles_errors, main
+from runner.errors import EXIT_INPUT
 
 
 def _faults_option(value: str | None) -> str | None:
