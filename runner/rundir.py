@@ -38,6 +38,7 @@ from runner.errors import ConfigError, ManifestError, RunDirError
 from runner.files import atomic_write_bytes, atomic_write_json
 from runner.jobrecord import job_from_record, job_to_record
 from runner.jobs import Budget, Estimate, Job, Limits, Plan
+from runner.media import OUTPUT_EXTS
 
 MANIFEST_NAME = "manifest.yaml"
 PLAN_NAME = "plan.json"
@@ -48,7 +49,6 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 GRID_PNG = "grid.png"
 PLAN_FORMAT = 1
-OUTPUT_EXTS = ("png", "jpg", "webp")
 
 
 def _slug(text: str) -> str:

@@ -53,6 +53,7 @@ from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
 from runner.jobs import Budget, Job
+from runner.media import ACCEPTED_TYPES as _EXT_OF
 from runner.outputs import OutputRecord, ReuseLookup
 from runner.providers.base import Provider, RemoteOutput, SubmitResult, TaskState, TaskStatus
 from runner.rundir import OUTPUTS_DIR, output_name_for
@@ -84,9 +85,6 @@ class ExecutorOptions:
     poll: PollSettings = field(default_factory=PollSettings)
     initial_guess: Mapping[str, float] | None = None
     retry_unknown: bool = False
-
-
-_EXT_OF = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 @dataclass

@@ -24,8 +24,8 @@ from runner.manifest.expand import ErrorBag, expand, name_key, odd_character
 from runner.manifest.load import read_document
 from runner.manifest.templates import TemplateFailure
 from runner.manifest.validate import Manifest, locate_template, validate_document
+from runner.media import OUTPUT_EXTS
 
-OUTPUT_EXTS = ("png", "jpg", "webp")  # what outputs are saved as
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # the common case in one match: ASCII segments of 1..255 characters, none "." or ".."

@@ -39,6 +39,7 @@ from runner.errors import (
     UnknownOutcome,
 )
 from runner.jobs import ImageRef, Job
+from runner.media import sniff_image
 from runner.providers.base import RemoteOutput, SubmitResult, TaskState, TaskStatus
 from runner.providers.http import (
     HttpProvider,
@@ -47,7 +48,6 @@ from runner.providers.http import (
     excerpt,
     first,
     http_status_error,
-    sniff_image,
 )
 
 log = logging.getLogger(__name__)
