@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
-from runner import __version__
 from runner.errors import EXIT_INTERRUPTED, ManifestErrors, SeedbatchError
+from runner.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,6 +13,7 @@ from runner.files import atomic_write_text
 from runner.report import build_report, env_secrets, render_run, write_report
 from runner.report.formats import to_csv, to_markdown
 from runner.report.grid import parse_grid_option
+from runner.report.source import records_from_journal
 from runner.report.verify import load_report, verify_run
 from runner.rundir import JOURNAL_NAME, REPORT_JSON, check_record_dir
 
@@ -20,8 +21,6 @@ from runner.rundir import JOURNAL_NAME, REPORT_JSON, check_record_dir
 def _load(run_dir: Path, rebuild: bool) -> dict:
     """report.json, built from the journal first when missing (or when asked)."""
     if rebuild or not (run_dir / REPORT_JSON).is_file():
-        from runner.report.source import records_from_journal
-
         if not (run_dir / JOURNAL_NAME).is_file():
             raise RunDirError(f"{run_dir}: no {JOURNAL_NAME} to rebuild the report from")
         report = build_report(records_from_journal(run_dir), secrets=env_secrets())

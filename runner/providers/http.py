@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 
-from runner import __version__
 from runner.catalog import ModelSpec, get_model
 from runner.errors import (
     AuthError,
@@ -40,6 +39,7 @@ from runner.errors import (
     UnknownOutcome,
 )
 from runner.jobs import Job
+from runner.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from runner.report.grid import build_grid, choose_axes, render_grid_png
 from runner.report.html import render_html, write_html
 from runner.report.lock import lock_path_for, update_lock
 from runner.report.records import RunRecords
+from runner.report.source import records_from_journal
 from runner.report.thumbs import data_uri, thumbnails
 from runner.rundir import GRID_PNG, REPORT_HTML, REPORT_JSON
 
@@ -94,8 +95,6 @@ def finalize(run_dir: str | Path, *, secrets: Iterable[str] | None = None,
 
     ``records`` default to the run directory's journal; ``secrets`` default to the
     credential variables set in the environment (masked wherever they might appear)."""
-    from runner.report.source import records_from_journal
-
     run_dir = Path(run_dir)
     records = records if records is not None else records_from_journal(run_dir)
     report = build_report(records, secrets=env_secrets() if secrets is None else secrets)

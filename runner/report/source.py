@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from runner.errors import RunDirError
+from runner.execute.journal import Journal
 from runner.jobs import Job
 from runner.outputs import OutputRecord
 from runner.report.records import JobRecord, JobStatus, RunMeta, RunRecords
@@ -90,8 +91,6 @@ def _reused_from(row: Any, journal: Any) -> str | None:
 
 def records_from_journal(run_dir: str | Path) -> RunRecords:
     """Read a run directory's plan, journal and manifest copy into run records."""
-    from runner.execute.journal import Journal
-
     run_dir = Path(run_dir)
     if not (run_dir / JOURNAL_NAME).is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {JOURNAL_NAME})")
