@@ -129,6 +129,8 @@ class Plan:
     limits: Mapping[str, Limits] = field(default_factory=dict)  # provider name → limits
     budget: Budget = Budget()
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # `providers:`
+    axes: tuple[str, ...] = ()  # matrix variable names in the order the manifest writes them
+    description: str | None = None  # the manifest's `description:`
     # Renders output.filename for (job, image index, extension without dot) into a relative
     # POSIX path under outputs/; raises ManifestError for a name that would escape it.
     output_namer: Any = None

@@ -18,7 +18,10 @@ cancelled (a journal and a plan)? :func:`has_record` — can a report be shown o
 :func:`check_record_dir` raise :class:`~runner.errors.RunDirError` saying which is missing.
 
 plan.json: :func:`plan_json` (pure) → :func:`create_run_files` writes it with the manifest
-copy; :func:`read_plan` reads it back (each job through :mod:`runner.jobrecord`).
+copy; :func:`read_plan` reads it back (each job through :mod:`runner.jobrecord`). Besides
+the jobs it holds the manifest's description and matrix-axis order, so that the report
+needs no second reading of the manifest (plan.json files written before they were added
+lack both: ``PlanDoc.axes`` is None).
 """
 
 from __future__ import annotations
@@ -147,6 +150,10 @@ class PlanDoc:
     providers: Mapping[str, Mapping[str, Any]]
     manifest_path: str
     manifest_sha256: str
+    # The manifest's matrix variables in its order, and its description; both None when
+    # plan.json predates them (the description is None too when the manifest has none).
+    axes: tuple[str, ...] | None = None
+    description: str | None = None
 
     def job(self, key: str) -> Job:
         for job in self.jobs:
@@ -163,7 +170,9 @@ def plan_json(plan: Plan, names: Mapping[str, Mapping[str, Mapping[str, str]]]) 
     return {
         "format": PLAN_FORMAT,
         "name": plan.name,
+        "description": plan.description,
         "manifest": {"path": str(plan.manifest_path), "sha256": plan.manifest_sha256},
+        "axes": list(plan.axes),
         "limits": {name: {"concurrency": lim.concurrency,
                           "requests_per_minute": lim.requests_per_minute}
                    for name, lim in plan.limits.items()},
@@ -219,6 +228,8 @@ def read_plan(run_dir: Path, *, partial: bool = False) -> PlanDoc:
         records = doc["jobs"]
     budget = _mapping(doc.get("budget"))
     manifest = _mapping(doc.get("manifest"))
+    axes = doc.get("axes")
+    description = doc.get("description")
     return PlanDoc(
         name=str(doc.get("name") or ""),
         jobs=tuple(job_from_record(j, partial=partial) for j in records),
@@ -229,6 +240,8 @@ def read_plan(run_dir: Path, *, partial: bool = False) -> PlanDoc:
         providers=_mapping(doc.get("providers")),
         manifest_path=str(manifest.get("path") or ""),
         manifest_sha256=str(manifest.get("sha256") or ""),
+        axes=tuple(str(a) for a in axes) if isinstance(axes, list) else None,
+        description=description if isinstance(description, str) else None,
     )
 
 

@@ -191,6 +191,40 @@ def _check_outputs(manifest: Manifest, jobs: list[Job],
     return errors
 
 
+def matrix_axes(data: Any) -> tuple[str, ...]:
+    """Matrix variable names in the order a manifest's data writes them: the top-level
+    matrix, then each job's; in a matrix its axes, then the keys its ``include`` adds."""
+    names: list[str] = []
+
+    def add(matrix: Any) -> None:
+        if not isinstance(matrix, Mapping):
+            return
+        for name in matrix:
+            if name not in ("include", "exclude") and str(name) not in names:
+                names.append(str(name))
+        include = matrix.get("include")
+        for extra in include if isinstance(include, list) else []:
+            if isinstance(extra, Mapping):
+                for name in extra:
+                    if str(name) not in names:
+                        names.append(str(name))
+
+    if not isinstance(data, Mapping):
+        return ()
+    add(data.get("matrix"))
+    jobs = data.get("jobs")
+    for job in jobs if isinstance(jobs, list) else []:
+        if isinstance(job, Mapping):
+            add(job.get("matrix"))
+    return tuple(names)
+
+
+def description_of(data: Any) -> str | None:
+    """A manifest's ``description:``, when it has one that is text."""
+    description = data.get("description") if isinstance(data, Mapping) else None
+    return description if isinstance(description, str) else None
+
+
 def load_manifest(path: str | Path, *, display: str | None = None) -> Manifest:
     """Read and validate the manifest at ``path``; raises :class:`ManifestErrors`."""
     doc = read_document(path, display=display)
@@ -211,6 +245,7 @@ def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]
     plan = Plan(manifest_path=doc.path, manifest_bytes=doc.raw, name=manifest.name,
                 jobs=tuple(jobs), limits=dict(manifest.limits), budget=manifest.budget,
                 providers={k: dict(v) for k, v in manifest.providers.items()},
+                axes=matrix_axes(doc.data), description=description_of(doc.data),
                 output_namer=namer)
     return plan, []
 

@@ -2,7 +2,7 @@
 
 :func:`finalize` is what the executor calls when a run (or a resume) ends::
 
-    journal + plan.json + manifest.yaml ─records_from_journal─▶ RunRecords
+    journal + plan.json ─records_from_journal─▶ RunRecords
         ─build_report─▶ report.json ─render─▶ report.html, grid.png ─▶ <manifest>.lock.json
 
 Everything after the journal read is pure or a thin writer; the renderers and

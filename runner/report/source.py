@@ -1,21 +1,22 @@
 """A run directory → :class:`~runner.report.records.RunRecords`.
 
 What was asked comes from ``plan.json`` (each job's prompt, parameters, matrix values,
-reference images: :func:`runner.rundir.read_plan`, partial records accepted); what
-happened comes from ``journal.sqlite`` (states, task ids,
-attempts, polls, times, costs, outputs); the manifest's matrix order comes from the
-byte-exact ``manifest.yaml`` copy.
+reference images: :func:`runner.rundir.read_plan`, partial records accepted), and so do
+the manifest's matrix-axis order and description; what happened comes from
+``journal.sqlite`` (states, task ids, attempts, polls, times, costs, outputs). A plan.json
+written before it carried the axis order and description: they are read from the
+byte-exact ``manifest.yaml`` copy (:func:`manifest_facts`).
 
 Journal meta keys read (each optional, with a fallback): ``run_id`` (else the directory
-name), ``name`` (else plan.json's), ``manifest_path`` and ``manifest_sha256`` (else
-plan.json's ``manifest``, else the copy's hash), ``started_at`` and ``finished_at`` (else
-the first and last journal events), ``emulated``. The description is the manifest's.
+name), ``name`` (else plan.json's), ``description`` (else the manifest's),
+``manifest_path`` and ``manifest_sha256`` (else plan.json's ``manifest``, else the copy's
+hash), ``started_at`` and ``finished_at`` (else the first and last journal events),
+``emulated``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import yaml
 from runner.errors import RunDirError
 from runner.execute.journal import Journal
 from runner.jobs import Job
+from runner.manifest.plan import description_of, matrix_axes
 from runner.outputs import OutputRecord
 from runner.report.records import JobRecord, JobStatus, RunMeta, RunRecords
 from runner.rundir import JOURNAL_NAME, MANIFEST_NAME, read_plan
@@ -49,34 +51,20 @@ _UNPLANNED = Job(key="", name="", alias="", model="", provider="", prompt="", pa
 
 
 def manifest_facts(text: str) -> tuple[tuple[str, ...], str | None]:
-    """Matrix variable names in the order the manifest writes them (top level, then
-    jobs), and the manifest's description."""
+    """Matrix variable names in the order a manifest's text writes them (top level, then
+    jobs), and its description: for a run whose plan.json does not carry them."""
     try:
-        doc = yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError:
         return (), None
-    names: list[str] = []
+    return matrix_axes(data), description_of(data)
 
-    def add(matrix: Any) -> None:
-        if not isinstance(matrix, Mapping):
-            return
-        for name in matrix:
-            if name not in ("include", "exclude") and str(name) not in names:
-                names.append(str(name))
-        for extra in matrix.get("include") or []:
-            if isinstance(extra, Mapping):
-                for name in extra:
-                    if str(name) not in names:
-                        names.append(str(name))
 
-    if not isinstance(doc, Mapping):
-        return (), None
-    add(doc.get("matrix"))
-    for job in doc.get("jobs") or []:
-        if isinstance(job, Mapping):
-            add(job.get("matrix"))
-    description = doc.get("description")
-    return tuple(names), description if isinstance(description, str) else None
+def _manifest_copy(run_dir: Path) -> bytes:
+    try:
+        return (run_dir / MANIFEST_NAME).read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _reused_from(row: Any, journal: Any) -> str | None:
@@ -96,10 +84,6 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
         raise RunDirError(f"{run_dir}: not a run directory (no {JOURNAL_NAME})")
     plan_doc = read_plan(run_dir, partial=True)
     plan = {job.key: job for job in plan_doc.jobs}
-    try:
-        manifest_bytes = (run_dir / MANIFEST_NAME).read_bytes()
-    except FileNotFoundError:
-        manifest_bytes = b""
     with Journal.open(run_dir / JOURNAL_NAME) as journal:
         meta = journal.meta()
         rows = journal.jobs()
@@ -132,8 +116,12 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
                 outputs=tuple(outputs_by_job.get(row.key, ())),
             ))
     sha = (meta.get("manifest_sha256") or plan_doc.manifest_sha256
-           or hashlib.sha256(manifest_bytes).hexdigest())
-    axes, description = manifest_facts(manifest_bytes.decode("utf-8", errors="replace"))
+           or hashlib.sha256(_manifest_copy(run_dir)).hexdigest())
+    if plan_doc.axes is not None:
+        axes, description = plan_doc.axes, plan_doc.description
+    else:
+        axes, description = manifest_facts(
+            _manifest_copy(run_dir).decode("utf-8", errors="replace"))
     return RunRecords(
         meta=RunMeta(
             run_id=str(meta.get("run_id") or run_dir.name),
