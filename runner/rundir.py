@@ -40,7 +40,7 @@ from typing import Any
 from runner.errors import ConfigError, ManifestError, RunDirError
 from runner.files import atomic_write_bytes, atomic_write_json
 from runner.jobrecord import job_from_record, job_to_record
-from runner.jobs import Budget, Estimate, Job, Limits, Plan
+from runner.jobs import Budget, Job, Limits, Plan
 from runner.media import OUTPUT_EXTS
 
 MANIFEST_NAME = "manifest.yaml"
@@ -164,9 +164,7 @@ class PlanDoc:
 
 def plan_json(plan: Plan, names: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict[str, Any]:
     """plan.json's document for ``plan``; ``names`` are every job's output names. Pure."""
-    est = Estimate()
-    for job in plan.jobs:
-        est = est + job.estimate
+    est = plan.estimate()
     return {
         "format": PLAN_FORMAT,
         "name": plan.name,

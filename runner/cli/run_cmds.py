@@ -12,6 +12,7 @@ import click
 from runner.cli import fail, handles_errors, main
 from runner.display import spend
 from runner.errors import EXIT_INPUT
+from runner.rundir import REPORT_HTML
 
 
 def _faults_option(value: str | None) -> str | None:
@@ -90,7 +91,7 @@ def result_summary(result: object) -> str:
         f"run dir: {result.run_dir}",
     ]
     if result.report is not None:
-        html = Path(result.report).with_name("report.html")
+        html = Path(result.report).with_name(REPORT_HTML)
         lines.append(f"report: {html if html.exists() else result.report}")
     lines += [f"note: {m}" for m in result.messages]
     return "\n".join(lines)
