@@ -50,9 +50,9 @@ async def _one_job(base_url: str, work: Path) -> dict[str, Any]:
     from runner.execute.executor import Executor
     from runner.execute.journal import Journal
     from runner.execute.limits import EffectiveLimits
-    from runner.execute.rundir import output_names
     from runner.jobs import Estimate, Job, Plan, job_key
     from runner.providers import make_provider
+    from runner.rundir import output_names
 
     model = "wiro/seedream-v4"
     params = MODELS[model].with_defaults({"size": "1024x1024"})

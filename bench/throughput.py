@@ -52,10 +52,10 @@ from runner.errors import TransientError, UnknownOutcome  # noqa: E402
 from runner.execute.executor import Executor, ExecutorOptions  # noqa: E402
 from runner.execute.journal import Journal  # noqa: E402
 from runner.execute.limits import EffectiveLimits  # noqa: E402
-from runner.execute.rundir import output_names  # noqa: E402
 from runner.jobs import Estimate, Job, Plan, job_key  # noqa: E402
 from runner.providers import make_provider  # noqa: E402
 from runner.providers.base import Provider, TaskState  # noqa: E402
+from runner.rundir import output_names  # noqa: E402
 
 MODEL = "wiro/seedream-v4"
 

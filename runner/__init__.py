@@ -1,10 +1,15 @@
-"""seedbatch: reproducible batches of AI image generation from a YAML manifest."""
+"""seedbatch: reproducible batches of AI image generation from a YAML manifest.
+
+The package's public face (``runner.run``, ``runner.load_plan``, …): it sits above every
+other module (docs/architecture.md, "Layers"), so no module inside imports from it; the
+version is :mod:`runner.version`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from runner.version import __version__
 
 __all__ = ["__version__", "load_manifest", "load_plan", "resume", "run"]
 

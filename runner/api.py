@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import importlib
 import os
 import signal
 import sys
@@ -24,12 +23,29 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from runner import __version__
-from runner.config import ProviderSettings, base_url_for, is_emulator, is_loopback, resolve
-from runner.errors import ConfigError, FatalProviderError, RunDirError
+from runner.config import (
+    BASE_URL_VARS,
+    CREDENTIAL_VARS,
+    ProviderSettings,
+    base_url_for,
+    is_emulator,
+    is_loopback,
+    resolve,
+)
+from runner.errors import (
+    EXIT_FAILED,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AuthError,
+    ConfigError,
+    FatalProviderError,
+    RunDirError,
+)
 from runner.execute.budget import spent_so_far
 from runner.execute.cancel import (
     CancelReport,
@@ -37,34 +53,34 @@ from runner.execute.cancel import (
     cancel_targets,
     ran_on_after_cancel,
 )
+from runner.execute.download import discard_partials
 from runner.execute.executor import (
     Executor,
     ExecutorOptions,
     Outcome,
-    ReuseHit,
-    ReuseLookup,
 )
 from runner.execute.journal import OK_STATES, JobRecord, JobState, Journal, utc_now
 from runner.execute.limits import EffectiveLimits, effective_limits
 from runner.execute.progress import LogProgress, NullProgress, ProgressSink, RichProgress
-from runner.execute.rundir import (
+from runner.jobs import Budget, Estimate, Job, Limits, Plan
+from runner.manifest import load_plan
+from runner.outputs import ReuseHit, ReuseLookup
+from runner.providers import make_provider
+from runner.providers.base import Provider
+from runner.report import finalize
+from runner.report.cache import reuse_lookup
+from runner.rundir import (
     JOURNAL_NAME,
-    MANIFEST_NAME,
     OUTPUTS_DIR,
-    PLAN_NAME,
     RunLock,
     check_run_dir,
+    create_run_files,
     new_run_dir,
     output_names,
-    plan_document,
     read_plan,
-    write_bytes_atomic,
-    write_json_atomic,
 )
-from runner.jobs import Budget, Estimate, Job, Limits, Plan
-from runner.providers.base import Provider
+from runner.version import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_EMULATE_LATENCY = 1.0
 # Paths of the two APIs on the emulator (a transport injected in tests has no real address).
 EMULATOR_PATHS = {"wiro": "/wiro/v1", "pixwith": "/pixwith/api"}
@@ -209,8 +225,6 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     Unless ``force``, jobs whose outputs an earlier run under ``runs_dir`` already holds
     (same key, files intact) are found here: they are reused, not submitted, and neither
     counted in the estimate nor needing credentials."""
-    from runner.manifest import load_plan
-
     _check_max_usd(max_usd)
     env = dict(os.environ if env is None else env)
     plan = load_plan(manifest)
@@ -280,8 +294,6 @@ def _settings(providers: Sequence[str], manifest_providers: Mapping[str, Any],
 def _make_providers(settings: Mapping[str, ProviderSettings],
                     limits: Mapping[str, EffectiveLimits],
                     transport: httpx.AsyncBaseTransport | None) -> dict[str, Provider]:
-    from runner.providers import make_provider
-
     return {name: make_provider(s, transport=transport, concurrency=limits[name].concurrency)
             for name, s in settings.items()}
 
@@ -293,16 +305,11 @@ def _reuse_from(hits: Mapping[str, ReuseHit]) -> ReuseLookup | None:
 
 
 def _reuse_lookup(runs_dir: Path, emulated: frozenset[str]) -> ReuseLookup | None:
-    """Outputs of earlier runs for jobs with the same key, made by the same kind of endpoint
-    (``runner.report.cache.reuse_lookup``)."""
+    """Outputs of earlier runs under ``runs_dir`` for jobs with the same key, made by the
+    same kind of endpoint."""
     if not runs_dir.is_dir():
         return None
-    try:
-        cache = importlib.import_module("runner.report.cache")
-    except ModuleNotFoundError:
-        return None
-    finder = getattr(cache, "reuse_lookup", None)
-    return finder(runs_dir, emulated_providers=emulated) if callable(finder) else None
+    return reuse_lookup(runs_dir, emulated_providers=emulated)
 
 
 @contextlib.contextmanager
@@ -353,20 +360,13 @@ def _exit_code(outcome: Outcome, counts: Mapping[str, int]) -> int:
 
 
 def _finalize_report(run_dir: Path) -> tuple[Path | None, list[str]]:
-    """Let the report package write report.json/report.html, when it is installed."""
-    try:
-        report = importlib.import_module("runner.report")
-    except ModuleNotFoundError:
-        return None, []
-    finalize = getattr(report, "finalize", None)
-    if not callable(finalize):
-        return None, []
+    """Write report.json, report.html, grid.png and the lockfile; the run's outcome stands
+    whatever happens to them (what went wrong becomes a message)."""
     try:
         done = finalize(run_dir)
-    except Exception as exc:  # the run's outcome stands; say what went wrong with the report
+    except Exception as exc:
         return None, [f"report not written: {type(exc).__name__}: {exc}"]
-    warnings = [str(w) for w in getattr(done, "warnings", ()) or ()]
-    return getattr(done, "report_json", None), warnings
+    return done.report_json, list(done.warnings)
 
 
 def _messages(outcome: Outcome, journal: Journal, run_dir: Path) -> list[str]:
@@ -404,9 +404,6 @@ def _messages(outcome: Outcome, journal: Journal, run_dir: Path) -> list[str]:
 
 
 def fatal_advice(exc: FatalProviderError) -> str:
-    from runner.config import CREDENTIAL_VARS
-    from runner.errors import AuthError
-
     name = exc.provider or "the provider"
     if isinstance(exc, AuthError):
         variables = " and ".join(CREDENTIAL_VARS.get(exc.provider, ())) or "the credentials"
@@ -448,10 +445,7 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
             on_run_dir(run_dir)
         lock = RunLock(run_dir).acquire()
         try:
-            write_bytes_atomic(run_dir / MANIFEST_NAME, plan.manifest_bytes)
-            write_json_atomic(run_dir / PLAN_NAME,
-                              plan_document(plan, plan.jobs, prepared.names))
-            (run_dir / OUTPUTS_DIR).mkdir(exist_ok=True)
+            create_run_files(run_dir, plan, prepared.names)
             meta = {
                 "run_id": run_dir.name,
                 "name": plan.name,
@@ -525,8 +519,6 @@ def _resume_base_urls(meta: Mapping[str, Any], env: Mapping[str, str], emulate: 
                       run_dir: Path) -> tuple[dict[str, dict[str, str]], bool]:
     """Base URLs for a resume: the emulator started now, else ``*_BASE_URL`` from the
     environment, else the ones the run recorded. Returns (providers section, demo)."""
-    from runner.config import BASE_URL_VARS
-
     recorded = dict(meta.get("base_urls") or {})
     section: dict[str, dict[str, str]] = {}
     demo = False
@@ -549,8 +541,6 @@ def _resume_base_urls(meta: Mapping[str, Any], env: Mapping[str, str], emulate: 
         else:
             continue
         section[name] = {"base_url": url}
-        from urllib.parse import urlsplit
-
         if meta.get("emulated") and is_loopback(urlsplit(url).hostname or ""):
             demo = True
     return section, demo
@@ -620,8 +610,6 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
                 for job in doc.jobs:
                     if by_key.get(job.key) and by_key[job.key].state is not JobState.SKIPPED:
                         estimate = estimate + job.estimate
-                from runner.execute.download import discard_partials
-
                 discard_partials(path / OUTPUTS_DIR)
                 executor = Executor(
                     run_dir=path, journal=journal, jobs=jobs, output_names=doc.output_names,

@@ -1,4 +1,4 @@
-"""Every error seedbatch raises on purpose.
+"""Every error seedbatch raises on purpose, and the exit codes (a contract scripts rely on).
 
 Errors become messages and exit codes only at the command-line edge (``runner.cli``);
 everything below raises one of these::
@@ -27,11 +27,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EXIT_OK = 0
+EXIT_FAILED = 1  # some jobs failed (or `verify` found damage)
+EXIT_INPUT = 2  # bad input: manifest, flags, credentials, run directory
+EXIT_FATAL = 3  # a fatal provider error (credentials refused, balance)
+EXIT_INTERRUPTED = 130  # Ctrl-C, or `seedbatch cancel`
+
 
 class SeedbatchError(Exception):
     """Root of every error seedbatch raises on purpose."""
 
-    exit_code: int = 1
+    exit_code: int = EXIT_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,7 @@ class Location:
 class ManifestError(SeedbatchError):
     """One problem in a manifest, located to its file, line and column."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
     def __init__(
         self,
@@ -78,7 +84,7 @@ class ManifestError(SeedbatchError):
 class ManifestErrors(SeedbatchError):
     """Every problem found in one or more manifests, reported together."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
     def __init__(self, problems: list[ManifestError]) -> None:
         self.problems = sorted(problems, key=ManifestError.sort_key)
@@ -88,13 +94,13 @@ class ManifestErrors(SeedbatchError):
 class ConfigError(SeedbatchError):
     """Configuration that cannot work: a missing variable, a refused URL, a bad flag."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class RunDirError(SeedbatchError):
     """A run directory that is missing, damaged or in use by another process."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class ProviderError(SeedbatchError):
@@ -130,7 +136,7 @@ class ProviderError(SeedbatchError):
 class FatalProviderError(ProviderError):
     """An answer that makes every further call pointless: the whole run stops (exit 3)."""
 
-    exit_code = 3
+    exit_code = EXIT_FATAL
 
 
 class AuthError(FatalProviderError):

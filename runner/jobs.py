@@ -87,7 +87,7 @@ def job_key(model: str, prompt: str, params: Mapping[str, Any],
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One concrete request, fully rendered."""
+    """One concrete request, fully rendered (its JSON form: :mod:`runner.jobrecord`)."""
 
     key: str
     name: str
@@ -102,23 +102,6 @@ class Job:
     price: Price = Price()
     estimate: Estimate = Estimate()
     line: int = 0  # the manifest line of the job entry this came from
-
-    def to_dict(self) -> dict[str, Any]:
-        """The plan's JSON form of a job (``seedbatch plan --json``)."""
-        return {
-            "key": self.key,
-            "name": self.name,
-            "alias": self.alias,
-            "provider": self.provider,
-            "model": self.model,
-            "prompt": self.prompt,
-            "params": dict(self.params),
-            "images": [img.to_dict() for img in self.images],
-            "index": self.index,
-            "axes": dict(self.axes),
-            "estimate": {"images": self.estimate.images, "usd": self.estimate.usd,
-                         "credits": self.estimate.credits},
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +129,8 @@ class Plan:
     limits: Mapping[str, Limits] = field(default_factory=dict)  # provider name → limits
     budget: Budget = Budget()
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # `providers:`
+    axes: tuple[str, ...] = ()  # matrix variable names in the order the manifest writes them
+    description: str | None = None  # the manifest's `description:`
     # Renders output.filename for (job, image index, extension without dot) into a relative
     # POSIX path under outputs/; raises ManifestError for a name that would escape it.
     output_namer: Any = None

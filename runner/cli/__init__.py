@@ -1,7 +1,8 @@
 """The ``seedbatch`` command line: the only place errors become messages and exit codes.
 
-Exit codes (a contract scripts rely on): 0 success, 1 some jobs failed (or verify found
-damage), 2 bad input, 3 fatal provider error (auth, balance), 130 interrupted.
+Exit codes (a contract scripts rely on, defined in :mod:`runner.errors`): 0 success, 1 some
+jobs failed (or verify found damage), 2 bad input, 3 fatal provider error (auth, balance),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from typing import Any, TypeVar
 
 import click
 
-from runner import __version__
-from runner.errors import ManifestErrors, SeedbatchError
+from runner.errors import EXIT_INTERRUPTED, ManifestErrors, SeedbatchError
+from runner.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def fail(message: str, code: int) -> None:

@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.catalog import MODELS, describe_model
-from runner.cli import EXIT_INPUT, fail, handles_errors, main
-from runner.errors import ManifestError, ManifestErrors
+from runner.cli import fail, handles_errors, main
+from runner.display import credits_fixed, usd_precise
+from runner.errors import EXIT_INPUT, ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
 
 if TYPE_CHECKING:
@@ -33,16 +34,6 @@ def _interactive() -> bool:
 def _console() -> Console:
     # a pipe or a file gets whole lines rather than columns cut to 80 characters
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-
-
-def money(usd: float) -> str:
-    text = f"{usd:,.4f}".rstrip("0")
-    whole, _, frac = text.partition(".")
-    return f"${whole}.{frac.ljust(2, '0')}"
-
-
-def credits_text(value: float) -> str:
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
 
 
 @main.command()
@@ -113,11 +104,11 @@ def model_table(plan: Plan) -> Table:
     rows = summarize(plan.jobs)
     for r in rows:
         table.add_row(r.model, r.provider, ", ".join(r.aliases), f"{r.jobs:,}",
-                      f"{r.images:,}", money(r.usd), credits_text(r.credits))
+                      f"{r.images:,}", usd_precise(r.usd), credits_fixed(r.credits))
     total = plan.estimate()
     table.add_section()
     table.add_row("Total", "", "", f"{len(plan.jobs):,}", f"{total.images:,}",
-                  money(total.usd), credits_text(total.credits), style="bold")
+                  usd_precise(total.usd), credits_fixed(total.credits), style="bold")
     return table
 
 
@@ -134,8 +125,8 @@ def print_plan(plan: Plan, console: Console, *, rows: int = SHOWN_ROWS,
                              (budget.max_credits, total.credits, "credits")):
         if cap is None:
             continue
-        shown_cap = money(cap) if unit == "usd" else f"{credits_text(cap)} credits"
-        shown = money(spent) if unit == "usd" else f"{credits_text(spent)} credits"
+        shown_cap = usd_precise(cap) if unit == "usd" else f"{credits_fixed(cap)} credits"
+        shown = usd_precise(spent) if unit == "usd" else f"{credits_fixed(spent)} credits"
         verdict = ("[green]within budget[/green]" if spent <= cap + 1e-9
                    else "[red]OVER BUDGET: `seedbatch run` will refuse[/red]")
         console.print(f"budget {shown_cap}: estimate {shown} — {verdict}")
@@ -225,7 +216,7 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
         console.print(f"cached {counts['cached']:,} (reused, no cost) · changed "
                       f"{counts['changed']:,} · new {counts['new']:,} — to run: "
                       f"{todo['jobs']:,} job{'s' if todo['jobs'] != 1 else ''}, "
-                      f"≈ {money(todo['usd'])} + {credits_text(todo['credits'])} credits")
+                      f"≈ {usd_precise(todo['usd'])} + {credits_fixed(todo['credits'])} credits")
         kinds = Counter(d.reason for d in (decisions or {}).values()
                         if d.status == "new" and d.reason in (ONLY_EMULATED, ONLY_REAL))
         for reason, n in sorted(kinds.items()):
@@ -297,9 +288,9 @@ def models(as_json: bool) -> None:
         price = d["price"]
         shown = []
         if price["usd_per_image"] is not None:
-            shown.append(f"{money(price['usd_per_image'])} per image")
+            shown.append(f"{usd_precise(price['usd_per_image'])} per image")
         if price["credits_per_image"] is not None:
-            shown.append(f"{credits_text(price['credits_per_image'])} credits per image")
+            shown.append(f"{credits_fixed(price['credits_per_image'])} credits per image")
         console.print(f"[bold]{d['id']}[/bold] — {d['title']}")
         console.print(f"  provider {d['provider']}, endpoint {d['endpoint']}, list price "
                       f"{' / '.join(shown) or 'unknown'} ({price['source']})")

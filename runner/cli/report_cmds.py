@@ -7,30 +7,20 @@ from pathlib import Path
 
 import click
 
-from runner.cli import EXIT_FAILED, handles_errors, main
-from runner.errors import ConfigError, RunDirError
-from runner.report import REPORT_JSON, build_report, env_secrets, render_run, write_report
-from runner.report.files import atomic_write_text
+from runner.cli import handles_errors, main
+from runner.errors import EXIT_FAILED, ConfigError, RunDirError
+from runner.files import atomic_write_text
+from runner.report import build_report, env_secrets, render_run, write_report
 from runner.report.formats import to_csv, to_markdown
 from runner.report.grid import parse_grid_option
-from runner.report.source import JOURNAL_NAME, is_run_dir
+from runner.report.source import records_from_journal
 from runner.report.verify import load_report, verify_run
-
-
-def _run_dir(path: Path) -> Path:
-    if not path.is_dir():
-        raise RunDirError(f"{path}: no such run directory")
-    if not is_run_dir(path):
-        raise RunDirError(f"{path}: not a run directory (no {REPORT_JSON} or {JOURNAL_NAME}); "
-                          "pass a folder under runs/")
-    return path
+from runner.rundir import JOURNAL_NAME, REPORT_JSON, check_record_dir
 
 
 def _load(run_dir: Path, rebuild: bool) -> dict:
     """report.json, built from the journal first when missing (or when asked)."""
     if rebuild or not (run_dir / REPORT_JSON).is_file():
-        from runner.report.source import records_from_journal
-
         if not (run_dir / JOURNAL_NAME).is_file():
             raise RunDirError(f"{run_dir}: no {JOURNAL_NAME} to rebuild the report from")
         report = build_report(records_from_journal(run_dir), secrets=env_secrets())
@@ -55,7 +45,7 @@ def _load(run_dir: Path, rebuild: bool) -> dict:
 def report_cmd(run_dir: Path, fmt: str, grid: str | None, output: Path | None,
                rebuild: bool) -> None:
     """Re-render the report of RUN_DIR as html, json, md or csv."""
-    run_dir = _run_dir(run_dir)
+    run_dir = check_record_dir(run_dir)
     axes = parse_grid_option(grid) if grid else (None, None)
     if grid and fmt != "html":
         raise ConfigError("--grid applies to --format html only")
@@ -90,7 +80,7 @@ def verify_cmd(run_dir: Path) -> None:
     """Re-hash every output of RUN_DIR (and manifest.yaml) against report.json.
 
     Exit 0 when every file is intact, 1 when any is missing or changed."""
-    run_dir = _run_dir(run_dir)
+    run_dir = check_record_dir(run_dir)
     result = verify_run(run_dir)
     if result.intact:
         click.echo(f"intact: {result.checked} files")

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import click
 
-from runner.cli import EXIT_INPUT, fail, handles_errors, main
+from runner.cli import fail, handles_errors, main
+from runner.display import spend
+from runner.errors import EXIT_INPUT
+from runner.rundir import REPORT_HTML
 
 
 def _faults_option(value: str | None) -> str | None:
@@ -22,16 +25,6 @@ def _faults_option(value: str | None) -> str | None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--emulate-faults") from None
     return value
-
-
-def _money(usd: float, credits: float, *, approx: bool = False) -> str:
-    sign = "≈ " if approx else ""
-    parts = []
-    if usd or not credits:
-        parts.append(f"${usd:.4f}")
-    if credits:
-        parts.append(f"{credits:g} credits")
-    return sign + " + ".join(parts)
 
 
 def plan_summary(prepared: object) -> str:
@@ -58,7 +51,7 @@ def plan_summary(prepared: object) -> str:
         rate = f", {lim.requests_per_minute:g} req/min" if lim.requests_per_minute else ""
         lines.append(f"  {provider:<8} {len(jobs):>4} job{'s' if len(jobs) != 1 else ' '}  "
                      + ", ".join(f"{m} ×{n}" for m, n in sorted(models.items()))
-                     + f"  {_money(usd, credits, approx=True)}"
+                     + f"  {spend(usd, credits, approx=True)}"
                      + f"  (≤ {lim.concurrency} in flight{rate})")
     est = prepared.estimate
     budget = prepared.budget
@@ -68,7 +61,7 @@ def plan_summary(prepared: object) -> str:
     if budget.max_credits is not None:
         caps.append(f"{budget.max_credits:g} credits")
     lines.append(f"Estimated: {est.images} image{'s' if est.images != 1 else ''}, "
-                 f"{_money(est.usd, est.credits, approx=True)}"
+                 f"{spend(est.usd, est.credits, approx=True)}"
                  + (f" (budget: at most {' and '.join(caps)})" if caps else ""))
     if prepared.emulate:
         lines.append("Emulated: the built-in emulator answers; nothing is spent.")
@@ -93,12 +86,12 @@ def result_summary(result: object) -> str:
     lines = [
         ", ".join(parts) + tail,
         f"images: {result.images}",
-        f"spent: {_money(result.spent_usd, result.spent_credits)} "
-        f"(estimated {_money(est.usd, est.credits)})",
+        f"spent: {spend(result.spent_usd, result.spent_credits)} "
+        f"(estimated {spend(est.usd, est.credits)})",
         f"run dir: {result.run_dir}",
     ]
     if result.report is not None:
-        html = Path(result.report).with_name("report.html")
+        html = Path(result.report).with_name(REPORT_HTML)
         lines.append(f"report: {html if html.exists() else result.report}")
     lines += [f"note: {m}" for m in result.messages]
     return "\n".join(lines)
@@ -223,7 +216,7 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo(f"{st.run_dir}  {st.meta.get('name', '')}  {who}")
     counts = ", ".join(f"{state} {n}" for state, n in st.counts.items() if n)
     click.echo(f"jobs: {counts or 'none'}")
-    click.echo(f"outputs: {st.outputs}; spent: {_money(st.spent_usd, st.spent_credits)}")
+    click.echo(f"outputs: {st.outputs}; spent: {spend(st.spent_usd, st.spent_credits)}")
     if st.cancel_requested:
         click.echo("a cancel was requested")
     ran_on = st.ran_on_after_cancel()
@@ -231,7 +224,7 @@ def status(run_dir: Path, as_json: bool) -> None:
         usd, credits = st.ran_on_cost()
         still = sum(1 for r in ran_on if r.state.attached)
         click.echo(f"ran on after a cancel (the host cannot stop a task): {len(ran_on)} "
-                   f"job{'s' if len(ran_on) != 1 else ''}, {_money(usd, credits)}"
+                   f"job{'s' if len(ran_on) != 1 else ''}, {spend(usd, credits)}"
                    + (f"; {still} still running — `seedbatch resume {st.run_dir}` downloads "
                       f"{'them' if still != 1 else 'it'}" if still else ""))
     width = max([len(r.name) for r in st.jobs] + [4])

@@ -23,15 +23,13 @@ import aiofiles.os
 import stamina
 
 from runner.errors import ProviderError, TransientError
+from runner.media import sniff_accepted
 from runner.providers.base import Provider, RemoteOutput
 
 PART_SUFFIX = ".seedbatch-part"
 CHUNK = 64 * 1024
 HEAD_BYTES = 16
 
-# (content type, extension) for the image types accepted as outputs.
-IMAGE_TYPES = {"png": ("image/png", "png"), "jpeg": ("image/jpeg", "jpg"),
-               "webp": ("image/webp", "webp")}
 
 
 class DownloadError(Exception):
@@ -40,17 +38,6 @@ class DownloadError(Exception):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
-
-
-def sniff(head: bytes) -> tuple[str, str] | None:
-    """(content type, extension) of a PNG, JPEG or WebP from its first bytes, else None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return IMAGE_TYPES["png"]
-    if head.startswith(b"\xff\xd8\xff"):
-        return IMAGE_TYPES["jpeg"]
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return IMAGE_TYPES["webp"]
-    return None
 
 
 def image_size(path: Path) -> tuple[int | None, int | None]:
@@ -109,7 +96,7 @@ async def download_once(provider: Provider, output: RemoteOutput,
     async def start(head: bytes) -> tuple[tuple[str, str], Path]:
         """The first bytes tell the real type: name the file, open its part, write them."""
         nonlocal part, fh
-        kind = sniff(head)
+        kind = sniff_accepted(head)
         if kind is None:
             raise DownloadError(f"not a PNG, JPEG or WebP image (starts with {head[:8]!r})")
         final = final_path_for(kind[1])

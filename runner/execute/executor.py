@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,14 +50,16 @@ from runner.errors import (
 from runner.execute.budget import BudgetBook
 from runner.execute.cancel import CancelReport, cancel_remote_tasks
 from runner.execute.download import DownloadError, download
-from runner.execute.journal import TASK_SUCCEEDED, JobRecord, JobState, Journal, OutputRecord
+from runner.execute.journal import TASK_SUCCEEDED, JobRecord, JobState, Journal
 from runner.execute.lanes import Lane, SlotHolder
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
-from runner.execute.rundir import OUTPUTS_DIR, output_name_for
 from runner.jobs import Budget, Job
+from runner.media import ACCEPTED_TYPES as _EXT_OF
+from runner.outputs import OutputRecord, ReuseLookup
 from runner.providers.base import Provider, RemoteOutput, SubmitResult, TaskState, TaskStatus
+from runner.rundir import OUTPUTS_DIR, output_name_for
 
 
 @dataclass(frozen=True)
@@ -84,31 +86,6 @@ class ExecutorOptions:
     poll: PollSettings = field(default_factory=PollSettings)
     initial_guess: Mapping[str, float] | None = None
     retry_unknown: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ReusedOutput:
-    """An output found in an earlier run, to be placed into this one."""
-
-    source: Path
-    index: int
-    bytes: int
-    sha256: str
-    content_type: str
-    width: int | None = None
-    height: int | None = None
-    url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReuseHit:
-    origin: str  # where the outputs come from (an earlier run directory)
-    outputs: tuple[ReusedOutput, ...]
-
-
-ReuseLookup = Callable[[Job], ReuseHit | None]
-
-_EXT_OF = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 @dataclass

@@ -35,9 +35,9 @@ from typing import Any
 
 from runner.errors import RunDirError
 from runner.jobs import Job
+from runner.outputs import OutputRecord
 
 SCHEMA_VERSION = 1
-JOURNAL_NAME = "journal.sqlite"
 #: ``task_state`` of a job whose remote task succeeded (and was billed).
 TASK_SUCCEEDED = "succeeded"
 
@@ -224,23 +224,6 @@ class JobRecord:
     def to_dict(self) -> dict[str, Any]:
         return {name: (str(getattr(self, name)) if name == "state" else getattr(self, name))
                 for name in self.__slots__}  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    job_key: str
-    index: int
-    path: str  # relative to the run directory, POSIX separators
-    url: str | None
-    bytes: int
-    sha256: str
-    content_type: str
-    width: int | None
-    height: int | None
-    finished_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import IO, Protocol
 
+from runner.display import spend
 from runner.execute.journal import JobState
 
 # The job-state groupings have one home (runner.execute.journal); these are their names.
@@ -45,15 +46,6 @@ def _done(counts: Mapping[str, int]) -> int:
 
 def _running(counts: Mapping[str, int]) -> int:
     return sum(counts.get(s, 0) for s in RUNNING_STATES)
-
-
-def spend_text(usd: float, credits: float) -> str:
-    parts = []
-    if usd or not credits:
-        parts.append(f"${usd:.4f}")
-    if credits:
-        parts.append(f"{credits:g} credits")
-    return " + ".join(parts)
 
 
 class NullProgress:
@@ -147,7 +139,7 @@ class RichProgress:
         self._task = self._progress.add_task(
             "jobs", total=total - counts.get("skipped", 0), completed=_done(counts),
             running=_running(counts), failed=counts.get("failed", 0),
-            spend=spend_text(0.0, 0.0))
+            spend=spend(0.0, 0.0))
 
     def job_state(self, name: str, state: str, detail: str = "") -> None:
         if state in ("failed", "unknown", "cancelled"):
@@ -163,7 +155,7 @@ class RichProgress:
         if self._task is not None:
             self._progress.update(self._task, completed=_done(counts),
                                   running=_running(counts), failed=counts.get("failed", 0),
-                                  spend=spend_text(spent_usd, spent_credits))
+                                  spend=spend(spent_usd, spent_credits))
 
     def notice(self, message: str) -> None:
         from rich.markup import escape

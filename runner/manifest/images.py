@@ -16,21 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from runner.jobs import ImageRef
+from runner.media import sniff_accepted
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # Seedream's limit for one reference image (and Pixwith's)
 SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-def image_kind(head: bytes) -> str | None:
-    """``png``, ``jpeg`` or ``webp`` from a file's first bytes; None for anything else."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def is_url(entry: str) -> bool:
@@ -66,7 +56,7 @@ class ImageResolver:
 
     def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
-        self._files: dict[str, tuple[str, str]] = {}  # abs path → (sha256, kind)
+        self._files: dict[str, tuple[str, str]] = {}  # abs path → (sha256, content type)
         self._entries: dict[str, tuple[ImageRef, ...]] = {}
 
     def file(self, rel: str, path: Path) -> ImageRef:
@@ -92,7 +82,7 @@ class ImageResolver:
             try:
                 with path.open("rb") as fh:
                     head = fh.read(65536)
-                    kind = image_kind(head)
+                    kind = sniff_accepted(head)
                     if kind is None:
                         raise ImageProblem(f"{rel!r} is not a PNG, JPEG or WEBP image (its "
                                            f"first bytes say otherwise)")
@@ -101,7 +91,7 @@ class ImageResolver:
                         digest.update(block)
             except OSError as exc:
                 raise ImageProblem(f"cannot read {rel!r}: {exc.strerror}") from None
-            known = (digest.hexdigest(), kind)
+            known = (digest.hexdigest(), kind[0])
             self._files[key] = known
         return ImageRef(ref=rel, path=key, sha256=known[0])
 

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ManifestError, ManifestErrors
+from runner.jobrecord import job_to_dict
 from runner.jobs import Job, Plan
 from runner.manifest.expand import ErrorBag, expand, name_key, odd_character
 from runner.manifest.load import read_document
 from runner.manifest.templates import TemplateFailure
 from runner.manifest.validate import Manifest, locate_template, validate_document
+from runner.media import OUTPUT_EXTS
 
-OUTPUT_EXTS = ("png", "jpg", "webp")  # what outputs are saved as
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # the common case in one match: ASCII segments of 1..255 characters, none "." or ".."
@@ -190,6 +191,40 @@ def _check_outputs(manifest: Manifest, jobs: list[Job],
     return errors
 
 
+def matrix_axes(data: Any) -> tuple[str, ...]:
+    """Matrix variable names in the order a manifest's data writes them: the top-level
+    matrix, then each job's; in a matrix its axes, then the keys its ``include`` adds."""
+    names: list[str] = []
+
+    def add(matrix: Any) -> None:
+        if not isinstance(matrix, Mapping):
+            return
+        for name in matrix:
+            if name not in ("include", "exclude") and str(name) not in names:
+                names.append(str(name))
+        include = matrix.get("include")
+        for extra in include if isinstance(include, list) else []:
+            if isinstance(extra, Mapping):
+                for name in extra:
+                    if str(name) not in names:
+                        names.append(str(name))
+
+    if not isinstance(data, Mapping):
+        return ()
+    add(data.get("matrix"))
+    jobs = data.get("jobs")
+    for job in jobs if isinstance(jobs, list) else []:
+        if isinstance(job, Mapping):
+            add(job.get("matrix"))
+    return tuple(names)
+
+
+def description_of(data: Any) -> str | None:
+    """A manifest's ``description:``, when it has one that is text."""
+    description = data.get("description") if isinstance(data, Mapping) else None
+    return description if isinstance(description, str) else None
+
+
 def load_manifest(path: str | Path, *, display: str | None = None) -> Manifest:
     """Read and validate the manifest at ``path``; raises :class:`ManifestErrors`."""
     doc = read_document(path, display=display)
@@ -210,6 +245,7 @@ def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]
     plan = Plan(manifest_path=doc.path, manifest_bytes=doc.raw, name=manifest.name,
                 jobs=tuple(jobs), limits=dict(manifest.limits), budget=manifest.budget,
                 providers={k: dict(v) for k, v in manifest.providers.items()},
+                axes=matrix_axes(doc.data), description=description_of(doc.data),
                 output_namer=namer)
     return plan, []
 
@@ -299,11 +335,11 @@ def estimate_document(plan: Plan) -> dict[str, Any]:
 def plan_document(plan: Plan, status: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``seedbatch plan --json`` document: ``{"jobs": [...], "estimate": {...}}``.
 
-    Each job is :meth:`Job.to_dict` plus its first output path and line; with ``status``
-    (job key → state) each job also gets ``"status"``."""
+    Each job is :func:`~runner.jobrecord.job_to_dict` plus its first output path and line;
+    with ``status`` (job key → state) each job also gets ``"status"``."""
     jobs = []
     for job in plan.jobs:
-        d = job.to_dict()
+        d = job_to_dict(job)
         d["output"] = plan.output_name(job, 0, "png")
         d["line"] = job.line
         if status is not None:

@@ -34,7 +34,13 @@ from runner.manifest.images import (
 )
 from runner.manifest.load import Document, Parts
 from runner.manifest.matrix import MatrixError, expand_matrix
-from runner.manifest.templates import Template, TemplateFailure, compile_template, slug
+from runner.manifest.templates import (
+    Template,
+    TemplateFailure,
+    compile_template,
+    has_markup,
+    slug,
+)
 from runner.resources import load_schema
 
 RESERVED = ("model", "index", "prompts", "job", "image")
@@ -380,7 +386,7 @@ def _params(ck: _Checker, raw: Any, parts: Parts, prompts: Sequence[str]) -> dic
         return out
     for name, value in raw.items():
         p = (*parts, name)
-        if isinstance(value, str) and any(m in value for m in ("{{", "{%", "{#")):
+        if isinstance(value, str) and has_markup(value):
             t = ck.compile(value, p, prompts, native=True)
             if t is not None:
                 out[name] = Param(name, p, template=t)
@@ -617,7 +623,7 @@ def _job_entry(ck: _Checker, i: int, body: Any, aliases: dict[str, Alias],
     if isinstance(raw_images, list) and ck.ok((*p, "images")):
         for k, text in enumerate(raw_images):
             ip = (*p, "images", k)
-            if any(m in text for m in ("{{", "{%", "{#")):
+            if has_markup(text):
                 t = ck.compile(text, ip, prompt_names)
                 if t is None:
                     usable = False

@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 
-from runner import __version__
 from runner.catalog import ModelSpec, get_model
 from runner.errors import (
     AuthError,
@@ -40,6 +39,7 @@ from runner.errors import (
     UnknownOutcome,
 )
 from runner.jobs import Job
+from runner.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +100,6 @@ def excerpt(text: str, secrets: tuple[str, ...] = (), limit: int = EXCERPT_CHARS
     """A short one-line piece of a response body for an error message, secrets masked."""
     flat = re.sub(r"\s+", " ", redact(text, secrets)).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def sniff_image(head: bytes) -> tuple[str, str] | None:
-    """(content type, extension) of an image from its first bytes, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png", "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg", "jpg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp", "webp"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif", "gif"
-    if head.startswith(b"BM"):
-        return "image/bmp", "bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff", "tiff"
-    if head[4:12] in (b"ftypavif", b"ftypheic", b"ftypheix", b"ftypmif1"):
-        return ("image/avif", "avif") if head[8:12] == b"avif" else ("image/heic", "heic")
-    return None
 
 
 def http_status_error(

@@ -40,6 +40,7 @@ from runner.errors import (
     UnknownOutcome,
 )
 from runner.jobs import ImageRef, Job
+from runner.media import sniff_image
 from runner.providers.base import RemoteOutput, SubmitResult, TaskState, TaskStatus
 from runner.providers.http import (
     HttpProvider,
@@ -48,7 +49,6 @@ from runner.providers.http import (
     excerpt,
     first,
     http_status_error,
-    sniff_image,
 )
 
 log = logging.getLogger(__name__)

@@ -40,13 +40,13 @@ from runner.errors import (
     UnknownOutcome,
 )
 from runner.jobs import ImageRef, Job
+from runner.media import sniff_image
 from runner.providers.base import RemoteOutput, SubmitResult, TaskState, TaskStatus
 from runner.providers.http import (
     HttpProvider,
     as_float,
     as_int,
     http_status_error,
-    sniff_image,
 )
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 :func:`finalize` is what the executor calls when a run (or a resume) ends::
 
-    journal + plan.json + manifest.yaml ─records_from_journal─▶ RunRecords
+    journal + plan.json ─records_from_journal─▶ RunRecords
         ─build_report─▶ report.json ─render─▶ report.html, grid.png ─▶ <manifest>.lock.json
 
 Everything after the journal read is pure or a thin writer; the renderers and
@@ -20,17 +20,15 @@ from typing import Any
 
 from runner.config import CREDENTIAL_VARS
 from runner.errors import RunDirError
+from runner.files import atomic_write_text
 from runner.report.build import build_report
-from runner.report.files import atomic_write_text
 from runner.report.grid import build_grid, choose_axes, render_grid_png
 from runner.report.html import render_html, write_html
 from runner.report.lock import lock_path_for, update_lock
 from runner.report.records import RunRecords
+from runner.report.source import records_from_journal
 from runner.report.thumbs import data_uri, thumbnails
-
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
-GRID_PNG = "grid.png"
+from runner.rundir import GRID_PNG, REPORT_HTML, REPORT_JSON
 
 __all__ = [
     "GRID_PNG",
@@ -97,8 +95,6 @@ def finalize(run_dir: str | Path, *, secrets: Iterable[str] | None = None,
 
     ``records`` default to the run directory's journal; ``secrets`` default to the
     credential variables set in the environment (masked wherever they might appear)."""
-    from runner.report.source import records_from_journal
-
     run_dir = Path(run_dir)
     records = records if records is not None else records_from_journal(run_dir)
     report = build_report(records, secrets=env_secrets() if secrets is None else secrets)

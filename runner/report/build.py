@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from runner import __version__
 from runner.report.records import JobRecord, JobStatus, RunRecords, Timestamp
+from runner.version import __version__
 
 REPORT_VERSION = 1
 TOOL_NAME = "seedbatch"

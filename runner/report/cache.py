@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from runner.jobs import sha256_file
+from runner.outputs import ReusedOutput, ReuseHit, ReuseLookup
 
 Status = Literal["cached", "new", "changed"]
 
@@ -259,14 +260,12 @@ def classify_in(jobs: Iterable[KeyedJob], runs_dir: str | Path,
 
 
 def reuse_lookup(runs_dir: str | Path, lock: Mapping[str, Any] | None = None,
-                 emulated_providers: Collection[str] = ()) -> Any:
+                 emulated_providers: Collection[str] = ()) -> ReuseLookup:
     """For the executor: ``job → ReuseHit | None`` over the runs under ``runs_dir``, for a
     run that reaches ``emulated_providers`` through an emulator.
 
     A hit's ``origin`` is the id of the run whose verified files are reused (the run
     directory's name); the executor links or copies them into the new run."""
-    from runner.execute.executor import ReusedOutput, ReuseHit
-
     cache = OutputCache(scan_runs(runs_dir), lock, emulated_providers)
 
     def lookup(job: KeyedJob) -> ReuseHit | None:

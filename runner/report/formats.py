@@ -8,10 +8,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from runner.report.text import credits as _credits
-from runner.report.text import duration as _duration
-from runner.report.text import size as _size
-from runner.report.text import usd as _usd
+from runner.display import credits as _credits
+from runner.display import duration as _duration
+from runner.display import size as _size
+from runner.display import usd as _usd
 
 
 def _cell(text: Any) -> str:

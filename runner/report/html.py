@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from runner.report.files import atomic_write_text
+from runner.display import credits, duration, size, usd, value
+from runner.files import atomic_write_text
 from runner.report.grid import Grid, grid_rows
-from runner.report.text import credits, duration, size, usd, value
 
 _ENV = Environment(
     loader=PackageLoader("runner.report", "templates"),

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunDirError
+from runner.files import atomic_write_text
 from runner.report.cache import output_is_emulated
-from runner.report.files import atomic_write_text
 
 LOCK_VERSION = 1
 LOCK_SUFFIX = ".lock.json"

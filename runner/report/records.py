@@ -2,7 +2,8 @@
 
 A run's journal (or a test) turns into one :class:`RunRecords`: what the run was
 (:class:`RunMeta`), and for every planned job what was asked and what happened
-(:class:`JobRecord`), with the files it left behind (:class:`OutputRecord`). Nothing here
+(:class:`JobRecord`), with the files it left behind (:class:`~runner.outputs.OutputRecord`,
+as the journal has them). Nothing here
 does I/O; :func:`runner.report.build.build_report` turns records into report.json's dict.
 """
 
@@ -12,6 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from runner.jobs import ImageRef
+from runner.outputs import OutputRecord
+from runner.rundir import MANIFEST_NAME
 
 
 class JobStatus(StrEnum):
@@ -29,30 +34,6 @@ Timestamp = str | float | int | None  # ISO 8601 text or unix seconds; normalise
 
 
 @dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One reference image a job sent: a local file (with its hash) or a URL."""
-
-    ref: str  # as the manifest wrote it (after set names were resolved)
-    path: str | None = None
-    url: str | None = None
-    sha256: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    """One file a job left in the run directory."""
-
-    path: str  # POSIX path relative to the run directory, e.g. "outputs/tent/0.png"
-    sha256: str
-    bytes: int
-    url: str | None = None  # where it was downloaded from
-    content_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    index: int = 0  # image index within the job
-
-
-@dataclass(frozen=True, slots=True)
 class JobRecord:
     """One planned job: the request (from the plan) and its outcome (from the journal)."""
 
@@ -65,7 +46,7 @@ class JobRecord:
     params: Mapping[str, Any] = field(default_factory=dict)
     axes: Mapping[str, Any] = field(default_factory=dict)  # this job's matrix values
     index: int = 0  # repeat index
-    inputs: tuple[InputRecord, ...] = ()
+    inputs: tuple[ImageRef, ...] = ()  # the reference images it sent
     status: JobStatus | str = JobStatus.PENDING
     error: str | None = None
     task_id: str | None = None
@@ -92,7 +73,7 @@ class RunMeta:
     name: str
     manifest_path: str  # the manifest as given to `seedbatch run` (absolute)
     manifest_sha256: str
-    manifest_copy: str = "manifest.yaml"  # the byte-exact copy, relative to the run directory
+    manifest_copy: str = MANIFEST_NAME  # the byte-exact copy, relative to the run directory
     description: str | None = None
     started_at: Timestamp = None
     finished_at: Timestamp = None

@@ -1,39 +1,34 @@
 """A run directory → :class:`~runner.report.records.RunRecords`.
 
 What was asked comes from ``plan.json`` (each job's prompt, parameters, matrix values,
-reference images); what happened comes from ``journal.sqlite`` (states, task ids,
-attempts, polls, times, costs, outputs); the manifest's matrix order comes from the
-byte-exact ``manifest.yaml`` copy.
+reference images: :func:`runner.rundir.read_plan`, partial records accepted), and so do
+the manifest's matrix-axis order and description; what happened comes from
+``journal.sqlite`` (states, task ids, attempts, polls, times, costs, outputs). A plan.json
+written before it carried the axis order and description: they are read from the
+byte-exact ``manifest.yaml`` copy (:func:`manifest_facts`).
 
 Journal meta keys read (each optional, with a fallback): ``run_id`` (else the directory
-name), ``name`` (else plan.json's), ``manifest_path`` and ``manifest_sha256`` (else
-plan.json's ``manifest``, else the copy's hash), ``started_at`` and ``finished_at`` (else
-the first and last journal events), ``emulated``. The description is the manifest's.
+name), ``name`` (else plan.json's), ``description`` (else the manifest's),
+``manifest_path`` and ``manifest_sha256`` (else plan.json's ``manifest``, else the copy's
+hash), ``started_at`` and ``finished_at`` (else the first and last journal events),
+``emulated``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from runner.errors import RunDirError
-from runner.report.records import (
-    InputRecord,
-    JobRecord,
-    JobStatus,
-    OutputRecord,
-    RunMeta,
-    RunRecords,
-)
-
-PLAN_NAME = "plan.json"
-JOURNAL_NAME = "journal.sqlite"
-MANIFEST_COPY = "manifest.yaml"
+from runner.execute.journal import Journal
+from runner.jobs import Job
+from runner.manifest.plan import description_of, matrix_axes
+from runner.outputs import OutputRecord
+from runner.report.records import JobRecord, JobStatus, RunMeta, RunRecords
+from runner.rundir import JOURNAL_NAME, MANIFEST_NAME, read_plan
 
 # Journal state → report status. A task that exists but was not followed to its end is
 # "pending" (resume re-attaches); a submit whose answer was lost is "unknown".
@@ -51,69 +46,25 @@ STATUS_OF_STATE = {
     "reused": JobStatus.SUCCEEDED,
 }
 _REUSED_PREFIX = "reused from "
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / JOURNAL_NAME).is_file() or (path / "report.json").is_file())
-
-
-def load_plan(run_dir: Path) -> dict[str, Any]:
-    """plan.json as a document with a "jobs" list (Job.to_dict() records)."""
-    path = run_dir / PLAN_NAME
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {"jobs": []}
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
-    if isinstance(doc, list):
-        doc = {"jobs": doc}
-    if not isinstance(doc, dict) or not isinstance(doc.get("jobs", []), list):
-        raise RunDirError(f"{path}: expected a plan with a list of jobs")
-    doc["jobs"] = [j for j in doc.get("jobs", []) if isinstance(j, dict)]
-    return doc
+# A journal job plan.json does not describe: asked for nothing we know of.
+_UNPLANNED = Job(key="", name="", alias="", model="", provider="", prompt="", params={})
 
 
 def manifest_facts(text: str) -> tuple[tuple[str, ...], str | None]:
-    """Matrix variable names in the order the manifest writes them (top level, then
-    jobs), and the manifest's description."""
+    """Matrix variable names in the order a manifest's text writes them (top level, then
+    jobs), and its description: for a run whose plan.json does not carry them."""
     try:
-        doc = yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError:
         return (), None
-    names: list[str] = []
-
-    def add(matrix: Any) -> None:
-        if not isinstance(matrix, Mapping):
-            return
-        for name in matrix:
-            if name not in ("include", "exclude") and str(name) not in names:
-                names.append(str(name))
-        for extra in matrix.get("include") or []:
-            if isinstance(extra, Mapping):
-                for name in extra:
-                    if str(name) not in names:
-                        names.append(str(name))
-
-    if not isinstance(doc, Mapping):
-        return (), None
-    add(doc.get("matrix"))
-    for job in doc.get("jobs") or []:
-        if isinstance(job, Mapping):
-            add(job.get("matrix"))
-    description = doc.get("description")
-    return tuple(names), description if isinstance(description, str) else None
+    return matrix_axes(data), description_of(data)
 
 
-def _inputs(spec: Mapping[str, Any]) -> tuple[InputRecord, ...]:
-    found = []
-    for image in spec.get("images", []) or []:
-        if isinstance(image, Mapping):
-            found.append(InputRecord(ref=str(image.get("ref", "")), path=image.get("path"),
-                                     url=image.get("url"), sha256=image.get("sha256")))
-        else:
-            found.append(InputRecord(ref=str(image), url=str(image)))
-    return tuple(found)
+def _manifest_copy(run_dir: Path) -> bytes:
+    try:
+        return (run_dir / MANIFEST_NAME).read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _reused_from(row: Any, journal: Any) -> str | None:
@@ -128,31 +79,21 @@ def _reused_from(row: Any, journal: Any) -> str | None:
 
 def records_from_journal(run_dir: str | Path) -> RunRecords:
     """Read a run directory's plan, journal and manifest copy into run records."""
-    from runner.execute.journal import Journal
-
     run_dir = Path(run_dir)
     if not (run_dir / JOURNAL_NAME).is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no {JOURNAL_NAME})")
-    plan_doc = load_plan(run_dir)
-    plan = {job["key"]: job for job in plan_doc["jobs"] if "key" in job}
-    plan_manifest = plan_doc.get("manifest") if isinstance(plan_doc.get("manifest"), dict) else {}
-    try:
-        manifest_bytes = (run_dir / MANIFEST_COPY).read_bytes()
-    except FileNotFoundError:
-        manifest_bytes = b""
+    plan_doc = read_plan(run_dir, partial=True)
+    plan = {job.key: job for job in plan_doc.jobs}
     with Journal.open(run_dir / JOURNAL_NAME) as journal:
         meta = journal.meta()
         rows = journal.jobs()
         outputs_by_job: dict[str, list[OutputRecord]] = {}
         for out in journal.outputs():
-            outputs_by_job.setdefault(out.job_key, []).append(OutputRecord(
-                path=out.path, sha256=out.sha256, bytes=out.bytes, url=out.url,
-                content_type=out.content_type, width=out.width, height=out.height,
-                index=out.index))
+            outputs_by_job.setdefault(out.job_key, []).append(out)
         events = journal.events()
         jobs = []
         for row in rows:
-            spec = plan.get(row.key, {})
+            spec = plan.get(row.key, _UNPLANNED)
             state = str(row.state)
             status = STATUS_OF_STATE.get(state, JobStatus.PENDING)
             reused = state == "reused"
@@ -163,9 +104,8 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
                 error = f"interrupted while {state}; `seedbatch resume` re-attaches"
             jobs.append(JobRecord(
                 key=row.key, name=row.name, provider=row.provider, model=row.model,
-                alias=row.alias, prompt=str(spec.get("prompt", "")),
-                params=spec.get("params", {}) or {}, axes=spec.get("axes", {}) or {},
-                index=int(spec.get("index", 0) or 0), inputs=_inputs(spec),
+                alias=row.alias, prompt=spec.prompt, params=spec.params, axes=spec.axes,
+                index=spec.index, inputs=spec.images,
                 status=status, error=None if status is JobStatus.SUCCEEDED else error,
                 task_id=row.task_id, attempts=row.attempts, polls=row.polls,
                 submitted_at=row.submitted_at, started_at=row.started_at,
@@ -175,17 +115,21 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
                 reused_from=_reused_from(row, journal) if reused else None,
                 outputs=tuple(outputs_by_job.get(row.key, ())),
             ))
-    sha = (meta.get("manifest_sha256") or plan_manifest.get("sha256")
-           or hashlib.sha256(manifest_bytes).hexdigest())
-    axes, description = manifest_facts(manifest_bytes.decode("utf-8", errors="replace"))
+    sha = (meta.get("manifest_sha256") or plan_doc.manifest_sha256
+           or hashlib.sha256(_manifest_copy(run_dir)).hexdigest())
+    if plan_doc.axes is not None:
+        axes, description = plan_doc.axes, plan_doc.description
+    else:
+        axes, description = manifest_facts(
+            _manifest_copy(run_dir).decode("utf-8", errors="replace"))
     return RunRecords(
         meta=RunMeta(
             run_id=str(meta.get("run_id") or run_dir.name),
-            name=str(meta.get("name") or plan_doc.get("name") or ""),
+            name=str(meta.get("name") or plan_doc.name),
             description=meta.get("description") or description,
-            manifest_path=str(meta.get("manifest_path") or plan_manifest.get("path") or ""),
+            manifest_path=str(meta.get("manifest_path") or plan_doc.manifest_path),
             manifest_sha256=str(sha),
-            manifest_copy=MANIFEST_COPY,
+            manifest_copy=MANIFEST_NAME,
             started_at=meta.get("started_at") or (events[0].ts if events else None),
             finished_at=meta.get("finished_at") or (events[-1].ts if events else None),
             axes=axes,

@@ -10,8 +10,7 @@ from typing import Any
 
 from runner.errors import RunDirError
 from runner.jobs import sha256_file
-
-REPORT_NAME = "report.json"
+from runner.rundir import JOURNAL_NAME, REPORT_JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +47,13 @@ def load_report(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory")
-    path = run_dir / REPORT_NAME
+    path = run_dir / REPORT_JSON
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         hint = (f"`seedbatch report {run_dir}` writes it from the journal"
-                if (run_dir / "journal.sqlite").is_file() else "pass a folder under runs/")
-        raise RunDirError(f"{run_dir}: no {REPORT_NAME} here; {hint}") from None
+                if (run_dir / JOURNAL_NAME).is_file() else "pass a folder under runs/")
+        raise RunDirError(f"{run_dir}: no {REPORT_JSON} here; {hint}") from None
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
     if not isinstance(report, dict) or not isinstance(report.get("jobs"), list):

@@ -17,12 +17,13 @@ from execute_fakes import FakeProvider, make_plan
 from PIL import Image
 
 from runner.config import DEMO_CREDENTIALS
-from runner.execute.executor import Executor, ExecutorOptions, Outcome, ReuseLookup
+from runner.execute.executor import Executor, ExecutorOptions, Outcome
 from runner.execute.journal import Journal
 from runner.execute.limits import EffectiveLimits
 from runner.execute.policy import PollSettings
-from runner.execute.rundir import output_names
 from runner.jobs import Budget, Job
+from runner.outputs import ReuseLookup
+from runner.rundir import output_names
 
 ROOT = Path(__file__).resolve().parents[2]
 

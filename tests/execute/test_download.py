@@ -13,8 +13,8 @@ from runner.execute.download import (
     DownloadError,
     discard_partials,
     download,
-    sniff,
 )
+from runner.media import sniff_accepted
 from runner.providers.base import RemoteOutput
 
 pytestmark = pytest.mark.anyio
@@ -158,9 +158,9 @@ async def test_memory_stays_flat_for_a_large_output(tmp_path: Path) -> None:
 
 
 def test_sniff_and_discard_partials(tmp_path: Path) -> None:
-    assert sniff(image_bytes("PNG")) == ("image/png", "png")
-    assert sniff(b"GIF89a....") is None
-    assert sniff(b"RIFF\0\0\0\0WAVE") is None
+    assert sniff_accepted(image_bytes("PNG")) == ("image/png", "png")
+    assert sniff_accepted(b"GIF89a....") is None
+    assert sniff_accepted(b"RIFF\0\0\0\0WAVE") is None
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / f"0.png{PART_SUFFIX}").write_bytes(b"x")
     (tmp_path / "a" / "1.png").write_bytes(b"x")

@@ -12,10 +12,10 @@ from execute_fakes import FakeProvider, image_bytes, make_job
 from execute_support import FAST, Harness, until
 
 from runner.errors import AuthError, InsufficientBalance, JobRejected, RateLimited, ServerError
-from runner.execute.executor import ReusedOutput, ReuseHit
 from runner.execute.journal import JobState
 from runner.execute.progress import LogProgress
 from runner.jobs import Budget
+from runner.outputs import ReusedOutput, ReuseHit
 
 pytestmark = pytest.mark.anyio
 
@@ -440,7 +440,7 @@ async def test_plain_progress_lines_name_jobs_and_notable_states(harness: Harnes
 def test_outputs_dir_layout(tmp_path: Path) -> None:
     # names come from the plan's output namer; a name leaving outputs/ is refused
     from runner.errors import ManifestError
-    from runner.execute.rundir import output_name_for, safe_relative
+    from runner.rundir import output_name_for, safe_relative
 
     assert output_name_for({"0": {"png": "a/0.png"}}, 2, "png") == "a/0-2.png"
     with pytest.raises(ManifestError):

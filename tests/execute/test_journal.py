@@ -7,7 +7,8 @@ import pytest
 from execute_fakes import make_job
 
 from runner.errors import RunDirError
-from runner.execute.journal import SCHEMA_VERSION, JobState, Journal, OutputRecord
+from runner.execute.journal import SCHEMA_VERSION, JobState, Journal
+from runner.outputs import OutputRecord
 
 
 def _new(tmp_path: Path, n: int = 3, **kw: object) -> tuple[Journal, list]:

@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 
 from runner.catalog import MODELS
 from runner.manifest import check, load_plan
-from runner.manifest.images import image_kind
+from runner.media import sniff_image
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests").glob("*.yaml"))
@@ -62,8 +62,8 @@ def test_edit_refs_uses_small_real_images_and_a_url() -> None:
     for r in local:
         data = Path(r.path or "").read_bytes()
         assert len(data) < 20_000
-        kinds.add(image_kind(data[:16]))
-    assert kinds == {"png", "jpeg"}
+        kinds.add(sniff_image(data[:16]))
+    assert kinds == {("image/png", "png"), ("image/jpeg", "jpg")}
 
 
 def test_multi_model_uses_all_four_models_with_one_prompt() -> None:

@@ -11,13 +11,13 @@ import pytest
 from runner import __version__
 from runner.config import ProviderSettings
 from runner.errors import ConfigError, ConnectFailed, JobRejected, RateLimited, ServerError
+from runner.media import sniff_image
 from runner.providers import PROVIDERS, PixwithProvider, Provider, WiroProvider, make_provider
 from runner.providers.http import (
     DEFAULT_TIMEOUT,
     TRANSFER_TIMEOUT,
     excerpt,
     parse_retry_after,
-    sniff_image,
 )
 
 from .conftest import (

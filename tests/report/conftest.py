@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from runner.jobrecord import job_to_dict
 from runner.jobs import Estimate, ImageRef, Job
-from runner.report.records import JobRecord, JobStatus, OutputRecord, RunMeta, RunRecords
+from runner.outputs import OutputRecord
+from runner.report.records import JobRecord, JobStatus, RunMeta, RunRecords
 
 ENVIRONMENT = {
     "python": "3.11.9",
@@ -59,9 +61,9 @@ def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] 
                 image.putpixel((x, y), (255, 255, 255))
     image.save(path, format=fmt)
     data = path.read_bytes()
-    return OutputRecord(path=str(path), sha256=hashlib.sha256(data).hexdigest(),
-                        bytes=len(data), content_type=f"image/{fmt.lower()}",
-                        width=size[0], height=size[1])
+    return OutputRecord(job_key="", index=0, path=str(path), url=None, bytes=len(data),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        content_type=f"image/{fmt.lower()}", width=size[0], height=size[1])
 
 
 @dataclass
@@ -114,7 +116,7 @@ def make_run(root: Path, run_id: str = "20250301T101500Z-autumn-hero-abc123",
                         rel = f"outputs/{name}/{i}.png"
                         rec = write_image(run_dir / rel, COLOURS[n % len(COLOURS)])
                         n += 1
-                        outputs.append(replace(rec, path=rel, index=i,
+                        outputs.append(replace(rec, job_key=key_of(name), path=rel, index=i,
                                                url=f"https://cdn.example/{name}/{i}.png"))
                 cost = None
                 credits = None
@@ -210,7 +212,6 @@ def make_job(name: str, light: str, *, images: tuple[ImageRef, ...] = ()) -> Job
 def journal_run(tmp_path: Path) -> Path:
     """A run directory as the executor leaves it: every journal state but cancelled."""
     from runner.execute.journal import JobState, Journal
-    from runner.execute.journal import OutputRecord as JournalOutput
 
     run_dir = tmp_path / "runs" / "20250301T000000Z-lights-abc123"
     (run_dir / "outputs").mkdir(parents=True)
@@ -222,7 +223,7 @@ def journal_run(tmp_path: Path) -> Path:
     plan = {"format": 1, "name": "lights",
             "manifest": {"path": str(tmp_path / "lights.yaml"),
                          "sha256": hashlib.sha256(JOURNAL_MANIFEST).hexdigest()},
-            "jobs": [job.to_dict() for job in jobs]}
+            "jobs": [job_to_dict(job) for job in jobs]}
     (run_dir / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     meta = {"run_id": run_dir.name, "name": "lights", "started_at": "2025-03-01T00:00:00.000Z",
             "manifest_path": str(tmp_path / "lights.yaml"),
@@ -240,7 +241,7 @@ def journal_run(tmp_path: Path) -> Path:
         out.parent.mkdir()
         Image.new("RGB", (40, 30), (200, 10, 10)).save(out)
         data = out.read_bytes()
-        journal.record_output(JournalOutput(dawn, 0, "outputs/dawn/0.png", "https://cdn/x.png",
+        journal.record_output(OutputRecord(dawn, 0, "outputs/dawn/0.png", "https://cdn/x.png",
                                            len(data), hashlib.sha256(data).hexdigest(),
                                            "image/png", 40, 30))
         journal.mark_succeeded(dawn)
@@ -256,7 +257,7 @@ def journal_run(tmp_path: Path) -> Path:
         reused.parent.mkdir()
         Image.new("RGB", (40, 30), (10, 200, 10)).save(reused)
         data = reused.read_bytes()
-        journal.mark_reused(again, [JournalOutput(again, 0, "outputs/again/0.png", None,
+        journal.mark_reused(again, [OutputRecord(again, 0, "outputs/again/0.png", None,
                                                  len(data), hashlib.sha256(data).hexdigest(),
                                                  "image/png", 40, 30)],
                             "20250201T000000Z-lights-old999")

@@ -136,7 +136,7 @@ def test_a_finished_report_feeds_the_cache(finished_run) -> None:
 
 
 def test_reuse_lookup_hands_the_executor_verified_files(finished_run) -> None:
-    from runner.execute.executor import ReuseHit
+    from runner.outputs import ReuseHit
     from runner.report.cache import reuse_lookup
 
     lookup = reuse_lookup(finished_run.run_dir.parent)

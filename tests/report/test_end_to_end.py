@@ -41,6 +41,9 @@ def test_emulated_run_then_rerun(tmp_path: Path) -> None:
     validator = Draft202012Validator(load_schema("report.schema.json"))
     assert [e.message for e in validator.iter_errors(report)] == []
     assert report["run"]["emulated"] is True
+    plan = json.loads((first.run_dir / "plan.json").read_text(encoding="utf-8"))
+    assert (plan["axes"], plan["description"]) == (["light"], None)
+    assert report["axes"] == ["light"]
     assert report["totals"]["images"] == 4
     assert report["totals"]["cost_usd"] > 0
     assert report["totals"]["credits"] > 0

@@ -9,12 +9,14 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner.execute.journal import Journal
+from runner.manifest import load_plan
 from runner.report import finalize
 from runner.report.build import build_report
 from runner.report.records import JobStatus
 from runner.report.source import manifest_facts, records_from_journal
 from runner.report.verify import verify_run
 from runner.resources import load_schema
+from runner.rundir import create_run_files, output_names, read_plan
 
 
 def test_manifest_facts_keep_manifest_order(kit) -> None:
@@ -102,3 +104,68 @@ def test_finalize_masks_credentials_from_the_environment(journal_run: Path,
     for name in ("report.json", "report.html"):
         assert secret not in (journal_run / name).read_text(encoding="utf-8")
     assert done.report["jobs"][1]["error"] == "signature mismatch for [redacted]"
+
+
+def _rewrite_plan(run_dir: Path, **fields: object) -> None:
+    path = run_dir / "plan.json"
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    plan.update(fields)
+    path.write_text(json.dumps(plan), encoding="utf-8")
+
+
+def test_a_new_plan_json_carries_the_axis_order_and_description(kit, tmp_path: Path) -> None:
+    manifest = tmp_path / "lights.yaml"
+    manifest.write_bytes(kit.JOURNAL_MANIFEST)
+    plan = load_plan(manifest)
+    assert (plan.axes, plan.description) == (("light", "lens", "angle"), "Light A/B")
+    names = {job.key: output_names(plan, job) for job in plan.jobs}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    create_run_files(run_dir, plan, names)
+    doc = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+    assert doc["axes"] == ["light", "lens", "angle"]
+    assert doc["description"] == "Light A/B"
+    # the same facts the report read from the manifest copy before plan.json had them
+    assert (tuple(doc["axes"]), doc["description"]) == manifest_facts(
+        (run_dir / "manifest.yaml").read_text(encoding="utf-8"))
+    again = read_plan(run_dir)
+    assert (again.axes, again.description) == (("light", "lens", "angle"), "Light A/B")
+
+
+def test_records_take_axes_and_description_from_plan_json(journal_run: Path) -> None:
+    _rewrite_plan(journal_run, axes=["lens", "light"], description="From the plan")
+    (journal_run / "manifest.yaml").write_text("description: [not read\n", encoding="utf-8")
+    meta = records_from_journal(journal_run).meta
+    assert meta.axes == ("lens", "light")
+    assert meta.description == "From the plan"
+
+
+def test_a_plan_json_without_a_description_is_not_filled_from_the_manifest(
+        journal_run: Path) -> None:
+    _rewrite_plan(journal_run, axes=[], description=None)
+    meta = records_from_journal(journal_run).meta
+    assert meta.axes == ()
+    assert meta.description is None
+
+
+def test_an_older_plan_json_falls_back_to_the_manifest_copy(journal_run: Path) -> None:
+    plan = json.loads((journal_run / "plan.json").read_text(encoding="utf-8"))
+    assert "axes" not in plan
+    assert "description" not in plan
+    assert read_plan(journal_run, partial=True).axes is None
+    meta = records_from_journal(journal_run).meta
+    assert meta.axes == ("light", "lens", "angle")
+    assert meta.description == "Light A/B"
+
+
+def test_plan_axes_follow_the_order_the_matrix_expands_in(tmp_path: Path) -> None:
+    manifest = tmp_path / "merged.yaml"
+    manifest.write_text("version: 1\n"
+                        "x-axes: &axes {b: [1, 2], a: [3]}\n"
+                        "matrix: {<<: *axes, c: [5]}\n"
+                        "jobs:\n"
+                        "  - name: 'j-{{ a }}-{{ b }}-{{ c }}'\n"
+                        "    model: wiro/seedream-v4\n"
+                        "    prompt: '{{ a }} {{ b }} {{ c }}'\n", encoding="utf-8")
+    plan = load_plan(manifest)
+    assert plan.axes == tuple(plan.jobs[0].axes)

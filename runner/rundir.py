@@ -1,13 +1,27 @@
-"""The run directory: its name, its files, and the lock that keeps it to one process.
+"""The run directory: its layout, plan.json, the lock that keeps it to one process.
 
 ::
 
     <runs>/<UTC YYYYmmddTHHMMSSZ>-<name>-<short id>/
-      manifest.yaml     byte-for-byte copy of what ran
-      plan.json         the expanded jobs (what ``resume`` submits), output names
-      journal.sqlite    write-ahead state (see journal.py)
-      run.lock          held (fcntl) by the process running it; holds its pid
-      outputs/…         images
+      manifest.yaml     byte-for-byte copy of what ran                    MANIFEST_NAME
+      plan.json         the expanded jobs (what ``resume`` submits),     PLAN_NAME
+                        their output names, limits, budget
+      journal.sqlite    write-ahead state (runner/execute/journal.py)     JOURNAL_NAME
+      run.lock          held (fcntl) by the process running it; its pid   LOCK_NAME
+      outputs/…         images                                            OUTPUTS_DIR
+      report.json       the run record (runner/report), then              REPORT_JSON
+      report.html, grid.png                                               REPORT_HTML, GRID_PNG
+
+Two questions about a folder: :func:`is_run_dir` — can it be resumed, looked at or
+cancelled (a journal and a plan)? :func:`has_record` — can a report be shown or checked
+(a journal to build one from, or a report.json)? :func:`check_run_dir` and
+:func:`check_record_dir` raise :class:`~runner.errors.RunDirError` saying which is missing.
+
+plan.json: :func:`plan_json` (pure) → :func:`create_run_files` writes it with the manifest
+copy; :func:`read_plan` reads it back (each job through :mod:`runner.jobrecord`). Besides
+the jobs it holds the manifest's description and matrix-axis order, so that the report
+needs no second reading of the manifest (plan.json files written before they were added
+lack both: ``PlanDoc.axes`` is None).
 """
 
 from __future__ import annotations
@@ -17,22 +31,27 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runner.errors import ConfigError, ManifestError, RunDirError
-from runner.jobs import Budget, Estimate, ImageRef, Job, Limits, Plan, Price
+from runner.files import atomic_write_bytes, atomic_write_json
+from runner.jobrecord import job_from_record, job_to_record
+from runner.jobs import Budget, Job, Limits, Plan
+from runner.media import OUTPUT_EXTS
 
 MANIFEST_NAME = "manifest.yaml"
 PLAN_NAME = "plan.json"
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = "run.lock"
 OUTPUTS_DIR = "outputs"
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+GRID_PNG = "grid.png"
 PLAN_FORMAT = 1
-OUTPUT_EXTS = ("png", "jpg", "webp")
 
 
 def _slug(text: str) -> str:
@@ -59,6 +78,7 @@ def new_run_dir(runs_dir: str | Path, name: str, *, now: datetime | None = None)
 
 
 def is_run_dir(path: Path) -> bool:
+    """A run directory that can be resumed, looked at or cancelled: journal and plan."""
     return (path / JOURNAL_NAME).is_file() and (path / PLAN_NAME).is_file()
 
 
@@ -69,6 +89,20 @@ def check_run_dir(path: str | Path) -> Path:
     if not is_run_dir(p):
         raise RunDirError(f"{p}: not a run directory (no {JOURNAL_NAME} and {PLAN_NAME})")
     return p
+
+
+def has_record(path: Path) -> bool:
+    """A run directory whose report can be shown or checked: a journal or a report.json."""
+    return path.is_dir() and ((path / JOURNAL_NAME).is_file() or (path / REPORT_JSON).is_file())
+
+
+def check_record_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise RunDirError(f"{path}: no such run directory")
+    if not has_record(path):
+        raise RunDirError(f"{path}: not a run directory (no {REPORT_JSON} or {JOURNAL_NAME}); "
+                          "pass a folder under runs/")
+    return path
 
 
 # -- output names ----------------------------------------------------------------------------
@@ -104,31 +138,6 @@ def output_name_for(names: Mapping[str, Mapping[str, str]], index: int, ext: str
 
 # -- plan.json --------------------------------------------------------------------------------
 
-def job_to_record(job: Job, names: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    doc = job.to_dict()
-    doc["price"] = {"usd_per_image": job.price.usd_per_image,
-                    "credits_per_image": job.price.credits_per_image}
-    doc["line"] = job.line
-    doc["output_names"] = {k: dict(v) for k, v in names.items()}
-    return doc
-
-
-def job_from_record(doc: Mapping[str, Any]) -> Job:
-    est = doc.get("estimate") or {}
-    price = doc.get("price") or {}
-    return Job(
-        key=doc["key"], name=doc["name"], alias=doc.get("alias", ""), model=doc["model"],
-        provider=doc["provider"], prompt=doc["prompt"], params=dict(doc.get("params") or {}),
-        images=tuple(ImageRef(ref=i.get("ref", ""), url=i.get("url"), path=i.get("path"),
-                              sha256=i.get("sha256")) for i in doc.get("images") or []),
-        index=int(doc.get("index", 0)), axes=dict(doc.get("axes") or {}),
-        price=Price(price.get("usd_per_image"), price.get("credits_per_image")),
-        estimate=Estimate(int(est.get("images", 0)), float(est.get("usd", 0.0)),
-                          float(est.get("credits", 0.0))),
-        line=int(doc.get("line", 0)),
-    )
-
-
 @dataclass(frozen=True)
 class PlanDoc:
     """What plan.json holds: enough to resume without the original manifest."""
@@ -141,6 +150,10 @@ class PlanDoc:
     providers: Mapping[str, Mapping[str, Any]]
     manifest_path: str
     manifest_sha256: str
+    # The manifest's matrix variables in its order, and its description; both None when
+    # plan.json predates them (the description is None too when the manifest has none).
+    axes: tuple[str, ...] | None = None
+    description: str | None = None
 
     def job(self, key: str) -> Job:
         for job in self.jobs:
@@ -149,15 +162,15 @@ class PlanDoc:
         raise KeyError(key)
 
 
-def plan_document(plan: Plan, jobs: Sequence[Job],
-                  names: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict[str, Any]:
-    est = Estimate()
-    for job in jobs:
-        est = est + job.estimate
+def plan_json(plan: Plan, names: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict[str, Any]:
+    """plan.json's document for ``plan``; ``names`` are every job's output names. Pure."""
+    est = plan.estimate()
     return {
         "format": PLAN_FORMAT,
         "name": plan.name,
+        "description": plan.description,
         "manifest": {"path": str(plan.manifest_path), "sha256": plan.manifest_sha256},
+        "axes": list(plan.axes),
         "limits": {name: {"concurrency": lim.concurrency,
                           "requests_per_minute": lim.requests_per_minute}
                    for name, lim in plan.limits.items()},
@@ -165,50 +178,68 @@ def plan_document(plan: Plan, jobs: Sequence[Job],
         "providers": {name: {k: v for k, v in dict(cfg).items() if k == "base_url"}
                       for name, cfg in plan.providers.items()},
         "estimate": {"images": est.images, "usd": est.usd, "credits": est.credits},
-        "jobs": [job_to_record(job, names[job.key]) for job in jobs],
+        "jobs": [job_to_record(job, names[job.key]) for job in plan.jobs],
     }
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2, ensure_ascii=False, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def create_run_files(run_dir: Path, plan: Plan,
+                     names: Mapping[str, Mapping[str, Mapping[str, str]]]) -> None:
+    """A new run directory's manifest copy, plan.json and (empty) outputs folder."""
+    atomic_write_bytes(run_dir / MANIFEST_NAME, plan.manifest_bytes)
+    atomic_write_json(run_dir / PLAN_NAME, plan_json(plan, names))
+    (run_dir / OUTPUTS_DIR).mkdir(exist_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
-def read_plan(run_dir: Path) -> PlanDoc:
+def read_plan(run_dir: Path, *, partial: bool = False) -> PlanDoc:
+    """``run_dir``'s plan.json.
+
+    To resume, the plan must be whole: an unreadable file, another format or a job
+    record lacking a field is an error. With ``partial`` (the report, which has the rest
+    from the journal) a missing plan.json is an empty plan, any format is read, a bare
+    list is the list of jobs, and job records without a key are passed over."""
     path = run_dir / PLAN_NAME
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path}: cannot be read ({exc})") from None
-    if doc.get("format") != PLAN_FORMAT:
-        raise RunDirError(f"{path}: plan format {doc.get('format')!r}, this seedbatch reads "
-                          f"{PLAN_FORMAT}")
-    jobs = tuple(job_from_record(j) for j in doc["jobs"])
-    budget = doc.get("budget") or {}
+    if partial:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            doc = {"jobs": []}
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON "
+                              f"({exc.msg})") from None
+        if isinstance(doc, list):
+            doc = {"jobs": doc}
+        if not isinstance(doc, dict) or not isinstance(doc.get("jobs", []), list):
+            raise RunDirError(f"{path}: expected a plan with a list of jobs")
+        records = [j for j in doc.get("jobs", []) if isinstance(j, dict) and "key" in j]
+    else:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{path}: cannot be read ({exc})") from None
+        if doc.get("format") != PLAN_FORMAT:
+            raise RunDirError(f"{path}: plan format {doc.get('format')!r}, this seedbatch "
+                              f"reads {PLAN_FORMAT}")
+        records = doc["jobs"]
+    budget = _mapping(doc.get("budget"))
+    manifest = _mapping(doc.get("manifest"))
+    axes = doc.get("axes")
+    description = doc.get("description")
     return PlanDoc(
-        name=doc.get("name", run_dir.name),
-        jobs=jobs,
-        output_names={j["key"]: j.get("output_names") or {} for j in doc["jobs"]},
+        name=str(doc.get("name") or ""),
+        jobs=tuple(job_from_record(j, partial=partial) for j in records),
+        output_names={j["key"]: j.get("output_names") or {} for j in records},
         limits={name: Limits(v.get("concurrency"), v.get("requests_per_minute"))
-                for name, v in (doc.get("limits") or {}).items()},
+                for name, v in _mapping(doc.get("limits")).items() if isinstance(v, Mapping)},
         budget=Budget(budget.get("max_usd"), budget.get("max_credits")),
-        providers=doc.get("providers") or {},
-        manifest_path=(doc.get("manifest") or {}).get("path", ""),
-        manifest_sha256=(doc.get("manifest") or {}).get("sha256", ""),
+        providers=_mapping(doc.get("providers")),
+        manifest_path=str(manifest.get("path") or ""),
+        manifest_sha256=str(manifest.get("sha256") or ""),
+        axes=tuple(str(a) for a in axes) if isinstance(axes, list) else None,
+        description=description if isinstance(description, str) else None,
     )
 
 
