@@ -1,13 +1,34 @@
 """Per-provider limits: tasks in flight (adaptive) and requests per minute.
 
 * :class:`AdaptiveSlots` caps the tasks a provider has in flight. Its *target* starts at the
-  configured cap; a concurrency rejection (Wiro code 96) or a 429 halves it (never below what
-  is running, never below one), and after a cool-down every success raises it by one again,
-  up to the cap (additive increase, multiplicative decrease). Repeated rejections lengthen
-  the cool-down so probing a hard provider limit costs few requests.
+  configured cap and moves between 1 and the cap (additive increase, multiplicative
+  decrease), by this rule:
+
+  - **One halving per burst.** A rejection for being over a limit (a 429, or Wiro's code 96
+    "too many concurrent tasks") that arrives after the cool-down window is a *signal*: the
+    target is halved (a concurrency rejection never takes it below the tasks running right
+    now: they fit) and a window of one cool-down opens. Rejections inside the window are the
+    same burst — answers to requests that were already on the wire when the first came back,
+    sent under the same over-commitment — so they neither halve again nor restart or lengthen
+    the cool-down. All a concurrency rejection inside the window can do is let the target
+    follow the tasks that run down to the halved value of this burst, never below it (the
+    tasks running at the first rejection included submits that were then refused). So a
+    burst, however many rejections it holds, lowers the target by one halving at most.
+  - **Escalation only for a limit that is still there.** A signal within one cool-down after
+    the previous window closed means the provider refused again right after we backed off
+    and started to raise the target: a hard limit, or a storm that outlasts the window. It
+    doubles the cool-down (at most ``max_cooldown``), so probing a hard limit costs one burst
+    per cool-down. A later signal starts over at the base cool-down. A single burst never
+    lengthens it.
+  - **Recovery.** Once the window has closed, every successful submit raises the target by
+    one, up to the cap.
 * :class:`RequestGate` spaces every call to a provider (submit, poll, cancel alike) with
   ``aiolimiter``, sized so that *any* 60-second window holds at most ``requests_per_minute``
-  calls, and can be paused for everyone when the provider says ``Retry-After``.
+  calls, and can be paused for everyone: the executor pauses it on every 429 (submit or
+  poll) for the answer's ``Retry-After``, or 1 s without one. ``Retry-After`` is not
+  :class:`AdaptiveSlots`' business: the slots decide how many tasks may be in flight, the
+  gate when the next call may leave (a rejected submit also waits ``Retry-After`` itself
+  before its next attempt, see ``runner.execute.policy.SubmitRetry``).
 """
 
 from __future__ import annotations
@@ -50,8 +71,11 @@ def effective_limits(configured: Limits | None, concurrency_flag: int | None) ->
 class AdaptiveSlots:
     """A semaphore whose capacity (the *target*) moves between 1 and ``limit`` (AIMD).
 
-    Waiters are served first come, first served. ``peak`` records the most slots ever held
-    at once, so tests can measure that the cap was never exceeded."""
+    See the module docstring for the rule. Waiters are served first come, first served.
+    ``peak`` records the most slots ever held at once, so tests can measure that the cap was
+    never exceeded; ``rejections`` counts every rejection reported, ``lowered`` the signals
+    among them (each halved the target, unless it was already at its floor, and opened a
+    cool-down window)."""
 
     def __init__(self, limit: int, *, cooldown: float = 5.0, max_cooldown: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -61,13 +85,14 @@ class AdaptiveSlots:
         self.target = limit
         self.in_use = 0
         self.peak = 0
-        self.lowered = 0  # how many times the target was lowered
+        self.lowered = 0  # signals acted on: cool-down windows opened
+        self.rejections = 0  # every on_limited() call, inside a window or not
         self.base_cooldown = cooldown
         self.max_cooldown = max_cooldown
         self.cooldown = cooldown
         self._clock = clock
-        self._cool_until = 0.0
-        self._last_limited = -math.inf
+        self._cool_until = -math.inf  # the current window closes here; raises resume then
+        self._burst_floor = 1  # the halved target of the current burst
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def __repr__(self) -> str:
@@ -116,20 +141,27 @@ class AdaptiveSlots:
                 fut.set_result(None)
 
     def on_limited(self, *, concurrency: bool) -> None:
-        """The provider refused a call for being over its limit: lower the target.
+        """The provider refused a call for being over its limit (see the module docstring).
 
-        Halve it; for a concurrency rejection never below the tasks that do run right now
-        (they fit, so the provider's limit is at least that)."""
+        After the window: a new signal — halve the target (a concurrency rejection: never
+        below the tasks running right now), open a new window of one cool-down, doubled if
+        this signal came within one cool-down after the last window closed. Inside the
+        window: the same burst — no further halving, the window stays as it is."""
         now = self._clock()
-        halved = max(1, self.target // 2)
-        self.target = max(halved, self.in_use) if concurrency else halved
-        self.target = max(1, min(self.target, self.limit))
-        # A rejection soon after the last one means the limit is hard: probe less often.
-        if now - self._last_limited < 2 * self.cooldown + self.base_cooldown:
+        self.rejections += 1
+        if now < self._cool_until:
+            # Same burst. Only the floor of a concurrency rejection may have come down (the
+            # refused submits counted among the tasks running at the first rejection).
+            floor = max(self._burst_floor, self.in_use) if concurrency else self._burst_floor
+            self.target = max(1, min(self.target, floor))
+            return
+        self._burst_floor = max(1, self.target // 2)
+        floor = max(self._burst_floor, self.in_use) if concurrency else self._burst_floor
+        self.target = max(1, min(floor, self.target, self.limit))
+        if now < self._cool_until + self.cooldown:  # refused again soon after backing off
             self.cooldown = min(self.max_cooldown, self.cooldown * 2)
         else:
             self.cooldown = self.base_cooldown
-        self._last_limited = now
         self._cool_until = now + self.cooldown
         self.lowered += 1
 
@@ -161,7 +193,10 @@ class RequestGate:
         self.calls = 0
 
     def pause(self, seconds: float) -> None:
-        """Hold every call for ``seconds`` (a Retry-After, or a 429 without one)."""
+        """Hold every call for ``seconds`` from now; never shortens a pause in force.
+
+        The executor calls it on every 429, submit or poll, with the answer's Retry-After
+        (1 s when there is none); a concurrency rejection (code 96) pauses nothing."""
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
 
     async def wait(self) -> None:

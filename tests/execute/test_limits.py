@@ -81,43 +81,166 @@ async def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
 def test_aimd_halves_never_below_running_and_raises_after_cooldown() -> None:
     clock = Clock()
     slots = AdaptiveSlots(8, cooldown=5, clock=clock)
-    slots.in_use = 2  # two tasks run; a third submit was refused with code 96
+    slots.in_use = 5  # five tasks run; a sixth submit was refused with code 96
     slots.on_limited(concurrency=True)
-    assert slots.target == 4
-    slots.on_limited(concurrency=True)
-    assert slots.target == 2  # halved, but never below what runs
-    slots.on_limited(concurrency=True)
-    assert slots.target == 2
+    assert slots.target == 5  # halved to 4, but never below what runs
     slots.on_success()
-    assert slots.target == 2  # still cooling down
+    assert slots.target == 5  # still cooling down
     clock.now += 1000
     slots.on_success()
     slots.on_success()
-    assert slots.target == 4  # +1 per success once cooled down
+    assert slots.target == 7  # +1 per success once cooled down
     slots.in_use = 0
+    clock.now += 1000
     slots.on_limited(concurrency=False)  # a 429 halves regardless of what runs
-    assert slots.target == 2
+    assert slots.target == 3
     for _ in range(10):
         clock.now += 1000
         slots.on_success()
     assert slots.target == 8  # never above the configured cap
 
 
-def test_repeated_rejections_lengthen_the_cooldown() -> None:
+@pytest.mark.parametrize("concurrency", [False, True])
+@pytest.mark.parametrize("n", [2, 50])
+def test_a_burst_within_the_window_lowers_the_target_once(concurrency: bool, n: int) -> None:
+    clock = Clock()
+    slots = AdaptiveSlots(16, cooldown=5, clock=clock)
+    for _ in range(n):  # n rejections spread over the window the first one opens
+        slots.on_limited(concurrency=concurrency)
+        clock.now += 4.99 / (n - 1)
+    assert slots.target == 16 // 2
+    assert slots.lowered == 1
+    assert slots.rejections == n
+    assert slots.cooldown == 5  # one burst never lengthens the cool-down
+
+
+def test_rejections_inside_the_window_do_not_restart_the_cooldown() -> None:
+    clock = Clock()
+    slots = AdaptiveSlots(8, cooldown=5, clock=clock)
+    slots.on_limited(concurrency=False)
+    clock.now = 4.9
+    slots.on_limited(concurrency=False)  # would have restarted it: 4.9 + 5
+    slots.on_success()
+    assert slots.target == 4
+    clock.now = 5.0  # the first rejection's window is over
+    slots.on_success()
+    assert slots.target == 5
+
+
+def test_a_rejection_after_the_window_lowers_again() -> None:
+    clock = Clock()
+    slots = AdaptiveSlots(16, cooldown=5, clock=clock)
+    slots.on_limited(concurrency=False)
+    clock.now = 4.999
+    slots.on_limited(concurrency=False)
+    assert (slots.target, slots.lowered) == (8, 1)
+    clock.now = 5.0  # the window is [0, 5): a new signal
+    slots.on_limited(concurrency=False)
+    assert (slots.target, slots.lowered) == (4, 2)
+    # The limit was still there right after the window: the next one is twice as long.
+    assert slots.cooldown == 10
+    clock.now = 14.9
+    slots.on_limited(concurrency=False)
+    assert (slots.target, slots.lowered) == (4, 2)
+
+
+def test_recovery_takes_one_success_per_step_back_to_the_limit() -> None:
+    clock = Clock()
+    limit = 12
+    slots = AdaptiveSlots(limit, cooldown=5, clock=clock)
+    for _ in range(30):  # a storm of 429s inside one window
+        slots.on_limited(concurrency=False)
+        clock.now += 0.1
+    assert slots.target == limit // 2
+    for _ in range(10):  # successes inside the window change nothing
+        slots.on_success()
+    assert slots.target == limit // 2
+    clock.now = 5.0
+    needed = 0
+    while slots.target < limit:
+        before = slots.target
+        slots.on_success()
+        needed += 1
+        assert slots.target == before + 1
+    assert needed == limit - limit // 2
+    slots.on_success()
+    assert slots.target == limit
+
+
+def test_a_concurrency_burst_follows_what_runs_down_to_one_halving() -> None:
+    clock = Clock()
+    slots = AdaptiveSlots(16, cooldown=5, clock=clock)
+    slots.in_use = 11  # 11 slots held: running tasks and submits still on the wire
+    slots.on_limited(concurrency=True)
+    assert slots.target == 11  # never below what runs
+    slots.in_use = 10  # the refused submits gave their slots back
+    clock.now = 0.2
+    slots.on_limited(concurrency=True)
+    assert slots.target == 10
+    for held in (7, 3, 0):
+        clock.now += 0.2
+        slots.in_use = held
+        slots.on_limited(concurrency=True)
+        assert slots.target == 8  # one halving per burst, however few run now
+    slots.in_use = 12
+    clock.now += 0.2
+    slots.on_limited(concurrency=True)
+    assert slots.target == 8  # a rejection never raises it
+    clock.now += 0.2
+    slots.on_limited(concurrency=False)
+    assert slots.target == 8
+    assert (slots.lowered, slots.rejections) == (1, 7)
+    assert slots.cooldown == 5
+
+
+def test_a_concurrency_burst_then_a_429_in_the_window_settles_at_the_halving() -> None:
+    clock = Clock()
+    slots = AdaptiveSlots(16, cooldown=5, clock=clock)
+    slots.in_use = 12
+    slots.on_limited(concurrency=True)
+    assert slots.target == 12
+    clock.now = 1
+    slots.on_limited(concurrency=False)  # a 429 knows nothing of what fits
+    assert slots.target == 8
+    assert slots.lowered == 1
+
+
+def test_never_below_one() -> None:
+    clock = Clock()
+    slots = AdaptiveSlots(1, cooldown=5, clock=clock)
+    for _ in range(5):
+        slots.on_limited(concurrency=False)
+        clock.now += 100
+    assert slots.target == 1
+    slots = AdaptiveSlots(3, cooldown=5, clock=clock)
+    for _ in range(5):
+        slots.on_limited(concurrency=False)
+        clock.now += 100
+    assert slots.target == 1
+
+
+def test_a_hard_limit_lengthens_the_cooldown_one_burst_never_does() -> None:
     clock = Clock()
     slots = AdaptiveSlots(4, cooldown=2, max_cooldown=16, clock=clock)
     slots.in_use = 1
+    for _ in range(100):  # one long burst inside its window
+        slots.on_limited(concurrency=True)
+        clock.now += 0.019
+    assert slots.cooldown == 2
+    # A hard limit: each raise after the window is refused again at once.
+    seen = []
+    for _ in range(6):
+        clock.now = slots._cool_until
+        slots.on_success()
+        slots.on_limited(concurrency=True)
+        seen.append(slots.cooldown)
+    assert seen == [4, 8, 16, 16, 16, 16]
+    assert slots.target == 1
+    # A rejection more than one cool-down after the window closed starts over.
+    clock.now = slots._cool_until + 16
     slots.on_limited(concurrency=True)
-    first = slots.cooldown
-    clock.now += 1
-    slots.on_limited(concurrency=True)
-    clock.now += 1
-    slots.on_limited(concurrency=True)
-    assert slots.cooldown > first
-    assert slots.cooldown <= 16
-    clock.now += 10_000
-    slots.on_limited(concurrency=True)
-    assert slots.cooldown == 2  # a rejection long after the last one starts over
+    assert slots.cooldown == 2
+    assert slots._cool_until == clock.now + 2
 
 
 async def test_lowered_target_holds_back_waiters_until_tasks_finish() -> None:
