@@ -51,7 +51,6 @@ from runner.execute.cancel import (
     CancelReport,
     cancel_remote_tasks,
     cancel_targets,
-    ran_on_after_cancel,
 )
 from runner.execute.download import discard_partials
 from runner.execute.executor import (
@@ -690,7 +689,7 @@ def status(run_dir: str | Path) -> RunStatus:
                          running_pid=pid, spent_usd=usd, spent_credits=credits,
                          outputs=len(journal.outputs()),
                          cancel_requested=bool(journal.get_meta("cancel_requested")),
-                         ran_on=frozenset(ran_on_after_cancel(journal)))
+                         ran_on=frozenset(journal.ran_on_after_cancel()))
 
 
 # -- cancel -------------------------------------------------------------------------------------

@@ -20,12 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from runner.errors import CancelUnsupported, ProviderError
-from runner.execute.journal import JobRecord, JobState, Journal
+from runner.execute.journal import RAN_ON_EVENT, JobRecord, JobState, Journal
 from runner.execute.limits import RequestGate
 from runner.providers.base import Provider, TaskState
-
-#: The event kind recorded for a job whose task could not be stopped.
-RAN_ON_EVENT = "cancel_unsupported"
 
 
 @dataclass
@@ -91,8 +88,3 @@ async def cancel_remote_tasks(
 
     await asyncio.gather(*(one(r) for r in cancel_targets(journal)))
     return report
-
-
-def ran_on_after_cancel(journal: Journal) -> set[str]:
-    """Keys of jobs whose task could not be stopped when a cancel was asked for."""
-    return {e.job_key for e in journal.events(kind=RAN_ON_EVENT) if e.job_key}

@@ -40,6 +40,8 @@ from runner.outputs import OutputRecord
 SCHEMA_VERSION = 1
 #: ``task_state`` of a job whose remote task succeeded (and was billed).
 TASK_SUCCEEDED = "succeeded"
+#: The event kind recorded for a job whose task a cancel could not stop (it ran on, billed).
+RAN_ON_EVENT = "cancel_unsupported"
 
 
 class JobState(StrEnum):
@@ -560,6 +562,10 @@ class Journal:
         rows = self._conn.execute(sql + " ORDER BY id", args)
         return [Event(row["id"], row["ts"], row["job_key"], row["kind"], row["state"],
                       json.loads(row["detail"]) if row["detail"] else {}) for row in rows]
+
+    def ran_on_after_cancel(self) -> set[str]:
+        """Keys of jobs whose task could not be stopped when a cancel was asked for."""
+        return {e.job_key for e in self.events(kind=RAN_ON_EVENT) if e.job_key}
 
     def counts(self) -> dict[str, int]:
         """Jobs per state, every state present (zeros included), in lifecycle order."""

@@ -130,6 +130,8 @@ def _job(record: JobRecord) -> dict[str, Any]:
         },
         "reused": record.reused,
         "reused_from": record.reused_from if record.reused else None,
+        "emulated": record.emulated,
+        "ran_on_after_cancel": record.ran_on_after_cancel,
         "outputs": [
             {
                 "path": o.path,
@@ -186,6 +188,11 @@ def _totals(jobs: list[dict[str, Any]]) -> dict[str, Any]:
             "credits": _sum(j["estimate"]["credits"] for j in ran),
         },
         "by_model": _by_model(jobs),
+        "ran_on_after_cancel": {
+            "jobs": sum(1 for j in jobs if j["ran_on_after_cancel"]),
+            "cost_usd": _sum(j["cost_usd"] for j in jobs if j["ran_on_after_cancel"]),
+            "credits": _sum(j["credits"] for j in jobs if j["ran_on_after_cancel"]),
+        },
     }
 
 
@@ -248,6 +255,7 @@ def build_report(
             "finished_at": finished,
             "duration_seconds": _seconds_between(started, finished),
             "emulated": meta.emulated,
+            "emulated_providers": list(meta.emulated_providers),
         },
         "manifest": {
             "path": meta.manifest_path,

@@ -60,6 +60,8 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     ]
     for job in report["jobs"]:
         status = job["status"] + (f" (reused from {job['reused_from']})" if job["reused"] else "")
+        if job.get("ran_on_after_cancel"):
+            status += " (ran on after a cancel)"
         lines.append(
             f"| {_cell(job['name'])} | {_cell(job['alias'])} | {_cell(status)} |"
             f" {len(job['outputs'])} | {_usd(job['cost_usd'])} | {_credits(job['credits'])} |"

@@ -63,6 +63,8 @@ class JobRecord:
     reused: bool = False
     reused_from: str | None = None  # run id the outputs were first produced in
     outputs: tuple[OutputRecord, ...] = ()
+    emulated: bool = False  # made by an emulator: placeholders, never a real result
+    ran_on_after_cancel: bool = False  # a cancel could not stop its task: it ran on, billed
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ class RunMeta:
     started_at: Timestamp = None
     finished_at: Timestamp = None
     axes: tuple[str, ...] = ()  # matrix variable names in manifest order
-    emulated: bool = False
+    emulated: bool = False  # some provider was reached through an emulator
+    emulated_providers: tuple[str, ...] = ()  # which ones
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,11 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
         for out in journal.outputs():
             outputs_by_job.setdefault(out.job_key, []).append(out)
         events = journal.events()
+        ran_on = journal.ran_on_after_cancel()
+        emulated = bool(meta.get("emulated") or meta.get("emulate"))
+        listed = meta.get("emulated_providers")
+        emulated_providers = (tuple(sorted(listed)) if isinstance(listed, list) else
+                              tuple(sorted({r.provider for r in rows})) if emulated else ())
         jobs = []
         for row in rows:
             spec = plan.get(row.key, _UNPLANNED)
@@ -114,6 +119,8 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
                 estimate_credits=row.estimate_credits, reused=reused,
                 reused_from=_reused_from(row, journal) if reused else None,
                 outputs=tuple(outputs_by_job.get(row.key, ())),
+                emulated=row.provider in emulated_providers,
+                ran_on_after_cancel=row.key in ran_on,
             ))
     sha = (meta.get("manifest_sha256") or plan_doc.manifest_sha256
            or hashlib.sha256(_manifest_copy(run_dir)).hexdigest())
@@ -133,7 +140,8 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
             started_at=meta.get("started_at") or (events[0].ts if events else None),
             finished_at=meta.get("finished_at") or (events[-1].ts if events else None),
             axes=axes,
-            emulated=bool(meta.get("emulated") or meta.get("emulate")),
+            emulated=emulated,
+            emulated_providers=emulated_providers,
         ),
         jobs=tuple(jobs),
     )

@@ -151,6 +151,8 @@ def test_a_rehearsal_never_passes_for_a_real_run(tmp_path: Path, real_host: Any)
                          if line.startswith("run dir: ")))
     report = report_of(real_dir)
     assert report["run"]["emulated"] is False
+    assert report["run"]["emulated_providers"] == []
+    assert not any(job["emulated"] for job in report["jobs"])
     assert report["totals"]["reused"] == 0
     locked = json.loads(lock.read_text(encoding="utf-8"))["jobs"]
     assert {entry["run_id"] for entry in locked.values()} == {real_dir.name}
@@ -176,6 +178,7 @@ def test_a_base_url_that_is_an_emulator_counts_as_emulated(tmp_path: Path) -> No
     run_dir = only_run_dir(runs)
     report = report_of(run_dir)
     assert report["run"]["emulated"] is True
+    assert all(job["emulated"] for job in report["jobs"])
     assert not (tmp_path / "safety.lock.json").exists()
     with Journal.open(run_dir / "journal.sqlite") as journal:
         assert journal.get_meta("emulate") == "external"
@@ -254,6 +257,10 @@ def test_cancel_while_running_waits_for_tasks_pixwith_cannot_stop(tmp_path: Path
     assert status["ran_on_after_cancel"]["jobs"] == 2
     assert status["ran_on_after_cancel"]["credits"] == stats["billed_credits"]
     assert all(j["ran_on_after_cancel"] for j in status["jobs"])
+    report = report_of(run_dir)
+    assert report["totals"]["ran_on_after_cancel"] == {
+        "jobs": 2, "cost_usd": 0.0, "credits": stats["billed_credits"]}
+    assert all(j["ran_on_after_cancel"] for j in report["jobs"])
 
 
 def test_cancel_after_a_kill_then_resume_downloads_every_paid_output(
