@@ -11,8 +11,8 @@
 ``/__``
 =============================  ====================================================
 
-Every faultable request first draws its fault (:mod:`runner.emulator.faults`), then settles
-the tasks whose time is up, then runs the handler.
+Every faultable request first draws its fault (:mod:`runner.emulator.faults`) and counts it
+in ``/__stats`` at once, then settles the tasks whose time is up, then runs the handler.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from runner.emulator.http import (
     server_error,
     too_many_requests,
 )
-from runner.emulator.state import Clock, EmulatorState
+from runner.emulator.state import CREATED_HERE, Clock, EmulatorState, Task
 
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -63,16 +63,23 @@ def _state(request: Request) -> EmulatorState:
     return request.app.state.emulator  # type: ignore[no-any-return]
 
 
+def _drawn(decision: Decision, state: EmulatorState) -> Decision:
+    """Count a decision's faults when it is drawn, so the counts never depend on whether
+    the client waited for the answer."""
+    state.stats.faults.update(decision.counted())
+    return decision
+
+
 async def _delay(decision: Decision, state: EmulatorState) -> None:
     if decision.slow:
-        state.stats.faults["slow"] += 1
         await asyncio.sleep(state.faults.spec.slow_seconds)
 
 
 def _counted(label: Callable[[Request], str], body: Endpoint) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         state = _state(request)
-        state.stats.request_started(label(request))
+        name = label(request)
+        state.stats.request_started(name)
         status = "error"
         try:
             response = await body(request)
@@ -80,7 +87,7 @@ def _counted(label: Callable[[Request], str], body: Endpoint) -> Endpoint:
                 response.status_code)
             return response
         finally:
-            state.stats.request_finished(status)
+            state.stats.request_finished(name, status)
 
     return endpoint
 
@@ -94,26 +101,29 @@ def api(provider: str, handler: Handler, label: str | None = None) -> Endpoint:
 
     async def body(request: Request) -> Response:
         state = _state(request)
-        decision = state.faults.for_api()
+        decision = _drawn(state.faults.for_api(), state)
         if decision.error in ("429", "5xx"):
             # read the request through, so the refused connection stays reusable
             await request.body()
         await _delay(decision, state)
         if decision.error == "429":
-            state.stats.faults["429"] += 1
             return too_many_requests(provider, decision.retry_after)
         if decision.error == "5xx":
-            state.stats.faults["5xx"] += 1
             return server_error(decision.status, provider)
         if decision.error == "drop" and not decision.drop_after:
-            state.stats.faults["drop"] += 1
             return DroppedConnection()
         state.settle()
-        response = await handler(request, state)
+        created: list[Task] = []
+        reset = CREATED_HERE.set(created)
+        try:
+            response = await handler(request, state)
+        finally:
+            CREATED_HERE.reset(reset)
         if decision.error == "drop":
             # the handler ran (a submit created its task) but its answer never arrives
-            state.stats.faults["drop"] += 1
-            state.stats.faults["drop_after"] += 1
+            for task in created:
+                task.answer_lost = True
+            state.stats.answers_lost += len(created)
             return DroppedConnection()
         return response
 
@@ -122,13 +132,11 @@ def api(provider: str, handler: Handler, label: str | None = None) -> Endpoint:
 
 async def _download(request: Request) -> Response:
     state = _state(request)
-    decision = state.faults.for_download()
+    decision = _drawn(state.faults.for_download(), state)
     await _delay(decision, state)
     if decision.error == "5xx":
-        state.stats.faults["5xx"] += 1
         return server_error(decision.status, "files")
     if decision.error == "drop":
-        state.stats.faults["drop"] += 1
         return DroppedConnection()
     stored = state.files.get(request.path_params["path"])
     if stored is None:
@@ -136,7 +144,6 @@ async def _download(request: Request) -> Response:
     data = await stored.read()
     cut = None
     if decision.error == "truncate":
-        state.stats.faults["truncate"] += 1
         cut = len(data) // 2
     if request.method == "GET":
         state.stats.downloads += 1
@@ -148,19 +155,15 @@ async def _download(request: Request) -> Response:
 
 async def _upload_target(request: Request) -> Response:
     state = _state(request)
-    decision = state.faults.for_upload()
+    decision = _drawn(state.faults.for_upload(), state)
     await _delay(decision, state)
     if decision.error == "5xx":
         await request.body()
-        state.stats.faults["5xx"] += 1
         return server_error(decision.status, "files")
     if decision.error == "drop" and not decision.drop_after:
-        state.stats.faults["drop"] += 1
         return DroppedConnection()
     response = await pixwith.upload_target(request, state)
     if decision.error == "drop":
-        state.stats.faults["drop"] += 1
-        state.stats.faults["drop_after"] += 1
         return DroppedConnection()
     return response
 

@@ -2,7 +2,7 @@
 
 A spec is a comma-separated list of ``kind=rate`` pairs, rates between 0 and 1 per request::
 
-    429=0.1,5xx=0.05,drop=0.02,slow=0.05,fail=0.1,truncate=0.05,slow_seconds=3
+    429=0.1,5xx=0.05,drop=0.02,slow=0.05,task_error=0.05,fail=0.1,truncate=0.05,slow_seconds=3
 
 ========== ===================================================================================
 kind       effect
@@ -12,25 +12,56 @@ kind       effect
 drop       the connection is dropped without an answer; on a submit, randomly before the task
            is created or *after* it (the "unknown outcome" case a client must not resubmit)
 slow       the answer is delayed by ``slow_seconds`` (default 3)
+task_error Wiro only: the task stops before its model runs; Task/Detail answers
+           ``status: "task_error"`` with a ``debugerror``, no outputs, and it is never billed
 fail       the task runs, then ends failed (Wiro: non-zero ``pexit``; Pixwith: status 3)
 truncate   a file download stops short of its ``Content-Length``, then the connection closes
 ========== ===================================================================================
 
 API calls can meet ``429``, ``5xx``, ``drop`` and ``slow``; file downloads ``5xx``, ``drop``,
-``slow`` and ``truncate``; ``fail`` is drawn once per created task. Each kind is drawn
-independently in the order of the table (``slow`` combines with any other), so with several
-kinds set the later ones fire a little less often than their nominal rate.
+``slow`` and ``truncate``; the presigned upload target ``5xx``, ``drop`` and ``slow``;
+``task_error`` and ``fail`` are drawn once per created task (Pixwith has no state like
+Wiro's ``task_error``, so its tasks only ever meet ``fail``). Within one decision ``slow``
+combines with any other kind; of the others the first in the table's order that fires
+wins, so with several kinds set the later ones fire a little less often than their nominal
+rate.
+
+**Prompt markers.** A prompt holding the word ``emulator:task_error`` or ``emulator:fail``
+gives its task that fate whatever the draw (``emulator:task_error`` on Wiro only; a Pixwith
+prompt with it is an ordinary prompt). The task still takes its draw, so a marker never
+changes which fault any other task meets.
+
+**Draws are a function of the seed and a count, never of timing.** Each *stream* of
+decisions — ``api`` (every API call), ``download``, ``upload`` (the presigned target),
+``task/wiro`` and ``task/pixwith`` (every created task) — has a random generator of its own,
+seeded from the emulator's ``seed`` and the stream's name, and every decision takes the same
+amount of randomness from it whatever the spec and whatever fires. So the n-th API call of
+a run meets the same fault in every run with that seed and spec, however a concurrent
+client's calls interleave with its downloads and with task creations, and
+:func:`expected_faults` tells, from the number of decisions per stream, exactly how many
+faults of each kind a run met.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, TypeVar
 
-FaultKind = Literal["429", "5xx", "drop", "slow", "fail", "truncate"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("429", "5xx", "drop", "slow", "fail", "truncate")
+FaultKind = Literal["429", "5xx", "drop", "slow", "task_error", "fail", "truncate"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("429", "5xx", "drop", "slow", "task_error", "fail",
+                                      "truncate")
+#: What a created task may be made to do instead of succeeding.
+TaskFault = Literal["task_error", "fail"]
+#: The decision streams, each with its own seeded generator (see the module's docstring).
+STREAMS: tuple[str, ...] = ("api", "download", "upload", "task/wiro", "task/pixwith")
+#: The keys of ``/__stats`` ``faults``: each kind, and the drops that came after the handler.
+COUNTED: tuple[str, ...] = ("429", "5xx", "drop", "drop_after", "slow", "task_error", "fail",
+                            "truncate")
 
 # spec key → dataclass field
 _FIELD_OF = {
@@ -38,9 +69,24 @@ _FIELD_OF = {
     "5xx": "http_5xx",
     "drop": "drop",
     "slow": "slow",
+    "task_error": "task_error",
     "fail": "fail",
     "truncate": "truncate",
 }
+
+# ``emulator:task_error`` / ``emulator:fail`` as a word of its own (not ``emulator:failure``)
+_MARKER = re.compile(r"(?<![\w:])emulator:(task_error|fail)(?![\w:])")
+MARKERS: dict[TaskFault, str] = {"task_error": "emulator:task_error", "fail": "emulator:fail"}
+
+
+def marked_fault(prompt: str, provider: str) -> TaskFault | None:
+    """The fate a prompt marker asks for this provider's task, if any (task_error first)."""
+    found = set(_MARKER.findall(prompt))
+    if "task_error" in found and provider == "wiro":
+        return "task_error"
+    if "fail" in found:
+        return "fail"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +97,7 @@ class FaultSpec:
     http_5xx: float = 0.0
     drop: float = 0.0
     slow: float = 0.0
+    task_error: float = 0.0
     fail: float = 0.0
     truncate: float = 0.0
     slow_seconds: float = 3.0
@@ -133,50 +180,122 @@ class Decision:
     status: int = 0  # the 5xx status
     retry_after: int | None = None  # seconds, for a 429 that carries Retry-After
 
+    def counted(self) -> list[str]:
+        """The ``/__stats`` ``faults`` keys this decision adds one to."""
+        keys = ["slow"] if self.slow else []
+        if self.error is not None:
+            keys.append(self.error)
+        if self.drop_after:
+            keys.append("drop_after")
+        return keys
+
 
 NO_FAULT = Decision()
 
 
+_T = TypeVar("_T")
+
+
+def _pick(options: tuple[_T, ...], u: float) -> _T:
+    """One of ``options``, evenly, by a number in [0, 1)."""
+    return options[min(int(u * len(options)), len(options) - 1)]
+
+
 class FaultInjector:
-    """Draws faults for requests from a (seedable) random generator."""
+    """Draws faults for requests and tasks: one seeded stream per kind of decision.
 
-    def __init__(self, spec: FaultSpec, rng: random.Random) -> None:
+    ``seed=None`` seeds every stream from the system's randomness."""
+
+    def __init__(self, spec: FaultSpec, seed: int | None = None) -> None:
         self.spec = spec
-        self.rng = rng
+        self.seed = seed
+        self._streams: dict[str, random.Random] = {}
+        self.decisions: Counter[str] = Counter()  # decisions made, per stream
 
-    def _hit(self, kind: FaultKind) -> bool:
-        rate = self.spec.rate(kind)
-        return rate > 0 and self.rng.random() < rate
+    def with_spec(self, spec: FaultSpec) -> FaultInjector:
+        """The same streams, carried on where they are, under another spec."""
+        other = FaultInjector(spec, self.seed)
+        other._streams = self._streams
+        other.decisions = self.decisions
+        return other
+
+    def _numbers(self, stream: str, n: int) -> list[float]:
+        rng = self._streams.get(stream)
+        if rng is None:
+            rng = random.Random(None if self.seed is None
+                                else f"seedbatch-emulator/{self.seed}/{stream}")
+            self._streams[stream] = rng
+        self.decisions[stream] += 1
+        return [rng.random() for _ in range(n)]
+
+    def _hit(self, kind: FaultKind, u: float) -> bool:
+        return u < self.spec.rate(kind)
 
     def for_api(self) -> Decision:
-        slow = self._hit("slow")
-        if self._hit("429"):
-            retry = self.rng.choice((None, 1, 2))
-            return Decision(slow=slow, error="429", retry_after=retry)
-        if self._hit("5xx"):
-            return Decision(slow=slow, error="5xx", status=self.rng.choice((500, 502, 503)))
-        if self._hit("drop"):
-            return Decision(slow=slow, error="drop", drop_after=self.rng.random() < 0.5)
+        u = self._numbers("api", 6)
+        slow = self._hit("slow", u[0])
+        if self._hit("429", u[1]):
+            return Decision(slow=slow, error="429", retry_after=_pick((None, 1, 2), u[4]))
+        if self._hit("5xx", u[2]):
+            return Decision(slow=slow, error="5xx", status=_pick((500, 502, 503), u[4]))
+        if self._hit("drop", u[3]):
+            return Decision(slow=slow, error="drop", drop_after=u[5] < 0.5)
         return Decision(slow=slow) if slow else NO_FAULT
 
     def for_download(self) -> Decision:
-        slow = self._hit("slow")
-        if self._hit("5xx"):
-            return Decision(slow=slow, error="5xx", status=self.rng.choice((500, 502, 503)))
-        if self._hit("drop"):
+        u = self._numbers("download", 5)
+        slow = self._hit("slow", u[0])
+        if self._hit("5xx", u[1]):
+            return Decision(slow=slow, error="5xx", status=_pick((500, 502, 503), u[4]))
+        if self._hit("drop", u[2]):
             return Decision(slow=slow, error="drop")
-        if self._hit("truncate"):
+        if self._hit("truncate", u[3]):
             return Decision(slow=slow, error="truncate")
         return Decision(slow=slow) if slow else NO_FAULT
 
     def for_upload(self) -> Decision:
         """The presigned upload target: an object store answers 5xx, drops, or is slow."""
-        slow = self._hit("slow")
-        if self._hit("5xx"):
-            return Decision(slow=slow, error="5xx", status=self.rng.choice((500, 503)))
-        if self._hit("drop"):
-            return Decision(slow=slow, error="drop", drop_after=self.rng.random() < 0.5)
+        u = self._numbers("upload", 5)
+        slow = self._hit("slow", u[0])
+        if self._hit("5xx", u[1]):
+            return Decision(slow=slow, error="5xx", status=_pick((500, 503), u[3]))
+        if self._hit("drop", u[2]):
+            return Decision(slow=slow, error="drop", drop_after=u[4] < 0.5)
         return Decision(slow=slow) if slow else NO_FAULT
 
-    def task_fails(self) -> bool:
-        return self._hit("fail")
+    def for_task(self, provider: str) -> TaskFault | None:
+        """What a newly created task of ``provider`` will do instead of succeeding, if
+        anything. ``task_error`` is Wiro's alone; Pixwith tasks draw ``fail`` only."""
+        u = self._numbers(f"task/{provider}", 2)
+        if provider == "wiro" and self._hit("task_error", u[0]):
+            return "task_error"
+        if self._hit("fail", u[1]):
+            return "fail"
+        return None
+
+
+def expected_faults(spec: FaultSpec | str, seed: int,
+                    decisions: Mapping[str, int]) -> Counter[str]:
+    """The ``/__stats`` ``faults`` counts an emulator with ``spec`` and ``seed`` shows after
+    ``decisions[stream]`` decisions of each stream (``/__stats`` ``fault_decisions``), no
+    prompt marker used and no spec changed on the way.
+
+    The counts only grow with the number of decisions, so the counts for a number of
+    decisions a run cannot stay below are a floor for that run."""
+    spec = FaultSpec.parse(spec) if isinstance(spec, str) else spec
+    injector = FaultInjector(spec, seed)
+    counts: Counter[str] = Counter({key: 0 for key in COUNTED})
+    draw = {"api": injector.for_api, "download": injector.for_download,
+            "upload": injector.for_upload}
+    for stream, n in decisions.items():
+        for _ in range(n):
+            if stream in draw:
+                counts.update(draw[stream]().counted())
+            elif stream.startswith("task/"):
+                fate = injector.for_task(stream.split("/", 1)[1])
+                if fate is not None:
+                    counts[fate] += 1
+            else:
+                raise ValueError(f"unknown decision stream {stream!r}; known: "
+                                 f"{', '.join(STREAMS)}")
+    return counts

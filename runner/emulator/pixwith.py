@@ -137,6 +137,7 @@ async def create(request: Request, state: EmulatorState) -> Response:
     # Wiro does, so clients meet (and must survive) a busy account.
     if state.active_count("pixwith") >= state.config.concurrency:
         state.stats.rejections["concurrency"] += 1
+        state.stats.concurrency_refusals["pixwith"] += 1
         return pixwith_error("Too many tasks in progress, please try again later")
     width, height = dimensions(params["resolution"], params["aspect_ratio"])
     task = state.new_task(
@@ -161,6 +162,7 @@ async def get(request: Request, state: EmulatorState) -> Response:
     if task is None:
         state.stats.rejections["not_found"] += 1
         return pixwith_error("Task not found")
+    state.count_poll(task)
     base = base_url(request)
     urls = [f"{base}/files/{o.file.path}" for o in task.outputs] \
         if task.outcome == "succeeded" else []

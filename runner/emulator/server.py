@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from runner.emulator.app import create_app
 from runner.emulator.config import EmulatorConfig
+from runner.emulator.state import Clock
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -76,12 +77,14 @@ def make_server(app: Starlette, *, log_level: str = "warning",
 
 @contextlib.contextmanager
 def serve_in_thread(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
-                    port: int = 0, *, log_level: str = "warning") -> Iterator[EmulatorServer]:
+                    port: int = 0, *, log_level: str = "warning",
+                    clock: Clock | None = None) -> Iterator[EmulatorServer]:
     """Run the emulator on ``host:port`` (a free port by default) in a background thread.
 
     Yields an :class:`EmulatorServer` once the socket accepts connections; stops the server
-    and joins the thread on exit."""
-    app = create_app(config or EmulatorConfig())
+    and joins the thread on exit. ``clock`` (unix seconds) replaces the real one, as for
+    :func:`create_app`; it is called from the server's thread."""
+    app = create_app(config or EmulatorConfig(), clock=clock)
     sock = bind_socket(host, port)
     server = make_server(app, log_level=log_level)
     failure: list[BaseException] = []

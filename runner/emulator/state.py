@@ -18,13 +18,19 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from runner.emulator.config import EmulatorConfig
-from runner.emulator.faults import FaultInjector, FaultSpec
+from runner.emulator.faults import COUNTED, STREAMS, FaultInjector, FaultSpec, marked_fault
 
 Clock = Callable[[], float]
+
+#: The tasks created while handling the current request (set by the request's wrapper), so
+#: that a drop after the handler ran knows which tasks it orphaned.
+CREATED_HERE: ContextVar[list[Task] | None] = ContextVar("seedbatch_emulator_created",
+                                                          default=None)
 
 # Wiro's task lifecycle, in order (Wiro-Docs, tasks.md). The last one is terminal.
 WIRO_STAGES: tuple[str, ...] = (
@@ -32,14 +38,23 @@ WIRO_STAGES: tuple[str, ...] = (
     "task_assign", "task_start", "task_output", "task_output_full", "task_end",
     "task_postprocess_start",
 )
-# A failing model writes to stderr instead: interim task_error / task_error_full events, and
-# the task still ends in task_postprocess_end, with a non-zero pexit.
+# A failing model writes to stderr: Task/Detail shows the accumulated stderr stage,
+# task_error_full, where a good run shows task_output_full, and the task still ends in
+# task_postprocess_end, with a non-zero pexit. Never the bare "task_error" status: in a
+# Task/Detail answer that is the terminal pre-execution failure below (PROVIDERS.md, "task_error
+# means two different things"); as a live websocket event it is stderr, which is not emulated.
 WIRO_FAILING_STAGES: tuple[str, ...] = tuple(
-    {"task_output": "task_error", "task_output_full": "task_error_full"}.get(s, s)
-    for s in WIRO_STAGES
+    {"task_output_full": "task_error_full"}.get(s, s) for s in WIRO_STAGES
 )
 WIRO_DONE = "task_postprocess_end"
 WIRO_CANCELLED = "task_cancel"
+# A task that fails before its model runs (the ``task_error`` fault, or the prompt marker
+# ``emulator:task_error``) ends with this status in Task/Detail when it would have been given
+# a worker: it passes task_queue … task_preprocess_end, then stops for good.
+WIRO_TASK_ERROR = "task_error"
+WIRO_TASK_ERROR_AT = WIRO_STAGES.index("task_assign")
+WIRO_TASK_ERROR_TEXT = ("Task could not be started: the output folder for the task could not "
+                        "be created (emulated pre-execution failure, status task_error)")
 # Task/Cancel only takes tasks not yet assigned to a worker; later ones need Task/Kill.
 WIRO_CANCELLABLE = frozenset(WIRO_STAGES[: WIRO_STAGES.index("task_assign")])
 
@@ -105,8 +120,9 @@ class Task:
     height: int
     created: float
     duration: float
-    fails: bool
+    fails: bool  # runs, then ends failed (the ``fail`` fault)
     callback_url: str = ""
+    task_error: bool = False  # Wiro: fails before its model runs (the ``task_error`` fault)
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     folder: str = field(default_factory=lambda: uuid.uuid4().hex)
     outcome: str | None = None  # "succeeded" | "failed" | "cancelled" once terminal
@@ -114,10 +130,20 @@ class Task:
     outputs: list[Output] = field(default_factory=list)
     cost_usd: float = 0.0
     credits: int = 0
+    polls: int = 0  # status requests (Task/Detail, task/get) answered for this task
+    polls_after_end: int = 0  # … of which after it had ended
+    answer_lost: bool = False  # the submit that created it was dropped after the fact
 
     @property
     def terminal(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def ends_at(self) -> float:
+        """When the task reaches its terminal state, unless cancelled first."""
+        if self.task_error:
+            return self.stage_time(WIRO_TASK_ERROR_AT)
+        return self.created + self.duration
 
     @property
     def request_key(self) -> str:
@@ -138,7 +164,7 @@ class Task:
         if self.outcome == "cancelled":
             return WIRO_CANCELLED
         if self.outcome is not None:
-            return WIRO_DONE
+            return WIRO_TASK_ERROR if self.task_error else WIRO_DONE
         if self.duration <= 0:
             return self.stages()[-1]
         index = int((now - self.created) / self.duration * len(WIRO_STAGES))
@@ -154,8 +180,12 @@ class Stats:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
+        self.responses: dict[str, Counter[str]] = defaultdict(Counter)  # endpoint → status
         self.faults: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        self.concurrency_refusals: Counter[str] = Counter()  # by provider
+        self.task_errors = 0  # tasks that ended in Wiro's task_error status
+        self.answers_lost = 0  # tasks created by a submit whose answer was then dropped
         self.created: dict[str, Counter[str]] = defaultdict(Counter)
         self.outcomes: Counter[str] = Counter()
         self.inflight_requests = 0
@@ -175,11 +205,12 @@ class Stats:
         self.inflight_requests += 1
         self.inflight_requests_peak = max(self.inflight_requests_peak, self.inflight_requests)
 
-    def request_finished(self, status: str) -> None:
+    def request_finished(self, endpoint: str, status: str) -> None:
         self.inflight_requests -= 1
         self.statuses[status] += 1
+        self.responses[endpoint][status] += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, decisions: Counter[str]) -> dict[str, Any]:
         duplicates = [
             {"provider": ts[0].provider, "model": ts[0].model, "prompt": ts[0].prompt,
              "params": ts[0].params, "inputs": list(ts[0].inputs), "count": len(ts),
@@ -190,20 +221,26 @@ class Stats:
             "requests_total": sum(self.requests.values()),
             "requests_by_endpoint": dict(sorted(self.requests.items())),
             "requests_by_status": dict(sorted(self.statuses.items())),
+            "responses_by_endpoint": {e: dict(sorted(c.items()))
+                                      for e, c in sorted(self.responses.items())},
             "inflight_requests_peak": self.inflight_requests_peak,
             "tasks_created": {p: dict(c) for p, c in sorted(self.created.items())},
             "tasks_created_total": sum(sum(c.values()) for c in self.created.values()),
             "tasks_succeeded": self.outcomes["succeeded"],
             "tasks_failed": self.outcomes["failed"],
             "tasks_cancelled": self.outcomes["cancelled"],
+            "tasks_task_error": self.task_errors,
+            "tasks_answer_lost": self.answers_lost,
             "inflight_tasks_peak": dict(self.tasks_peak),
             "tasks_billed": self.billed_tasks,
             "images_billed": self.billed_images,
             "billed_usd": round(self.billed_usd, 12),
             "billed_credits": self.billed_credits,
-            "faults": {k: self.faults[k] for k in
-                       ("429", "5xx", "drop", "drop_after", "slow", "fail", "truncate")},
+            "faults": {k: self.faults[k] for k in COUNTED},
+            "fault_decisions": {s: decisions[s] for s in STREAMS},
             "rejections": dict(sorted(self.rejections.items())),
+            "concurrency_refusals": {p: self.concurrency_refusals[p]
+                                     for p in ("wiro", "pixwith")},
             "downloads": self.downloads,
             "download_bytes": self.download_bytes,
             "uploads": self.uploads,
@@ -223,8 +260,8 @@ class EmulatorState:
 
     def reset(self) -> None:
         cfg = self.config
-        self.rng = random.Random(cfg.seed)
-        self.faults = FaultInjector(cfg.faults, self.rng)
+        self.rng = random.Random(cfg.seed)  # latency jitter
+        self.faults = FaultInjector(cfg.faults, cfg.seed)
         self.stats = Stats()
         self.tasks: dict[tuple[str, str], Task] = {}
         self.tokens: dict[str, Task] = {}
@@ -238,7 +275,7 @@ class EmulatorState:
         self.upload_secret = secrets.token_bytes(32)  # signs Pixwith presigned uploads
 
     def set_faults(self, spec: FaultSpec) -> None:
-        self.faults = FaultInjector(spec, self.rng)
+        self.faults = self.faults.with_spec(spec)
 
     # --- time ---------------------------------------------------------------------------
     def now(self) -> float:
@@ -248,16 +285,17 @@ class EmulatorState:
         """Finish every task whose time is up; bill the successful ones."""
         now = self.now() if now is None else now
         for key, task in list(self.active.items()):
-            end = task.created + task.duration
+            end = task.ends_at
             if now >= end:
                 del self.active[key]
                 self._finish(task, end)
 
     def _finish(self, task: Task, when: float) -> None:
         task.finished = when
-        if task.fails:
+        if task.task_error or task.fails:
             task.outcome = "failed"
             self.stats.outcomes["failed"] += 1
+            self.stats.task_errors += task.task_error
             return
         task.outcome = "succeeded"
         self.stats.outcomes["succeeded"] += 1
@@ -316,11 +354,16 @@ class EmulatorState:
             kwargs.setdefault("token", "")
         jitter = self.config.jitter
         factor = 1.0 + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
-        fails = self.faults.task_fails()
-        if fails:
-            self.stats.faults["fail"] += 1
+        # Every task takes its draw; a prompt marker then decides instead (see faults.py).
+        drawn = self.faults.for_task(provider)
+        fate = marked_fault(kwargs["prompt"], provider) or drawn
+        if fate is not None:
+            self.stats.faults[fate] += 1
         task = Task(id=task_id, created=self.now(), duration=max(0.0, self.config.latency * factor),
-                    fails=fails, **kwargs)
+                    fails=fate == "fail", task_error=fate == "task_error", **kwargs)
+        sink = CREATED_HERE.get()
+        if sink is not None:
+            sink.append(task)
         self.tasks[(provider, task_id)] = task
         if task.token:
             self.tokens[task.token] = task
@@ -337,6 +380,12 @@ class EmulatorState:
         if tasktoken:
             return self.tokens.get(tasktoken)
         return None
+
+    def count_poll(self, task: Task) -> None:
+        """A status request about ``task`` is being answered (after :meth:`settle`)."""
+        task.polls += 1
+        if task.terminal:
+            task.polls_after_end += 1
 
     def cancel(self, task: Task) -> None:
         self.active.pop((task.provider, task.id), None)
@@ -364,7 +413,7 @@ class EmulatorState:
 
     def snapshot(self) -> dict[str, Any]:
         self.settle()
-        snap = self.stats.snapshot()
+        snap = self.stats.snapshot(self.faults.decisions)
         snap["active_tasks"] = {p: self.active_count(p) for p in ("wiro", "pixwith")}
         snap["balances"] = {"wiro_usd": round(self.wiro_balance, 12),
                             "pixwith_credits": self.pixwith_credits}

@@ -33,6 +33,7 @@ from runner.emulator.state import (
     WIRO_CANCELLABLE,
     WIRO_PRICES_USD,
     WIRO_STAGES,
+    WIRO_TASK_ERROR_TEXT,
     EmulatorState,
     Task,
     token,
@@ -243,16 +244,25 @@ def _t(value: float | None) -> str:
 
 
 def task_json(task: Task, now: float, base: str) -> dict[str, Any]:
-    """A tasklist entry, every field of the vendor pages present, numbers as strings."""
+    """A tasklist entry, every field of the vendor pages present, numbers as strings.
+
+    A task that stopped before its model ran (``task_error``) shows the stages it passed,
+    no start, end or post-processing time, an empty ``pexit`` (no process ran: the shape
+    of the ``task_error`` example in Wiro's official client's tests), its ``debugerror``,
+    no outputs and a zero cost."""
     status = task.wiro_status(now)
     stop = task.finished if task.finished is not None else None
-    horizon = stop if task.outcome == "cancelled" and stop is not None else now
+    errored = task.task_error and task.terminal
+    horizon = stop if (task.outcome == "cancelled" or errored) and stop is not None else now
 
     def stage(name: str) -> str:
         when = task.stage_time(WIRO_STAGES.index(name))
-        return _t(when) if when <= horizon else "0"
+        # a task_error task stops at the moment it would have been assigned: never assigned
+        reached = when < horizon if errored else when <= horizon
+        return _t(when) if reached else "0"
 
-    end = task.finished if task.outcome in ("succeeded", "failed") else None
+    end = task.finished if task.outcome in ("succeeded", "failed") and not task.task_error \
+        else None
     elapsed = (stop if stop is not None else now) - task.created
     outputs = []
     total_size = 0
@@ -276,9 +286,18 @@ def task_json(task: Task, now: float, base: str) -> dict[str, Any]:
             "url": f"{base}/files/{out.file.path}",
         })
     billed = task.outcome == "succeeded"
-    failed = task.outcome == "failed"
+    failed = task.outcome == "failed" and not task.task_error
+    task_error = task.outcome == "failed" and task.task_error
     cost = f"{task.cost_usd:.12f}" if billed else "0"
     cps = f"{task.cost_usd / max(elapsed, 1e-9):.12f}" if billed else "0"
+    if failed:
+        debugerror = ("Traceback (most recent call last):\n  File \"predict.py\", line 88, in "
+                      "predict\nRuntimeError: image generation failed")
+    elif task_error:
+        debugerror = WIRO_TASK_ERROR_TEXT
+    else:
+        debugerror = ""
+    pexit = "1" if failed else "" if task_error else "0"
     return {
         "id": task.id,
         "uuid": task.uuid,
@@ -286,8 +305,7 @@ def task_json(task: Task, now: float, base: str) -> dict[str, Any]:
         "socketaccesstoken": task.token,
         "parameters": task.parameters,
         "debugoutput": "",
-        "debugerror": ("Traceback (most recent call last):\n  File \"predict.py\", line 88, in "
-                       "predict\nRuntimeError: image generation failed" if failed else ""),
+        "debugerror": debugerror,
         "starttime": stage("task_start"),
         "endtime": stage("task_end"),
         "elapsedseconds": f"{max(0.0, elapsed):.4f}",
@@ -312,7 +330,7 @@ def task_json(task: Task, now: float, base: str) -> dict[str, Any]:
         "preprocessendtime": stage("task_preprocess_end"),
         "postprocessstarttime": stage("task_postprocess_start"),
         "postprocessendtime": _t(end),
-        "pexit": "1" if failed else "0",
+        "pexit": pexit,
         "categories": CATEGORIES,
         "outputs": outputs,
         "size": str(total_size),
@@ -352,6 +370,7 @@ async def run(request: Request, state: EmulatorState) -> Response:
     limit = state.config.concurrency
     if state.active_count("wiro") >= limit:
         state.stats.rejections["concurrency"] += 1
+        state.stats.concurrency_refusals["wiro"] += 1
         return wiro_error(96, f"You have reached your concurrent task limit. With your current "
                               f"balance of ${state.wiro_balance:.2f}, you can run up to {limit} "
                               f"tasks at the same time. Add funds to increase your limit.")
@@ -415,6 +434,7 @@ async def detail(request: Request, state: EmulatorState) -> Response:
     task = await _lookup(request, state)
     if isinstance(task, Response):
         return task
+    state.count_poll(task)
     await _render_outputs(task)  # sizes are listed: the bytes must exist
     return JSONResponse({"total": "1", "errors": [],
                          "tasklist": [task_json(task, state.now(), base_url(request))],

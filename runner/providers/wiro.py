@@ -8,7 +8,8 @@ Wire facts (docs/providers.md has the whole story):
   URL strings, in the manifest's order), ``prompt`` and every parameter as a string;
 * ``POST Task/Detail`` ``{"taskid"}``; success only on ``task_postprocess_end`` with
   ``pexit == "0"`` (or, where ``pexit`` is absent, with outputs), failure on
-  ``task_postprocess_end`` with any other ``pexit``;
+  ``task_postprocess_end`` with any other ``pexit``, and on the status ``task_error`` (a
+  task that failed before its model ran);
 * ``POST Task/Cancel`` for queued tasks, ``Task/Kill`` for running ones;
 * errors: ``{"result": false, "errors": [{"code", "message"}]}``, mostly with HTTP 200.
 """
@@ -54,12 +55,23 @@ log = logging.getLogger(__name__)
 PROVIDER = "wiro"
 
 QUEUED_STATUSES = frozenset({"task_queue", "task_accept", "task_assign"})
-# task_error / task_error_full mean "the model wrote to stderr": Wiro's task documentation
-# calls them interim log events, not failures ("the task may still complete successfully;
-# always wait for task_postprocess_end"), and the official client's terminal statuses are
-# task_postprocess_end and task_cancel only. Ending a task there would drop outputs that
-# are then billed, so they count as running; the verdict is pexit at task_postprocess_end.
-STDERR_STATUSES = frozenset({"task_error", "task_error_full"})
+# "task_error" means two different things (PROVIDERS.md, "task_error means two different
+# things"; sources: Wiro's MCP server documentation, get_task: "a live WebSocket event with
+# that name is an interim stderr log, while `status: "task_error"` returned by Task/Detail
+# represents a fatal pre-execution database state and is terminal"; and Wiro's official
+# client, WiroClient in wiroai/Wiro-MCP, whose TERMINAL_STATUSES are task_postprocess_end,
+# task_cancel and task_error). This client reads Task/Detail only, never the socket, so the
+# word always has the second meaning here: the task failed before its model ran, will never
+# reach task_postprocess_end, and is failed at once (reason: its debugerror).
+TASK_ERROR_STATUS = "task_error"
+# task_error_full stays a running status. On the socket it is "the complete accumulated
+# stderr log, sent once after the model process finishes" (Wiro's tasks.md), i.e. before
+# task_end and post-processing; PROVIDERS.md lists it among the running statuses also seen
+# in Task/Detail; the MCP documentation's terminal meaning is stated for task_error alone, and
+# WiroClient counts task_error_full as running. Stderr output does not make a failure (the
+# task may still succeed: Wiro's task docs), so the verdict waits for pexit at
+# task_postprocess_end, as for any other stage of a run.
+STDERR_STATUSES = frozenset({"task_error_full"})
 RUNNING_STATUSES = frozenset({
     "task_preprocess_start", "task_preprocess_end", "task_start", "task_output",
     "task_output_full", "task_end", "task_postprocess_start",
@@ -268,6 +280,16 @@ def parse_outputs(items: Any) -> tuple[RemoteOutput, ...]:
     return tuple(outputs)
 
 
+def task_error_reason(task: Mapping[str, Any]) -> str:
+    """Why a task ended in ``task_error``: its ``debugerror``, else any error text the entry
+    carries (``error``, ``message``), else a plain statement of what happened."""
+    for name in ("debugerror", "error", "message"):
+        text = task.get(name)
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return "Wiro ended the task with status task_error before its model ran (no error text)"
+
+
 def parse_task(task: Mapping[str, Any]) -> TaskStatus:
     """One ``tasklist`` entry → TaskStatus: success only at task_postprocess_end (see below)."""
     status = str(task.get("status") or "")
@@ -289,6 +311,11 @@ def parse_task(task: Mapping[str, Any]) -> TaskStatus:
                 error = debugerror or "task ended with no exit code (pexit) and no outputs"
             else:
                 error = debugerror or f"exit code {code}"
+    elif status == TASK_ERROR_STATUS:
+        # terminal: failed before the model ran (see TASK_ERROR_STATUS); the cost is
+        # whatever totalcost says (Wiro bills only successes), None when it is absent
+        state = TaskState.FAILED
+        error = task_error_reason(task)
     elif status == CANCEL_STATUS:
         state = TaskState.CANCELLED
     elif status in QUEUED_STATUSES:
@@ -419,4 +446,5 @@ class WiroProvider(HttpProvider):
 
 def wiro_statuses() -> Iterable[str]:
     """Every status word this client knows, for documentation and tests."""
-    return sorted(QUEUED_STATUSES | RUNNING_STATUSES | {SUCCESS_STATUS, CANCEL_STATUS})
+    return sorted(QUEUED_STATUSES | RUNNING_STATUSES
+                  | {SUCCESS_STATUS, CANCEL_STATUS, TASK_ERROR_STATUS})

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner.config import DEMO_CREDENTIALS
+from runner.emulator.state import WIRO_TASK_ERROR_TEXT, EmulatorState
 from runner.execute.executor import ExecutorOptions
 from runner.execute.policy import PollSettings
 from runner.report.verify import verify_run
@@ -84,6 +86,46 @@ def env_for(server: Any) -> dict[str, str]:
     return env
 
 
+class HeldClock:
+    """The emulator's clock, standing still until ``until(state)`` holds, then running on
+    from where it stood. Tasks make no progress while it is held, so what needs them
+    unfinished (a provider's concurrency limit being met) must happen: by construction,
+    not by timing. After ``guard`` real seconds it lets go anyway, so a client that never
+    brings the condition about fails the test (``released_by_condition`` is False) instead
+    of hanging it.
+
+    Bind ``state`` (``server.app.state.emulator``) before the first request."""
+
+    def __init__(self, until: Callable[[EmulatorState], bool], guard: float = 60.0) -> None:
+        self.until = until
+        self.state: EmulatorState | None = None
+        self.held_at = time.time()
+        self.deadline = time.monotonic() + guard
+        self.released_at: float | None = None
+        self.released_by_condition = False
+
+    def __call__(self) -> float:
+        if self.released_at is None:
+            if self.state is not None and self.until(self.state):
+                self.released_by_condition = True
+            elif time.monotonic() < self.deadline:
+                return self.held_at
+            self.released_at = time.time()
+        return self.held_at + (time.time() - self.released_at)
+
+
+def is_submit(endpoint: str) -> bool:
+    """A ``/__stats`` endpoint label of a submit (Wiro Run, Pixwith task/create)."""
+    return "/wiro/v1/Run/" in endpoint or endpoint.endswith("/pixwith/api/task/create")
+
+
+def submit_responses(stats: Mapping[str, Any], status: str | None = None) -> int:
+    """Submit requests the emulator answered (with ``status`` only, when given)."""
+    return sum(sum(by.values()) if status is None else by.get(status, 0)
+               for endpoint, by in stats["responses_by_endpoint"].items()
+               if is_submit(endpoint))
+
+
 @dataclass
 class Audit:
     """What a run directory says, checked against what the emulator did."""
@@ -93,6 +135,7 @@ class Audit:
     statuses: Counter[str]
     orphans: list[Any] = field(default_factory=list)  # tasks no job of the run claims
     jobs_by_name: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_errors: int = 0  # failed jobs whose task ended in Wiro's task_error
 
     @property
     def succeeded(self) -> int:
@@ -131,7 +174,12 @@ def audit_run(run_dir: Path, server: Any, jobs: int, *,
       was spent is what the emulator billed for the run's own tasks;
     * no partial download is left, and report.json follows its schema;
     * a failed job's task failed at the emulator, an unknown job has no task id, and both
-      say why in report.json.
+      say why in report.json; a job whose task ended in Wiro's ``task_error`` failed with
+      that task's ``debugerror`` as its reason and cost nothing;
+    * every submit the emulator dropped made its job ``unknown``, and every task created by
+      a submit whose answer was dropped (``tasks_answer_lost``) is an orphan; the
+      emulator's failed and ``task_error`` tasks are exactly the run's failed jobs' tasks
+      and the orphans that failed.
 
     ``lost_submits``: submits whose answer was lost other than by the emulator's drops
     (a process killed between sending a submit and recording its task id)."""
@@ -160,6 +208,7 @@ def audit_run(run_dir: Path, server: Any, jobs: int, *,
     assert len(by_prompt) == jobs  # every job asks something different
     claimed: set[tuple[str, str]] = set()
     usd = credits = 0.0
+    task_errors = 0
     for job in rjobs:
         status, error = job["status"], job["error"]
         if status == "unknown":
@@ -183,7 +232,11 @@ def audit_run(run_dir: Path, server: Any, jobs: int, *,
             credits += task.credits
         else:
             assert task.outcome == "failed", (job["name"], task.outcome, error)
-            assert "task failed" in error, error
+            if task.task_error:  # failed before it ran: its debugerror is the reason
+                assert error == f"task failed: {WIRO_TASK_ERROR_TEXT}", error
+                task_errors += 1
+            else:
+                assert error.startswith("task failed: "), error
             assert not job["outputs"]
             assert not job["cost_usd"]
             assert not job["credits"]
@@ -198,15 +251,23 @@ def audit_run(run_dir: Path, server: Any, jobs: int, *,
         unknown_prompts[job["name"]] += 1
     assert all(n == 1 for n in unknown_prompts.values()), unknown_prompts  # never resent
     # A submit whose connection dropped is ``unknown`` whether the emulator dropped it
-    # before creating the task or after: the client cannot tell the two apart.
-    assert statuses.get("unknown", 0) <= stats["faults"]["drop"] + lost_submits
-    assert len(orphans) <= stats["faults"]["drop_after"] + lost_submits
+    # before creating the task or after: the client cannot tell the two apart. Each one
+    # is exactly one unknown job (a lost answer is never sent again).
+    dropped_submits = submit_responses(stats, "dropped")
+    assert dropped_submits <= statuses.get("unknown", 0) <= dropped_submits + lost_submits
+    answer_lost = {(t.provider, t.id) for t in tasks.values() if t.answer_lost}
+    assert stats["tasks_answer_lost"] == len(answer_lost)
+    assert answer_lost <= {(t.provider, t.id) for t in orphans}
+    assert len(orphans) - len(answer_lost) <= lost_submits
     assert stats["tasks_created_total"] == len(tasks) == len(claimed) + len(orphans)
+    failed_orphans = [t for t in orphans if t.outcome == "failed"]
+    assert stats["tasks_failed"] == statuses.get("failed", 0) + len(failed_orphans)
+    assert stats["tasks_task_error"] == task_errors + sum(t.task_error for t in failed_orphans)
 
     billed_orphans = sum(1 for t in orphans if t.outcome == "succeeded")
     assert stats["tasks_billed"] == statuses.get("succeeded", 0) + billed_orphans
     assert totals["cost_usd"] == pytest.approx(usd)
     assert totals["credits"] == pytest.approx(credits)
     return Audit(report=report, stats=stats, statuses=statuses, orphans=orphans,
-                 jobs_by_name={j["name"]: j for j in rjobs})
+                 jobs_by_name={j["name"]: j for j in rjobs}, task_errors=task_errors)
 

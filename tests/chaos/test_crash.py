@@ -34,6 +34,17 @@ SEED = 20250301
 PER_MODEL = 40  # × 3 aliases = 120 jobs
 JOBS = 3 * PER_MODEL
 KILLS = 8
+LATENCY = 0.5  # the emulator's task duration
+CONCURRENCY = 6  # the manifest's, per provider
+
+
+def _sleeps() -> list[float]:
+    rng = random.Random(SEED)
+    return [rng.uniform(0.0, 1.5) for _ in range(KILLS)]
+
+
+# How long each process runs before its SIGKILL, once it has begun: seeded, so fixed.
+SLEEPS = _sleeps()
 
 
 def _query(run_dir: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -85,9 +96,15 @@ def _kill(proc: subprocess.Popen[bytes]) -> bool:
 
 
 def test_sigkill_at_random_moments_then_resume_pays_once_and_delivers(tmp_path: Path) -> None:
-    rng = random.Random(SEED)
-    cfg = EmulatorConfig(latency=0.5, concurrency=8, seed=SEED, pixwith_credits=1_000_000)
-    manifest = write_manifest(tmp_path, manifest_text(PER_MODEL, name="crash", concurrency=6))
+    # At least three kills are forced, not hoped for: a process running t seconds finishes
+    # at most CONCURRENCY × (t / LATENCY + 1) Wiro tasks, and each kill leaves at most
+    # CONCURRENCY more to finish unattended; with these seeded delays that is fewer than the
+    # manifest's Wiro jobs before the third kill, however fast or slow the machine.
+    wiro_jobs = 2 * PER_MODEL
+    assert CONCURRENCY * (sum(SLEEPS[:3]) / LATENCY + 3) + 2 * CONCURRENCY < wiro_jobs
+    cfg = EmulatorConfig(latency=LATENCY, concurrency=8, seed=SEED, pixwith_credits=1_000_000)
+    manifest = write_manifest(tmp_path, manifest_text(PER_MODEL, name="crash",
+                                                      concurrency=CONCURRENCY))
     runs = tmp_path / "runs"
     log = tmp_path / "processes.log"
     with serve_in_thread(cfg) as server:
@@ -105,7 +122,7 @@ def test_sigkill_at_random_moments_then_resume_pays_once_and_delivers(tmp_path: 
         genuinely_unknown: set[str] = set()
         kills = resumes = 0
         for round_no in range(KILLS):
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(SLEEPS[round_no])
             if not _kill(proc):
                 break  # it finished before this moment came
             kills += 1

@@ -17,6 +17,7 @@ from runner.config import DEMO_CREDENTIALS, resolve
 from runner.emulator import EmulatorConfig, serve_in_thread
 from runner.jobs import Estimate, Job, job_key
 from runner.providers import make_provider
+from runner.providers.http import MAX_PARALLEL_DOWNLOADS
 
 pytestmark = pytest.mark.e2e
 
@@ -64,15 +65,23 @@ def test_downloads_in_progress_never_hold_up_api_calls() -> None:
 
         async def go() -> str:
             release = asyncio.Event()
+            busy = asyncio.Event()
+            opened = 0
 
             async def hold(url: str) -> None:  # a download started, its body not yet read
+                nonlocal opened
                 async with provider.stream(url):
+                    opened += 1
+                    if opened == MAX_PARALLEL_DOWNLOADS:
+                        busy.set()
                     await release.wait()
 
             try:
                 done = await provider.poll((await provider.submit(_job(1))).task_id)
                 holders = [asyncio.create_task(hold(done.outputs[0].url)) for _ in range(24)]
-                await asyncio.sleep(0.5)
+                # every download connection is taken (the rest wait for one) before the
+                # submit is sent: forced, not left to a pause being long enough
+                await asyncio.wait_for(busy.wait(), 30)
                 try:
                     task = await asyncio.wait_for(provider.submit(_job(2)), 10)
                     status = await asyncio.wait_for(provider.poll(task.task_id), 10)

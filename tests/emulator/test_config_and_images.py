@@ -17,12 +17,14 @@ from runner.emulator.images import make_output, output_size, pad_png, render_png
 
 def test_fault_spec_parses_every_kind() -> None:
     spec = FaultSpec.parse("429=0.1,5xx=0.05,drop=0.02,slow=0.05,fail=0.1,truncate=0.05,"
-                           "slow_seconds=3")
-    assert (spec.http_429, spec.http_5xx, spec.drop, spec.slow, spec.fail, spec.truncate) == (
-        0.1, 0.05, 0.02, 0.05, 0.1, 0.05)
+                           "task_error=0.03,slow_seconds=3")
+    assert (spec.http_429, spec.http_5xx, spec.drop, spec.slow, spec.fail, spec.truncate,
+            spec.task_error) == (0.1, 0.05, 0.02, 0.05, 0.1, 0.05, 0.03)
     assert spec.slow_seconds == 3
     assert spec.rate("5xx") == 0.05
+    assert spec.rate("task_error") == 0.03
     assert FaultSpec.parse(str(spec)) == spec
+    assert str(FaultSpec.parse("task_error=0.5")) == "task_error=0.5"
     assert not FaultSpec.parse("").active
     assert not FaultSpec.parse("none").active
     assert FaultSpec.parse(" drop = 1 , ").drop == 1.0
@@ -45,15 +47,56 @@ def test_fault_spec_rejects_bad_specs_clearly(spec: str, words: str) -> None:
 
 
 def test_fault_draws_respect_rates() -> None:
-    never = FaultInjector(FaultSpec(), random.Random(1))
+    never = FaultInjector(FaultSpec(), 1)
     assert all(never.for_api().error is None for _ in range(200))
-    always = FaultInjector(FaultSpec(drop=1.0), random.Random(1))
+    assert all(never.for_task("wiro") is None for _ in range(200))
+    always = FaultInjector(FaultSpec(drop=1.0), 1)
     drops = [always.for_api() for _ in range(200)]
     assert all(d.error == "drop" for d in drops)
-    assert 40 < sum(d.drop_after for d in drops) < 160  # both sides of task creation
-    half = FaultInjector(FaultSpec(http_5xx=0.5), random.Random(7))
+    assert 40 < sum(d.drop_after for d in drops) < 160  # both sides of task creation (seeded)
+    half = FaultInjector(FaultSpec(http_5xx=0.5), 7)
     hits = sum(half.for_download().error == "5xx" for _ in range(1000))
     assert 400 < hits < 600
+    doomed = FaultInjector(FaultSpec(task_error=1.0, fail=1.0), 3)
+    assert [doomed.for_task("wiro") for _ in range(3)] == ["task_error"] * 3  # first wins
+    assert [doomed.for_task("pixwith") for _ in range(3)] == ["fail"] * 3  # Wiro's alone
+    assert dict(doomed.decisions) == {"task/wiro": 3, "task/pixwith": 3}
+
+
+def test_the_nth_decision_of_a_stream_depends_on_the_seed_and_n_only() -> None:
+    spec = FaultSpec.parse("429=0.2,5xx=0.2,drop=0.2,slow=0.2,task_error=0.2,fail=0.2,"
+                           "truncate=0.2")
+    alone = FaultInjector(spec, 42)
+    api_alone = [alone.for_api() for _ in range(50)]
+    tasks_alone = [alone.for_task("wiro") for _ in range(50)]
+    # another run of the same seed: the same calls, interleaved with everything else
+    mixed = FaultInjector(spec, 42)
+    rng = random.Random(0)
+    api_mixed: list[object] = []
+    tasks_mixed: list[object] = []
+    while len(api_mixed) < 50 or len(tasks_mixed) < 50:
+        pick = rng.randrange(5)
+        if pick == 0 and len(api_mixed) < 50:
+            api_mixed.append(mixed.for_api())
+        elif pick == 1 and len(tasks_mixed) < 50:
+            tasks_mixed.append(mixed.for_task("wiro"))
+        elif pick == 2:
+            mixed.for_download()
+        elif pick == 3:
+            mixed.for_task("pixwith")
+        else:
+            mixed.for_upload()
+    assert api_mixed == api_alone
+    assert tasks_mixed == tasks_alone
+    # … and a spec changed on the way carries the streams on where they were
+    switched = FaultInjector(spec, 42)
+    first = [switched.for_api() for _ in range(20)]
+    switched = switched.with_spec(FaultSpec())
+    assert all(switched.for_api().error is None for _ in range(10))
+    switched = switched.with_spec(spec)
+    assert first + [switched.for_api() for _ in range(20)] == api_alone[:20] + api_alone[30:]
+    other = FaultInjector(spec, 43)
+    assert [other.for_api() for _ in range(50)] != api_alone  # another seed, another run
 
 
 def test_config_credentials_come_from_env_else_demo(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -286,11 +286,11 @@ async def test_failed_tasks_report_failure_with_reason() -> None:
     async with in_process(config(latency=10, faults=FaultSpec.parse("fail=1")),
                           clock=lambda: now[0]) as (wiro, pix, _):
         task = await wiro.submit(make_job("wiro/seedream-v4-5"))
-        now[0] += 6.5  # the failing model is writing to stderr
+        now[0] += 7.5  # the failing model's stderr is in (task_error_full, not task_error)
         interim = await wiro.poll(task.task_id)
-        assert interim.provider_status == "task_error"
+        assert interim.provider_status == "task_error_full"
         assert interim.state is TaskState.RUNNING  # not the verdict yet
-        now[0] += 4
+        now[0] += 3
         final = await wiro.poll(task.task_id)
         assert final.state is TaskState.FAILED
         assert final.provider_status == "task_postprocess_end pexit=1"

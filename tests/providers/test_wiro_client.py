@@ -152,8 +152,9 @@ async def test_missing_local_image_is_rejected_with_its_name(tmp_path: Path) -> 
     ("task_output", TaskState.RUNNING), ("task_output_full", TaskState.RUNNING),
     ("task_end", TaskState.RUNNING), ("task_postprocess_start", TaskState.RUNNING),
     ("task_cancel", TaskState.CANCELLED),
-    # stderr output is an interim event (Wiro's task docs): the verdict comes with pexit
-    ("task_error", TaskState.RUNNING), ("task_error_full", TaskState.RUNNING),
+    # the accumulated stderr of a run is an interim stage (Wiro's task docs): the verdict
+    # comes with pexit. (Task/Detail's bare task_error is terminal: test_wiro_task_error.py)
+    ("task_error_full", TaskState.RUNNING),
 ])
 def test_status_words(status: str, state: TaskState) -> None:
     assert status in wiro_statuses()
@@ -190,7 +191,8 @@ def test_postprocess_end_without_exit_zero_is_a_failure(pexit: str | None, debug
 
 
 def test_stderr_then_exit_zero_is_a_success_and_nonzero_a_failure() -> None:
-    interim = parse_task({"id": "5", "status": "task_error", "debugerror": "UserWarning: x"})
+    interim = parse_task({"id": "5", "status": "task_error_full",
+                          "debugerror": "UserWarning: x"})
     assert interim.state is TaskState.RUNNING
     assert not interim.state.terminal
     ok = parse_task({"id": "5", "status": "task_postprocess_end", "pexit": "0",
