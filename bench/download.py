@@ -45,8 +45,8 @@ def _ts(iso: str) -> float:
 
 
 async def _one_job(base_url: str, work: Path) -> dict[str, Any]:
-    from runner.catalog import MODELS
-    from runner.config import DEMO_CREDENTIALS, resolve
+    from runner.catalog import models as installed_models
+    from runner.config import demo_credentials, resolve
     from runner.execute.executor import Executor
     from runner.execute.journal import Journal
     from runner.execute.limits import EffectiveLimits
@@ -55,7 +55,7 @@ async def _one_job(base_url: str, work: Path) -> dict[str, Any]:
     from runner.rundir import output_names
 
     model = "wiro/seedream-v4"
-    params = MODELS[model].with_defaults({"size": "1024x1024"})
+    params = installed_models()[model].with_defaults({"size": "1024x1024"})
     prompt = f"a large download {time.time_ns()}"
     job = Job(key=job_key(model, prompt, params, (), 0), name="large", alias="v4",
               model=model, provider="wiro", prompt=prompt, params=params,
@@ -66,7 +66,7 @@ async def _one_job(base_url: str, work: Path) -> dict[str, Any]:
                 jobs=(job,))
     run_dir = work / "run"
     (run_dir / "outputs").mkdir(parents=True)
-    settings = resolve("wiro", None, {**clean_env(), **DEMO_CREDENTIALS}, demo=True,
+    settings = resolve("wiro", None, {**clean_env(), **demo_credentials()}, demo=True,
                        base_url=base_url)
     provider = make_provider(settings, concurrency=1)
     journal = Journal.create(run_dir / "journal.sqlite", [job], {"name": "download"})

@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 from benchlib import clean_env, emulator_process, machine  # noqa: E402
 
 from runner import api  # noqa: E402
-from runner.config import DEMO_CREDENTIALS, resolve  # noqa: E402
+from runner.config import demo_credentials, resolve  # noqa: E402
 from runner.execute.executor import Executor  # noqa: E402
 from runner.execute.journal import JobState, Journal  # noqa: E402
 from runner.providers import make_provider  # noqa: E402
@@ -120,7 +120,7 @@ def cpu_seconds() -> float:
 
 async def run_executor(prepared: api.Prepared, run_dir: Path, base_urls: dict[str, str],
                        sampler: Sampler) -> tuple[float, dict[str, int], dict[str, int]]:
-    env = {**clean_env(), **DEMO_CREDENTIALS}
+    env = {**clean_env(), **demo_credentials()}
     providers = {}
     for name in prepared.providers:
         settings = resolve(name, prepared.plan.providers, env, demo=True,
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--credits", str(6 * jobs + 6), "--seed", "1"]
         with emulator_process(work, emu_args) as emu:
             base_urls = {"wiro": f"{emu.url}/wiro/v1", "pixwith": f"{emu.url}/pixwith/api"}
-            env = {**clean_env(), **DEMO_CREDENTIALS}
+            env = {**clean_env(), **demo_credentials()}
             prepared = api.prepare(manifest, env=env, runs_dir=work / "runs")
             assert len(prepared.selected) == jobs
             run_dir = work / "run"

@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 from benchlib import clean_env, emulator_process, machine  # noqa: E402
 
 from runner import api  # noqa: E402
-from runner.config import DEMO_CREDENTIALS, resolve  # noqa: E402
+from runner.config import demo_credentials, resolve  # noqa: E402
 from runner.execute.executor import Executor, ExecutorOptions  # noqa: E402
 from runner.execute.journal import Journal  # noqa: E402
 from runner.execute.limits import AdaptiveSlots  # noqa: E402
@@ -155,7 +155,7 @@ async def control(executor: Executor, emulator_url: str, marks: Marks, args: Any
 
 async def run(prepared: api.Prepared, run_dir: Path, emulator_url: str, args: Any,
               recorder: Recorder, trace: Trace, marks: Marks) -> dict[str, int]:
-    env = {**clean_env(), **DEMO_CREDENTIALS}
+    env = {**clean_env(), **demo_credentials()}
     settings = resolve("wiro", prepared.plan.providers, env, demo=True,
                        base_url=f"{emulator_url}/wiro/v1")
     provider = make_provider(settings, concurrency=prepared.limits["wiro"].concurrency)
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         emu_args = ["--latency", str(args.latency), "--concurrency",
                     str(4 * args.concurrency), "--seed", "1"]
         with emulator_process(work, emu_args) as emu:
-            env = {**clean_env(), **DEMO_CREDENTIALS}
+            env = {**clean_env(), **demo_credentials()}
             prepared = api.prepare(manifest, env=env, runs_dir=work / "runs")
             run_dir = work / "run"
             (run_dir / "outputs").mkdir(parents=True)

@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 from benchlib import machine  # noqa: E402
 
-from runner.catalog import MODELS  # noqa: E402
+from runner.catalog import models as installed_models  # noqa: E402
 from runner.config import resolve  # noqa: E402
 from runner.emulator import EmulatorConfig, create_app, serve_in_thread  # noqa: E402
 from runner.emulator import server as emulator_server  # noqa: E402
@@ -61,7 +61,7 @@ MODEL = "wiro/seedream-v4"
 
 
 def make_jobs(n: int) -> list[Job]:
-    spec = MODELS[MODEL]
+    spec = installed_models()[MODEL]
     params = spec.with_defaults({"size": "1024x1024"})
     jobs = []
     for i in range(n):

@@ -28,10 +28,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from runner.config import (
-    BASE_URL_VARS,
-    CREDENTIAL_VARS,
     ProviderSettings,
     base_url_for,
+    base_url_var,
+    credential_vars,
     is_emulator,
     is_loopback,
     resolve,
@@ -64,6 +64,7 @@ from runner.execute.progress import LogProgress, NullProgress, ProgressSink, Ric
 from runner.jobs import Budget, Estimate, Job, Limits, Plan
 from runner.manifest import load_plan
 from runner.outputs import ReuseHit, ReuseLookup
+from runner.plugins import registry
 from runner.providers import make_provider
 from runner.providers.base import Provider
 from runner.report import finalize
@@ -81,8 +82,7 @@ from runner.rundir import (
 from runner.version import __version__
 
 DEFAULT_EMULATE_LATENCY = 1.0
-# Paths of the two APIs on the emulator (a transport injected in tests has no real address).
-EMULATOR_PATHS = {"wiro": "/wiro/v1", "pixwith": "/pixwith/api"}
+# The emulator's address when a transport is injected (tests): it has no real one.
 TRANSPORT_HOST = "http://127.0.0.1:9"
 
 
@@ -195,7 +195,9 @@ def _limits_for(providers: Sequence[str], plan_limits: Mapping[str, Limits],
                 concurrency: int | None) -> dict[str, EffectiveLimits]:
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1 (got {concurrency})")
-    return {name: effective_limits(plan_limits.get(name), concurrency) for name in providers}
+    return {name: effective_limits(plan_limits.get(name), concurrency,
+                                   registry().provider(name).default_limits)
+            for name in providers}
 
 
 def _check_max_usd(max_usd: float | None) -> None:
@@ -228,6 +230,8 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     env = dict(os.environ if env is None else env)
     plan = load_plan(manifest)
     selected, skipped = select_jobs(plan.jobs, only)
+    if emulate:
+        refuse_unemulated(sorted({job.provider for job in selected}))
     emulated = emulated_providers(sorted({job.provider for job in selected}), plan.providers,
                                   env, emulate=emulate)
     lookup = None if force else _reuse_lookup(Path(runs_dir), emulated)
@@ -244,6 +248,17 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
                     limits=_limits_for(providers, plan.limits, concurrency), budget=budget,
                     providers=providers, emulate=emulate, env=env, force=force, only=only,
                     max_usd_flag=max_usd, reused=reused, emulated_providers=emulated)
+
+
+def refuse_unemulated(providers: Sequence[str]) -> None:
+    """``--emulate`` with a provider that ships no emulator: refused before anything is
+    sent (it would otherwise reach the real host with demo credentials)."""
+    lacking = [name for name in providers if registry().provider(name).emulator is None]
+    if lacking:
+        names = ", ".join(lacking)
+        raise ConfigError(f"--emulate: provider{'s' if len(lacking) > 1 else ''} {names} "
+                          f"ship{'' if len(lacking) > 1 else 's'} no emulator; nothing was "
+                          f"sent. Leave out their jobs (--only) or run without --emulate")
 
 
 def emulated_providers(providers: Sequence[str], manifest_providers: Mapping[str, Any],
@@ -272,14 +287,16 @@ def _emulator(emulate: bool, transport: httpx.AsyncBaseTransport | None, latency
     if not emulate:
         yield None
         return
+    paths = {name: spec.emulator.path for name, spec in registry().providers.items()
+             if spec.emulator is not None}
     if transport is not None:
-        yield {name: TRANSPORT_HOST + path for name, path in EMULATOR_PATHS.items()}
+        yield {name: TRANSPORT_HOST + path for name, path in paths.items()}
         return
     from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread
 
     cfg = EmulatorConfig(latency=latency, faults=FaultSpec.parse(faults or ""))
     with serve_in_thread(cfg) as server:
-        yield {"wiro": server.wiro_base_url, "pixwith": server.pixwith_base_url}
+        yield {name: server.url + path for name, path in paths.items()}
 
 
 def _settings(providers: Sequence[str], manifest_providers: Mapping[str, Any],
@@ -330,12 +347,15 @@ def _signals(executor: Executor, enabled: bool) -> Iterator[None]:
 
 
 def _emulated_options(options: ExecutorOptions | None, emulate: bool,
-                      latency: float) -> ExecutorOptions | None:
-    """Under --emulate the task latency is known: the first polls need not guess it."""
-    if not emulate or options is not None:
+                      latency: float) -> ExecutorOptions:
+    """Each provider's first-poll guess (its ``initial_latency``); under --emulate the task
+    latency is known, so the first polls need not guess it."""
+    if options is not None and options.initial_guess is not None:
         return options
-    guess = max(0.05, latency)
-    return ExecutorOptions(initial_guess={"wiro": guess, "pixwith": guess})
+    specs = registry().providers
+    guesses = {name: (max(0.05, latency) if emulate else spec.initial_latency)
+               for name, spec in specs.items()}
+    return replace(options or ExecutorOptions(), initial_guess=guesses)
 
 
 async def _execute_async(executor: Executor, providers: Mapping[str, Provider],
@@ -405,7 +425,8 @@ def _messages(outcome: Outcome, journal: Journal, run_dir: Path) -> list[str]:
 def fatal_advice(exc: FatalProviderError) -> str:
     name = exc.provider or "the provider"
     if isinstance(exc, AuthError):
-        variables = " and ".join(CREDENTIAL_VARS.get(exc.provider, ())) or "the credentials"
+        known = exc.provider in registry().providers
+        variables = " and ".join(credential_vars(exc.provider)) if known else "the credentials"
         return f"{name} refused the credentials: check {variables} ({exc.message})"
     return f"{name}: not enough balance or credits — top up the account, then resume " \
            f"({exc.message})"
@@ -525,8 +546,8 @@ def _resume_base_urls(meta: Mapping[str, Any], env: Mapping[str, str], emulate: 
         if emulated is not None:
             demo = True
             continue
-        if env.get(BASE_URL_VARS[name]):
-            url = env[BASE_URL_VARS[name]]
+        if env.get(base_url_var(name)):
+            url = env[base_url_var(name)]
         elif name in recorded:
             url = recorded[name]
             if meta.get("emulate") == "in-process":
@@ -572,6 +593,8 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
             opts = _emulated_options(options, emulate and transport is None,
                                      emulate_latency) or ExecutorOptions()
             opts = replace(opts, retry_unknown=retry_unknown)
+            if emulate:
+                refuse_unemulated(providers)
             if emulate and not meta.get("emulated"):
                 raise ConfigError(f"{path} ran against the real providers; --emulate can only "
                                   f"resume a run that was emulated")

@@ -1,9 +1,10 @@
 """Provider settings: credentials from the environment only, base URLs checked, and whether
 a base URL is a seedbatch emulator (:func:`is_emulator`).
 
-Credentials come from ``WIRO_API_KEY``, ``WIRO_API_SECRET`` and ``PIXWITH_API_KEY`` and never
-anywhere else. Base URLs come from ``WIRO_BASE_URL`` / ``PIXWITH_BASE_URL``, else the
-manifest's ``providers:`` section, else the public endpoints. Plain ``http://`` is refused
+Each provider declares (its :class:`~runner.spec.ProviderSpec`) the environment variables
+that hold its credentials — read from the environment and never anywhere else — and the one
+that holds its base URL. A base URL comes from that variable, else the manifest's
+``providers:`` section, else the provider's public endpoint. Plain ``http://`` is refused
 except for loopback hosts (the emulator).
 """
 
@@ -16,24 +17,30 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from runner.errors import ConfigError
+from runner.plugins import registry
 
-DEFAULT_BASE_URLS = {
-    "wiro": "https://api.wiro.ai/v1",
-    "pixwith": "https://api.pixwith.ai/api",
-}
-CREDENTIAL_VARS = {
-    "wiro": ("WIRO_API_KEY", "WIRO_API_SECRET"),
-    "pixwith": ("PIXWITH_API_KEY",),
-}
-BASE_URL_VARS = {"wiro": "WIRO_BASE_URL", "pixwith": "PIXWITH_BASE_URL"}
 
-# Credentials the built-in emulator accepts when the variables above are unset.
-# Pixwith's is the test key its documentation publishes.
-DEMO_CREDENTIALS = {
-    "WIRO_API_KEY": "demo-wiro-key",
-    "WIRO_API_SECRET": "demo-wiro-secret",
-    "PIXWITH_API_KEY": "key_00000000000000000000000000000000",
-}
+def credential_vars(name: str) -> tuple[str, ...]:
+    """The environment variables that hold provider ``name``'s credentials."""
+    return registry().provider(name).credentials
+
+
+def all_credential_vars() -> tuple[str, ...]:
+    """Every installed provider's credential variables (to mask wherever they might show)."""
+    return tuple(var for spec in registry().providers.values() for var in spec.credentials)
+
+
+def base_url_var(name: str) -> str:
+    return registry().provider(name).base_url_var
+
+
+def demo_credentials() -> dict[str, str]:
+    """What the emulators accept when the credential variables are unset."""
+    found: dict[str, str] = {}
+    for spec in registry().providers.values():
+        if spec.emulator is not None:
+            found.update(spec.emulator.credentials)
+    return found
 
 
 @dataclass(frozen=True)
@@ -86,13 +93,13 @@ def resolve(
     ``demo`` fills unset credentials with the emulator's; ``base_url`` (the emulator's address
     under ``--emulate``) wins over the environment and the manifest."""
     env = os.environ if env is None else env
-    if name not in CREDENTIAL_VARS:
-        raise ConfigError(f"unknown provider {name!r}; known: {', '.join(CREDENTIAL_VARS)}")
+    spec = registry().provider(name)
+    demo_values = spec.emulator.credentials if spec.emulator is not None else {}
     values = []
-    for var in CREDENTIAL_VARS[name]:
+    for var in spec.credentials:
         value = env.get(var, "")
         if not value and demo:
-            value = DEMO_CREDENTIALS[var]
+            value = demo_values.get(var, "")
         if not value:
             raise ConfigError(f"{var} is not set: export {var}=… with your {name} credentials "
                               f"(seedbatch reads credentials from the environment only)")
@@ -106,7 +113,8 @@ def base_url_for(name: str, manifest_providers: Mapping[str, Mapping[str, str]] 
     """Provider ``name``'s base URL: ``base_url`` (the emulator's, under ``--emulate``), else
     its ``*_BASE_URL`` variable, else the manifest's ``providers:``, else the public one."""
     env = os.environ if env is None else env
-    var = BASE_URL_VARS[name]
+    spec = registry().provider(name)
+    var = spec.base_url_var
     if base_url:
         return check_base_url(base_url, "emulator")
     if env.get(var):
@@ -114,7 +122,7 @@ def base_url_for(name: str, manifest_providers: Mapping[str, Mapping[str, str]] 
     if manifest_providers and manifest_providers.get(name, {}).get("base_url"):
         return check_base_url(manifest_providers[name]["base_url"],
                               f"providers.{name}.base_url")
-    return DEFAULT_BASE_URLS[name]
+    return spec.default_base_url
 
 
 #: What the emulator's index (``GET /__``) answers with, to tell it from a real endpoint.

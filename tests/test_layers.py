@@ -24,9 +24,11 @@ Group = tuple[str, tuple[str, ...]]
 LAYERS: tuple[tuple[Group, ...], ...] = (
     (("core", ("runner.version", "runner.errors", "runner.jobs", "runner.resources",
                "runner.catalog", "runner.config", "runner.files", "runner.display",
-               "runner.media", "runner.outputs", "runner.jobrecord", "runner.rundir")),),
+               "runner.media", "runner.outputs", "runner.jobrecord", "runner.rundir",
+               "runner.spec", "runner.plugins", "runner.providers.base")),),
     (("manifest", ("runner.manifest.*",)), ("providers", ("runner.providers.*",)),
      ("emulator", ("runner.emulator.*",))),
+    (("hosts", ("runner.hosts.*",)),),
     (("journal", ("runner.execute.journal",)),),
     (("execute", ("runner.execute.*",)), ("report", ("runner.report.*",))),
     (("api", ("runner.api",)),),

@@ -25,11 +25,22 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _plugin_problems() -> None:
+    """A plugin that failed to load is named on stderr, once; the command goes on."""
+    from runner.plugins import registry
+
+    reg = registry()
+    for problem in reg.problems:
+        click.echo(f"warning: {problem}", err=True)
+    reg.problems.clear()
+
+
 def handles_errors(func: F) -> F:
     """Turn seedbatch's errors into one clear message and the contract's exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _plugin_problems()
         try:
             return func(*args, **kwargs)
         except ManifestErrors as exc:
@@ -58,8 +69,8 @@ def main() -> None:
       seedbatch run manifests/quickstart.yaml --emulate --yes   # offline, free
       seedbatch verify runs/<run>                      # re-hash every output
 
-    Credentials come from the environment only: WIRO_API_KEY, WIRO_API_SECRET,
-    PIXWITH_API_KEY. Exit codes: 0 ok, 1 some jobs failed, 2 bad input,
+    Credentials come from the environment only, in each provider's own variables
+    (`seedbatch plugins` lists them). Exit codes: 0 ok, 1 some jobs failed, 2 bad input,
     3 fatal provider error (auth, balance), 130 interrupted.
     """
 

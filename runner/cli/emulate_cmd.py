@@ -1,4 +1,4 @@
-"""``seedbatch emulate``: serve the built-in Wiro + Pixwith emulator until Ctrl-C."""
+"""``seedbatch emulate``: serve the emulator of every installed provider that ships one."""
 
 from __future__ import annotations
 
@@ -8,22 +8,31 @@ from collections.abc import Mapping
 import click
 
 from runner.cli import handles_errors, main
-from runner.config import DEMO_CREDENTIALS, is_loopback
+from runner.config import demo_credentials, is_loopback
 from runner.errors import ConfigError
-
-CREDENTIAL_VARS = ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY")
+from runner.plugins import registry
 
 
 def credential_lines(env: Mapping[str, str]) -> list[str]:
     """Where each accepted credential comes from. Values from the environment are never
-    shown; the built-in demo values are public and shown so they can be copied."""
+    shown; the demo values are public and shown so they can be copied."""
     lines = []
-    for var in CREDENTIAL_VARS:
+    for var, demo in demo_credentials().items():
         if env.get(var):
             lines.append(f"  {var:<16} from the environment (value not shown)")
         else:
-            lines.append(f"  export {var}={DEMO_CREDENTIALS[var]}   # built-in demo value")
+            lines.append(f"  export {var}={demo}   # demo value")
     return lines
+
+
+def endpoint_lines(url: str) -> list[str]:
+    """Each emulated provider's base URL, and the variable that points seedbatch at it."""
+    specs = [s for s in sorted(registry().providers.values(), key=lambda s: s.name)
+             if s.emulator is not None]
+    return ([f"  {s.title:<9}{url}{s.emulator.path}" for s in specs if s.emulator]
+            + [f"  stats    {url}/__stats", "Point clients at it:"]
+            + [f"  export {s.base_url_var}={url}{s.emulator.path}" for s in specs
+               if s.emulator])
 
 
 def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
@@ -48,51 +57,31 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> ob
               help="Fault rates per request, e.g. "
                    "'429=0.1,5xx=0.05,drop=0.02,slow=0.05,fail=0.1,truncate=0.05,slow_seconds=3'.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Unfinished tasks allowed per account (Wiro answers code 96 beyond).")
+              help="Unfinished tasks allowed per account (beyond it a submit is refused).")
 @click.option("--image-size", type=click.Choice(["small", "full"]), default="small",
               show_default=True,
               help="'small': outputs ~256 px on the long side; 'full': the requested size.")
 @click.option("--pad-bytes", default=0, show_default=True, type=click.IntRange(min=0),
               help="Pad every output PNG to at least this many bytes (download benchmarks).")
 @click.option("--credits", "credits", default=500, show_default=True,
-              type=click.IntRange(min=0), help="Starting Pixwith credit balance.")
+              type=click.IntRange(min=0),
+              help="Starting balance of the accounts billed in credits.")
 @click.option("--seed", default=None, type=int, help="Seed for fault and jitter draws.")
 @handles_errors
 def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
             concurrency: int, image_size: str, pad_bytes: int, credits: int,
             seed: int | None) -> None:
-    """Serve the built-in Wiro + Pixwith emulator (offline, free) until Ctrl-C.
+    """Serve the emulator (offline, free) of every installed provider until Ctrl-C.
 
-    It speaks both vendors' APIs exactly as their pages document them, renders real PNGs
-    showing the prompt, bills list prices, and can inject faults. Counters live at /__stats.
+    It speaks each host's API as its pages document it, renders real PNGs showing the
+    prompt, bills list prices, and can inject faults. Counters live at /__stats. The lines
+    it prints say where each provider's API is and which variables point seedbatch at it;
+    docs/emulator.md has curl recipes for each vendor.
 
     \b
-    Try a vendor recipe against it (Wiro, signature auth):
+    Examples:
       seedbatch emulate --port 8000 --latency 1 &
-      export YOUR_API_KEY=demo-wiro-key YOUR_API_SECRET=demo-wiro-secret
-      export NONCE=$(date +%s%N)
-      export SIGNATURE="$(echo -n "${YOUR_API_SECRET}${NONCE}" \\
-        | openssl dgst -sha256 -hmac "${YOUR_API_KEY}" | awk '{print $NF}')"
-      curl -X POST "http://127.0.0.1:8000/wiro/v1/Run/bytedance/seedream-v4" \\
-        -H "x-api-key: ${YOUR_API_KEY}" -H "x-nonce: ${NONCE}" \\
-        -H "x-signature: ${SIGNATURE}" \\
-        -F "prompt=A lighthouse at dawn" -F "size=2048x2048" -F "maxImages=1" \\
-        -F "watermark=false" -F "inputImage=@ref.png"
-      # then Task/Detail with -d '{"taskid": "…"}' and a fresh NONCE/SIGNATURE
-
-    \b
-    Pixwith:
-      curl -X POST http://127.0.0.1:8000/pixwith/api/task/create \\
-        -H "Content-Type: application/json" \\
-        -H "Api-Key: key_00000000000000000000000000000000" \\
-        -d '{"prompt": "a lighthouse", "model_id": "0-32",
-             "options": {"prompt_optimization": false, "num_outputs": 1,
-                         "resolution": "2K", "aspect_ratio": "16:9"}}'
-
-    \b
-    Point seedbatch at it (or use `seedbatch run --emulate`, which starts its own):
-      export WIRO_BASE_URL=http://127.0.0.1:8000/wiro/v1
-      export PIXWITH_BASE_URL=http://127.0.0.1:8000/pixwith/api
+      seedbatch emulate --port 0 --faults '429=0.1,fail=0.05' --seed 7
     """
     from runner.emulator import EmulatorConfig
     from runner.emulator.app import create_app
@@ -115,12 +104,7 @@ def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
     url = url_for(host, sock.getsockname()[1])
     lines = [
         f"seedbatch emulator listening on {url}",
-        f"  Wiro     {url}/wiro/v1",
-        f"  Pixwith  {url}/pixwith/api",
-        f"  stats    {url}/__stats",
-        "Point clients at it:",
-        f"  export WIRO_BASE_URL={url}/wiro/v1",
-        f"  export PIXWITH_BASE_URL={url}/pixwith/api",
+        *endpoint_lines(url),
         "Credentials it accepts:",
         *credential_lines(os.environ),
         f"latency {latency:g} s, jitter {jitter:g}, concurrency {concurrency}, "

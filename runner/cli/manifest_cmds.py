@@ -14,7 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from runner.catalog import MODELS, describe_model
+from runner import catalog
+from runner.catalog import describe_model
 from runner.cli import fail, handles_errors, main
 from runner.display import credits_fixed, usd_precise
 from runner.errors import EXIT_INPUT, ManifestError, ManifestErrors
@@ -279,7 +280,7 @@ def models(as_json: bool) -> None:
       seedbatch models
       seedbatch models --json | jq '.[].id'
     """
-    described = [describe_model(spec) for spec in MODELS.values()]
+    described = [describe_model(spec) for spec in catalog.models().values()]
     if as_json:
         click.echo(json.dumps(described, ensure_ascii=False, indent=2))
         return
@@ -305,3 +306,63 @@ def models(as_json: bool) -> None:
         for rule in d["rules"]:
             console.print(f"  • {rule}")
         console.print()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the providers as JSON.")
+@handles_errors
+def plugins(as_json: bool) -> None:
+    """List the providers installed: built-in hosts and plugins alike.
+
+    For each provider: its models, the package (distribution and version) that registered
+    it, its credential and base-URL variables, whether it can cancel a task and whether it
+    ships an emulator (for --emulate). Plugins that failed to load are listed too.
+    SEEDBATCH_PLUGINS=name,… loads only those providers.
+
+    \b
+    Examples:
+      seedbatch plugins
+      SEEDBATCH_PLUGINS=wiro seedbatch plugins --json
+    """
+    from runner.plugins import registry
+
+    reg = registry()
+    rows = [{"name": spec.name, "title": spec.title,
+             "models": [m.id for m in spec.models],
+             **reg.origins[spec.name].to_dict(),
+             "credentials": list(spec.credentials), "base_url_var": spec.base_url_var,
+             "default_base_url": spec.default_base_url, "can_cancel": spec.can_cancel,
+             "emulator": spec.emulator.path if spec.emulator is not None else None}
+            for spec in sorted(reg.providers.values(), key=lambda p: p.name)]
+    if as_json:
+        click.echo(json.dumps({"providers": rows, "not_loaded": list(reg.skipped),
+                               "problems": list(reg.problems)}, indent=2))
+        return
+    for row in rows:
+        where = f"{row['distribution'] or '?'} {row['version'] or ''}".strip()
+        click.echo(f"{row['name']:<12} {where:<24} {', '.join(row['models'])}")
+        click.echo(f"{'':<12} credentials {', '.join(row['credentials'])}; base URL "
+                   f"{row['base_url_var']} ({row['default_base_url']}); "
+                   f"{'can cancel' if row['can_cancel'] else 'cannot cancel'}; "
+                   f"{'emulator at ' + row['emulator'] if row['emulator'] else 'no emulator'}")
+    for name in reg.skipped:
+        click.echo(f"{name:<12} installed, not loaded (SEEDBATCH_PLUGINS)")
+    for problem in reg.problems:
+        click.echo(f"problem: {problem}", err=True)
+
+
+@main.command()
+@handles_errors
+def schema() -> None:
+    """Print the manifest's JSON Schema for the providers installed here.
+
+    schemas/manifest.schema.json covers the built-in hosts; with plugins installed, point
+    your editor at this output instead (# yaml-language-server: $schema=…).
+
+    \b
+    Example:
+      seedbatch schema > manifest.schema.json
+    """
+    from runner.manifest.schema import manifest_schema
+
+    click.echo(json.dumps(manifest_schema(), indent=2, ensure_ascii=False))

@@ -1,10 +1,8 @@
 """The emulator as one Starlette application.
 
 =============================  ====================================================
-``/wiro/v1/…``                 Run/{owner}/{slug}, Task/Detail, Task/Cancel, Task/Kill,
-                               File/Upload (signature auth on every call)
-``/pixwith/api/task/…``        create, get, pre_url, get_credits (``Api-Key`` header)
-``/pixwith-upload/{bucket}``   the presigned POST target ``pre_url`` hands out (S3-style)
+each installed provider's API  its routes (``EmulatorSpec.routes``) under its path,
+                               e.g. ``/acme/v1/…``: see ``runner/emulator/<name>.py``
 ``/files/…``                   uploads and outputs (public, like a CDN)
 ``/__stats``, ``/__reset``,    counters, reset, fault spec at run time, the clock
 ``/__faults``, ``/__clock``,   (tests), index; never faulted
@@ -24,11 +22,10 @@ from collections.abc import Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from runner.config import EMULATOR_IDENTITY
-from runner.emulator import pixwith, wiro
 from runner.emulator.config import EmulatorConfig
 from runner.emulator.faults import Decision, FaultSpec
 from runner.emulator.http import (
@@ -41,6 +38,8 @@ from runner.emulator.http import (
     too_many_requests,
 )
 from runner.emulator.state import CREATED_HERE, Clock, EmulatorState, Task
+from runner.plugins import registry
+from runner.spec import EmulatorSpec
 
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -153,7 +152,7 @@ async def _download(request: Request) -> Response:
     return FileResponse(data, stored.content_type, cut=cut)
 
 
-async def _upload_target(request: Request) -> Response:
+async def _upload_target(request: Request, handler: Handler) -> Response:
     state = _state(request)
     decision = _drawn(state.faults.for_upload(), state)
     await _delay(decision, state)
@@ -162,7 +161,7 @@ async def _upload_target(request: Request) -> Response:
         return server_error(decision.status, "files")
     if decision.error == "drop" and not decision.drop_after:
         return DroppedConnection()
-    response = await pixwith.upload_target(request, state)
+    response = await handler(request, state)
     if decision.error == "drop":
         return DroppedConnection()
     return response
@@ -210,34 +209,50 @@ async def _index(request: Request) -> Response:
     base = base_url(request)
     return JSONResponse({
         "name": EMULATOR_IDENTITY,  # how a run knows its endpoint is an emulator
-        "wiro_base_url": f"{base}/wiro/v1",
-        "pixwith_base_url": f"{base}/pixwith/api",
+        **{f"{name}_base_url": f"{base}{part.path}"
+           for name, part in emulated_providers().items()},
         "stats": f"{base}/__stats",
         "config": state.config.describe(),
         "faults": str(state.faults.spec),
     })
 
 
+class Kit:
+    """What a provider's emulator routes are built with (``EmulatorSpec.routes(kit)``):
+    handlers ``async (request, state) -> Response`` wrapped with the emulator's shared
+    faults and counters, so every host meets the same chaos."""
+
+    ALL_METHODS = ALL_METHODS
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def api(self, handler: Handler, label: str | None = None) -> Endpoint:
+        """An API endpoint: 429 / 5xx / drop (before or after the handler) / slow."""
+        return api(self.provider, handler, label)
+
+    def upload(self, handler: Handler, label: str) -> Endpoint:
+        """An upload target (presigned POST): upload faults (5xx, drop, slow)."""
+        async def body(request: Request) -> Response:
+            return await _upload_target(request, handler)
+
+        return _counted(lambda _r: label, body)
+
+
+def emulated_providers() -> dict[str, EmulatorSpec]:
+    """The installed providers that ship an emulator, by name."""
+    return {name: spec.emulator for name, spec in registry().providers.items()
+            if spec.emulator is not None}
+
+
 def create_app(config: EmulatorConfig | None = None, *, clock: Clock | None = None) -> Starlette:
-    """The emulator for ``config``; ``clock`` (unix seconds) is injectable for tests."""
+    """The emulator for ``config``, serving every installed provider that ships emulator
+    routes; ``clock`` (unix seconds) is injectable for tests."""
     config = config or EmulatorConfig()
-    W, P = "/wiro/v1", "/pixwith/api"
-    routes = [
-        Route(f"{W}/Run/{{owner}}/{{slug}}", api("wiro", wiro.run), methods=["POST"]),
-        Route(f"{W}/Task/Detail", api("wiro", wiro.detail), methods=["POST"]),
-        Route(f"{W}/Task/Cancel", api("wiro", wiro.cancel), methods=["POST"]),
-        Route(f"{W}/Task/Kill", api("wiro", wiro.kill), methods=["POST"]),
-        Route(f"{W}/File/Upload", api("wiro", wiro.upload), methods=["POST"]),
-        Route(f"{W}/{{rest:path}}", api("wiro", wiro.not_found, f"* {W}/(unknown)"),
-              methods=ALL_METHODS),
-        Route(f"{P}/task/create", api("pixwith", pixwith.create), methods=["POST"]),
-        Route(f"{P}/task/get", api("pixwith", pixwith.get), methods=["POST"]),
-        Route(f"{P}/task/pre_url", api("pixwith", pixwith.pre_url), methods=["POST"]),
-        Route(f"{P}/task/get_credits", api("pixwith", pixwith.get_credits), methods=["POST"]),
-        Route(f"{P}/{{rest:path}}", api("pixwith", pixwith.not_found, f"* {P}/(unknown)"),
-              methods=ALL_METHODS),
-        Route("/pixwith-upload/{bucket}",
-              _counted(lambda _r: "POST /pixwith-upload", _upload_target), methods=["POST"]),
+    routes: list[BaseRoute] = []
+    for name, part in emulated_providers().items():
+        routes.extend(part.routes(Kit(name)))
+    routes += [
         Route("/files/{path:path}", _counted(lambda r: f"{r.method} /files", _download),
               methods=["GET", "HEAD"]),
         Route("/__stats", _stats, methods=["GET"]),

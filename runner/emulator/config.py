@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator.faults import FaultSpec
 
 ImageSize = Literal["small", "full"]
 
 
 def _env_or_demo(var: str) -> str:
-    return os.environ.get(var) or DEMO_CREDENTIALS[var]
+    return os.environ.get(var) or demo_credentials()[var]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class EmulatorConfig:
 
     Credentials default to ``WIRO_API_KEY`` / ``WIRO_API_SECRET`` / ``PIXWITH_API_KEY`` from
     the environment at construction time, else the built-in demo credentials
-    (``runner.config.DEMO_CREDENTIALS``): whatever a client under ``--emulate`` sends.
+    (``runner.config.demo_credentials()``): whatever a client under ``--emulate`` sends.
     """
 
     latency: float = 2.0  # seconds from submit to a terminal state
@@ -67,10 +67,11 @@ class EmulatorConfig:
         """A config whose credentials come from ``env`` (default: the process environment),
         else the demo credentials; keyword arguments override any field."""
         env = os.environ if env is None else env
+        demo = demo_credentials()
         creds = {
-            "wiro_key": env.get("WIRO_API_KEY") or DEMO_CREDENTIALS["WIRO_API_KEY"],
-            "wiro_secret": env.get("WIRO_API_SECRET") or DEMO_CREDENTIALS["WIRO_API_SECRET"],
-            "pixwith_key": env.get("PIXWITH_API_KEY") or DEMO_CREDENTIALS["PIXWITH_API_KEY"],
+            "wiro_key": env.get("WIRO_API_KEY") or demo["WIRO_API_KEY"],
+            "wiro_secret": env.get("WIRO_API_SECRET") or demo["WIRO_API_SECRET"],
+            "pixwith_key": env.get("PIXWITH_API_KEY") or demo["PIXWITH_API_KEY"],
         }
         creds.update(overrides)
         return cls(**creds)

@@ -19,14 +19,15 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from runner.catalog import MODELS
 from runner.emulator.http import base_url, pixwith_error, pixwith_ok, s3_error
 from runner.emulator.state import PIXWITH_CREDITS_PER_IMAGE, EmulatorState
+from runner.resources import load_schema
 
 MODEL_ID = "0-32"
-SPEC = MODELS["pixwith/seedream-4.5"]
-OPTIONS = SPEC.schema["properties"]
+# The options Pixwith documents for Seedream 4.5 (the same schema the client validates with)
+OPTIONS = load_schema("models/pixwith-seedream-4.5.json")["properties"]
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
 # long side in pixels for each resolution (area ≈ side²)
@@ -269,3 +270,21 @@ async def upload_target(request: Request, state: EmulatorState) -> Response:
 async def not_found(request: Request, state: EmulatorState) -> Response:
     return pixwith_error("Not found", status=404)
 
+
+
+PATH = "/pixwith/api"
+
+
+def routes(kit: Any) -> list[Route]:
+    """Pixwith's routes; ``kit`` wraps handlers with the emulator's faults and counters."""
+    P = PATH
+    return [
+        Route(f"{P}/task/create", kit.api(create), methods=["POST"]),
+        Route(f"{P}/task/get", kit.api(get), methods=["POST"]),
+        Route(f"{P}/task/pre_url", kit.api(pre_url), methods=["POST"]),
+        Route(f"{P}/task/get_credits", kit.api(get_credits), methods=["POST"]),
+        Route(f"{P}/{{rest:path}}", kit.api(not_found, f"* {P}/(unknown)"),
+              methods=kit.ALL_METHODS),
+        Route("/pixwith-upload/{bucket}", kit.upload(upload_target, "POST /pixwith-upload"),
+              methods=["POST"]),
+    ]

@@ -17,6 +17,8 @@ from starlette.applications import Starlette
 from runner.emulator.app import create_app
 from runner.emulator.config import EmulatorConfig
 from runner.emulator.state import Clock
+from runner.errors import ConfigError
+from runner.plugins import registry
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -47,13 +49,18 @@ class EmulatorServer:
     url: str
     app: Starlette
 
-    @property
-    def wiro_base_url(self) -> str:
-        return f"{self.url}/wiro/v1"
+    def base_url(self, provider: str) -> str:
+        """Where ``provider``'s emulated API is (its ``EmulatorSpec.path`` under the root)."""
+        part = registry().provider(provider).emulator
+        if part is None:
+            raise ConfigError(f"provider {provider!r} ships no emulator")
+        return f"{self.url}{part.path}"
 
-    @property
-    def pixwith_base_url(self) -> str:
-        return f"{self.url}/pixwith/api"
+    def __getattr__(self, name: str) -> str:
+        """``server.<provider>_base_url``, e.g. ``server.acme_base_url``."""
+        if name.endswith("_base_url") and not name.startswith("_"):
+            return self.base_url(name[: -len("_base_url")])
+        raise AttributeError(name)
 
     def stats(self) -> dict[str, Any]:
         """``GET /__stats`` as a dict."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from runner.catalog import ModelSpec, by_endpoint
 from runner.emulator.http import (
@@ -495,3 +496,20 @@ async def upload(request: Request, state: EmulatorState) -> Response:
 
 async def not_found(request: Request, state: EmulatorState) -> Response:
     return wiro_error(0, "Error parsing url.", status=404)
+
+
+PATH = "/wiro/v1"
+
+
+def routes(kit: Any) -> list[Route]:
+    """Wiro's routes; ``kit`` wraps handlers with the emulator's faults and counters."""
+    W = PATH
+    return [
+        Route(f"{W}/Run/{{owner}}/{{slug}}", kit.api(run), methods=["POST"]),
+        Route(f"{W}/Task/Detail", kit.api(detail), methods=["POST"]),
+        Route(f"{W}/Task/Cancel", kit.api(cancel), methods=["POST"]),
+        Route(f"{W}/Task/Kill", kit.api(kill), methods=["POST"]),
+        Route(f"{W}/File/Upload", kit.api(upload), methods=["POST"]),
+        Route(f"{W}/{{rest:path}}", kit.api(not_found, f"* {W}/(unknown)"),
+              methods=kit.ALL_METHODS),
+    ]

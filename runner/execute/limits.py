@@ -55,15 +55,21 @@ class EffectiveLimits:
     requests_per_minute: float | None  # None: no request-rate cap
 
 
-def effective_limits(configured: Limits | None, concurrency_flag: int | None) -> EffectiveLimits:
+def effective_limits(configured: Limits | None, concurrency_flag: int | None,
+                     defaults: Limits | None = None) -> EffectiveLimits:
     """The manifest's limits for a provider combined with ``--concurrency``.
 
     ``--concurrency`` caps what the manifest allows (the lower wins); with no manifest value
-    it sets the cap. Unset values fall back to conservative defaults."""
+    it sets the cap. Unset values fall back to the provider's ``defaults`` (its
+    ``ProviderSpec.default_limits``), then to conservative ones."""
     conc = configured.concurrency if configured and configured.concurrency else None
     if concurrency_flag is not None:
         conc = min(conc, concurrency_flag) if conc else concurrency_flag
+    if conc is None and defaults is not None and defaults.concurrency:
+        conc = defaults.concurrency
     rpm = configured.requests_per_minute if configured else None
+    if not rpm and defaults is not None:
+        rpm = defaults.requests_per_minute
     return EffectiveLimits(max(1, int(conc or DEFAULT_CONCURRENCY)),
                            float(rpm) if rpm else DEFAULT_REQUESTS_PER_MINUTE)
 

@@ -61,9 +61,6 @@ class PollSettings:
     window: int = 64
 
 
-INITIAL_GUESS = {"wiro": 1.0, "pixwith": 1.0}
-
-
 @dataclass
 class LatencyModel:
     """How long one model's tasks take, learnt from the tasks seen so far."""
@@ -178,7 +175,9 @@ class LatencyBook:
     def __init__(self, settings: PollSettings | None = None,
                  initial_guess: dict[str, float] | None = None) -> None:
         self.settings = settings or PollSettings()
-        self.initial_guess = dict(INITIAL_GUESS if initial_guess is None else initial_guess)
+        # provider → seconds to the first poll (each provider's ``initial_latency``, passed
+        # in by the caller); a provider not named starts from ``settings.initial_guess``
+        self.initial_guess = dict(initial_guess or {})
         self._models: dict[tuple[str, str], LatencyModel] = {}
 
     def fastest(self, provider: str) -> float | None:

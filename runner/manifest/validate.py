@@ -15,13 +15,12 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from runner.catalog import MODELS, PROVIDER_NAMES, ModelSpec
+from runner.catalog import ModelSpec, get_model, models, provider_names
 from runner.config import check_base_url
 from runner.errors import ConfigError, ManifestError
 from runner.jobs import Budget, ImageRef, Limits, Price
@@ -34,6 +33,7 @@ from runner.manifest.images import (
 )
 from runner.manifest.load import Document, Parts
 from runner.manifest.matrix import MatrixError, expand_matrix
+from runner.manifest.schema import manifest_schema
 from runner.manifest.templates import (
     Template,
     TemplateFailure,
@@ -41,7 +41,7 @@ from runner.manifest.templates import (
     has_markup,
     slug,
 )
-from runner.resources import load_schema
+from runner.plugins import missing_provider_message, provider_of_model, registry
 
 RESERVED = ("model", "index", "prompts", "job", "image")
 DEFAULT_OUTPUT = "{{ job.name }}/{{ image.index }}.{{ image.ext }}"
@@ -102,9 +102,15 @@ _PATTERN_HELP = {
 }
 
 
-@cache
+_VALIDATORS: dict[int, Draft202012Validator] = {}
+
+
 def manifest_validator() -> Draft202012Validator:
-    return Draft202012Validator(load_schema("manifest.schema.json"))
+    """The manifest schema for the providers installed (one per registry)."""
+    reg = registry()
+    if id(reg) not in _VALIDATORS:
+        _VALIDATORS[id(reg)] = Draft202012Validator(manifest_schema(reg))
+    return _VALIDATORS[id(reg)]
 
 
 def schema_errors(doc: Document) -> tuple[list[ManifestError], list[Parts]]:
@@ -124,6 +130,14 @@ def schema_errors(doc: Document) -> tuple[list[ManifestError], list[Parts]]:
         else:
             paths.append(parts)
     return out, paths
+
+
+def unknown_model_message(model_id: str, known: list[str]) -> str:
+    """An unknown model id: a typo of an installed one, or a provider not installed."""
+    provider = provider_of_model(model_id)
+    if provider and provider not in registry().providers:
+        return f"model {model_id!r}: {missing_provider_message(provider)}"
+    return f"unknown model id {model_id!r}{suggest(model_id, known)} (known: {', '.join(known)})"
 
 
 def _translate(err: ValidationError, doc: Document) -> list[ManifestError]:
@@ -170,8 +184,7 @@ def _translate(err: ValidationError, doc: Document) -> list[ManifestError]:
     if v == "enum":
         options = [str(o) for o in err.validator_value]
         if len(parts) == 3 and parts[0] == "models" and parts[2] == "model":
-            return [doc.error(f"unknown model id {inst!r}{suggest(str(inst), options)} "
-                              f"(known: {', '.join(options)})", parts)]
+            return [doc.error(unknown_model_message(str(inst), options), parts)]
         return [doc.error(f"{inst!r} is not one of: {', '.join(options)}"
                           f"{suggest(str(inst), options)}", parts)]
     if v == "pattern":
@@ -454,7 +467,7 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
             p = ("models", alias)
             if not ck.ok_fields(p, ("model", "params", "price")) or not isinstance(body, dict):
                 continue
-            spec = MODELS.get(body.get("model", ""))
+            spec = get_model(body.get("model", ""))
             if spec is None:
                 continue
             price = spec.price  # the alias's `price:` replaces the list price as a whole
@@ -522,7 +535,7 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
                     ck.error(msg, ("providers", pname, "base_url"))
     limits: dict[str, Limits] = {}
     raw_limits = data.get("limits") or {}
-    for pname in PROVIDER_NAMES:
+    for pname in provider_names():
         body = raw_limits.get(pname) if isinstance(raw_limits, dict) else None
         if isinstance(body, dict) and ck.ok(("limits", pname)):
             limits[pname] = Limits(body.get("concurrency"), body.get("requests_per_minute"))
@@ -585,14 +598,16 @@ def _job_entry(ck: _Checker, i: int, body: Any, aliases: dict[str, Alias],
             chosen.append(aliases[item])
         elif item in known_aliases:
             usable = False  # the alias itself has a problem, reported there
-        elif item in MODELS:
-            spec = MODELS[item]
+        elif (spec := get_model(item)) is not None:
             chosen.append(Alias(item, spec, {}, spec.price, ip))
+        elif "/" in item and provider_of_model(item) not in registry().providers:
+            ck.error(unknown_model_message(item, list(models())), ip)
+            usable = False
         else:
-            options = known_aliases + list(MODELS)
+            options = known_aliases + list(models())
             ck.error(f"unknown model alias or id {item!r}{suggest(item, options)} (aliases: "
                      f"{', '.join(known_aliases) or 'none defined'}; model ids: "
-                     f"{', '.join(MODELS)})", ip)
+                     f"{', '.join(models())})", ip)
             usable = False
 
     name_t = None

@@ -1,8 +1,12 @@
-"""Provider clients, keyed by provider name.
+"""Provider clients, made by the installed providers' factories (:mod:`runner.plugins`).
 
 >>> from runner.config import resolve
->>> provider = make_provider(resolve("wiro"))          # doctest: +SKIP
+>>> provider = make_provider(resolve("acme"))          # doctest: +SKIP
 >>> result = await provider.submit(job)                 # doctest: +SKIP
+
+``base.py`` is the contract every client meets (the :class:`~runner.providers.base.Provider`
+protocol and the common task states); ``http.py`` the plumbing the built-in clients share;
+one module per built-in host.
 """
 
 from __future__ import annotations
@@ -10,15 +14,8 @@ from __future__ import annotations
 import httpx
 
 from runner.config import ProviderSettings
-from runner.errors import ConfigError
+from runner.plugins import registry
 from runner.providers.base import Provider
-from runner.providers.pixwith import PixwithProvider
-from runner.providers.wiro import WiroProvider
-
-PROVIDERS: dict[str, type[WiroProvider] | type[PixwithProvider]] = {
-    "wiro": WiroProvider,
-    "pixwith": PixwithProvider,
-}
 
 
 def make_provider(
@@ -27,20 +24,15 @@ def make_provider(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: httpx.Timeout | None = None,
     concurrency: int = 8,
-) -> WiroProvider | PixwithProvider:
-    """A client for ``settings.name``; both kinds implement :class:`Provider`.
+) -> Provider:
+    """A client for ``settings.name``, made by its provider's factory.
 
     ``transport`` replaces the network (tests pass ``httpx.ASGITransport(app=...)`` or
     ``httpx.MockTransport``); ``timeout`` replaces the default (connect 10 s, read 60 s);
     ``concurrency`` sizes the connection pool for that many tasks in flight."""
-    if settings.name == "wiro":
-        return WiroProvider(base_url=settings.base_url, api_key=settings.api_key,
-                            api_secret=settings.api_secret, transport=transport,
-                            timeout=timeout, concurrency=concurrency)
-    if settings.name == "pixwith":
-        return PixwithProvider(base_url=settings.base_url, api_key=settings.api_key,
-                               transport=transport, timeout=timeout, concurrency=concurrency)
-    raise ConfigError(f"unknown provider {settings.name!r}; known: {', '.join(PROVIDERS)}")
+    spec = registry().provider(settings.name)
+    return spec.make_client(settings, transport=transport, timeout=timeout,
+                            concurrency=concurrency)
 
 
-__all__ = ["PROVIDERS", "PixwithProvider", "Provider", "WiroProvider", "make_provider"]
+__all__ = ["Provider", "make_provider"]

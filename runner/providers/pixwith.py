@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from runner.catalog import MODELS, ModelSpec, by_endpoint
+from runner.catalog import ModelSpec, by_endpoint, models
 from runner.errors import (
     AuthError,
     CancelUnsupported,
@@ -161,7 +161,7 @@ def _open_local(ref: ImageRef) -> BinaryIO:
 
 
 def _only_model() -> ModelSpec | None:
-    specs = [s for s in MODELS.values() if s.provider == PROVIDER]
+    specs = [s for s in models().values() if s.provider == PROVIDER]
     return specs[0] if len(specs) == 1 else None
 
 

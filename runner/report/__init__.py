@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.config import CREDENTIAL_VARS
+from runner.config import all_credential_vars
 from runner.errors import RunDirError
 from runner.files import atomic_write_text
 from runner.report.build import build_report
@@ -55,7 +55,7 @@ class Finalized:
 
 def env_secrets() -> tuple[str, ...]:
     """The credential values set in this process's environment (to mask, never to show)."""
-    names = [name for names in CREDENTIAL_VARS.values() for name in names]
+    names = all_credential_vars()
     return tuple(value for name in names if (value := os.environ.get(name)))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator.state import WIRO_TASK_ERROR_TEXT, EmulatorState
 from runner.execute.executor import ExecutorOptions
 from runner.execute.policy import PollSettings
@@ -80,7 +80,7 @@ def env_for(server: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY",
                         "WIRO_BASE_URL", "PIXWITH_BASE_URL")}
-    env.update(DEMO_CREDENTIALS)
+    env.update(demo_credentials())
     env["WIRO_BASE_URL"] = server.wiro_base_url
     env["PIXWITH_BASE_URL"] = server.pixwith_base_url
     return env

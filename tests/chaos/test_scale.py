@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from runner.catalog import MODELS
-from runner.config import DEMO_CREDENTIALS, resolve
+from runner.catalog import models as installed_models
+from runner.config import demo_credentials, resolve
 from runner.emulator import EmulatorConfig, serve_in_thread
 from runner.jobs import Estimate, Job, job_key
 from runner.providers import make_provider
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 def _job(i: int) -> Job:
     model = "wiro/seedream-v4"
-    params = MODELS[model].with_defaults({"size": "1024x1024"})
+    params = installed_models()[model].with_defaults({"size": "1024x1024"})
     prompt = f"scale {i}"
     return Job(key=job_key(model, prompt, params, (), 0), name=f"scale-{i}", alias="v4",
                model=model, provider="wiro", prompt=prompt, params=params,
@@ -35,7 +35,7 @@ def test_thousands_of_tasks_allowed_do_not_mean_thousands_of_connections() -> No
     # Every answer takes 0.2 s, so requests sent together overlap at the server.
     cfg = EmulatorConfig(latency=60, concurrency=10_000, faults="slow=1,slow_seconds=0.2")
     with serve_in_thread(cfg) as server:
-        settings = resolve("wiro", None, dict(DEMO_CREDENTIALS), demo=True,
+        settings = resolve("wiro", None, dict(demo_credentials()), demo=True,
                            base_url=server.wiro_base_url)
         provider = make_provider(settings, concurrency=5_000)
 
@@ -59,7 +59,7 @@ def test_downloads_in_progress_never_hold_up_api_calls() -> None:
     # A submit waiting for a connection sits in the journal as ``submitting`` (its fate
     # unknown after a crash) though nothing has left: downloads must not take its turn.
     with serve_in_thread(EmulatorConfig(latency=0, concurrency=100)) as server:
-        settings = resolve("wiro", None, dict(DEMO_CREDENTIALS), demo=True,
+        settings = resolve("wiro", None, dict(demo_credentials()), demo=True,
                            base_url=server.wiro_base_url)
         provider = make_provider(settings, concurrency=10)
 

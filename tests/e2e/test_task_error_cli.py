@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, serve_in_thread
 from runner.emulator.state import WIRO_TASK_ERROR_TEXT
 from runner.execute.journal import Journal
@@ -69,7 +69,7 @@ def test_a_task_error_job_fails_at_once_with_its_reason_and_the_rest_deliver(
     with serve_in_thread(EmulatorConfig(latency=1.0, seed=5)) as server:
         env = {k: v for k, v in os.environ.items()
                if k not in ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY")}
-        env.update(DEMO_CREDENTIALS)
+        env.update(demo_credentials())
         env.update(WIRO_BASE_URL=server.wiro_base_url, PIXWITH_BASE_URL=server.pixwith_base_url)
         proc = subprocess.run([*seedbatch(), "run", str(manifest), "--yes", "--runs-dir",
                                str(runs)], env=env, cwd=tmp_path, capture_output=True,

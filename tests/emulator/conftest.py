@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, create_app
 
-WIRO_KEY = DEMO_CREDENTIALS["WIRO_API_KEY"]
-WIRO_SECRET = DEMO_CREDENTIALS["WIRO_API_SECRET"]
-PIXWITH_KEY = DEMO_CREDENTIALS["PIXWITH_API_KEY"]
+WIRO_KEY = demo_credentials()["WIRO_API_KEY"]
+WIRO_SECRET = demo_credentials()["WIRO_API_SECRET"]
+PIXWITH_KEY = demo_credentials()["PIXWITH_API_KEY"]
 BASE = "http://emulator.test"
 
 # Every key of a tasklist entry on the vendor pages (Kill/Cancel/Detail examples, seedream-v4).

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,16 +21,18 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.cli.emulate_cmd import credential_lines
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 
 
-def test_help_teaches_the_curl_recipe() -> None:
+def test_help_teaches_and_the_docs_hold_the_curl_recipes() -> None:
     result = CliRunner().invoke(main, ["emulate", "--help"])
     assert result.exit_code == 0
-    for words in ("openssl dgst -sha256 -hmac", "x-signature", "/wiro/v1/Run/bytedance/",
-                  "Task/Detail", "/pixwith/api/task/create", "Api-Key", "--faults",
-                  "WIRO_BASE_URL", "--image-size"):
+    for words in ("docs/emulator.md", "--faults", "--image-size", "--port 0"):
         assert words in result.output, words
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "emulator.md").read_text()
+    for words in ("openssl dgst -sha256 -hmac", "x-signature", "/wiro/v1/Run/bytedance/",
+                  "Task/Detail", "/pixwith/api/task/create", "Api-Key", "WIRO_BASE_URL"):
+        assert words in docs, words
 
 
 def test_credentials_from_the_environment_are_never_shown() -> None:
@@ -39,7 +42,7 @@ def test_credentials_from_the_environment_are_never_shown() -> None:
     assert "my-real-secret" not in lines
     assert "WIRO_API_SECRET  from the environment (value not shown)" in lines
     # what is not in the environment falls back to the public demo value, shown to copy
-    assert f"export PIXWITH_API_KEY={DEMO_CREDENTIALS['PIXWITH_API_KEY']}" in lines
+    assert f"export PIXWITH_API_KEY={demo_credentials()['PIXWITH_API_KEY']}" in lines
 
 
 def test_bad_options_exit_2() -> None:

@@ -9,7 +9,7 @@ import struct
 import pytest
 from PIL import Image, ImageStat
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, FaultSpec
 from runner.emulator.faults import FaultInjector
 from runner.emulator.images import make_output, output_size, pad_png, render_png
@@ -104,15 +104,15 @@ def test_config_credentials_come_from_env_else_demo(monkeypatch: pytest.MonkeyPa
         monkeypatch.delenv(var, raising=False)
     cfg = EmulatorConfig()
     assert (cfg.wiro_key, cfg.wiro_secret, cfg.pixwith_key) == (
-        DEMO_CREDENTIALS["WIRO_API_KEY"], DEMO_CREDENTIALS["WIRO_API_SECRET"],
-        DEMO_CREDENTIALS["PIXWITH_API_KEY"])
+        demo_credentials()["WIRO_API_KEY"], demo_credentials()["WIRO_API_SECRET"],
+        demo_credentials()["PIXWITH_API_KEY"])
     monkeypatch.setenv("WIRO_API_SECRET", "from-env-secret")
     assert EmulatorConfig().wiro_secret == "from-env-secret"
     assert "from-env-secret" not in repr(EmulatorConfig())
     env = {"WIRO_API_KEY": "k1", "PIXWITH_API_KEY": "p1"}
     cfg = EmulatorConfig.from_env(env, latency=0.5)
     assert (cfg.wiro_key, cfg.wiro_secret, cfg.pixwith_key, cfg.latency) == (
-        "k1", DEMO_CREDENTIALS["WIRO_API_SECRET"], "p1", 0.5)
+        "k1", demo_credentials()["WIRO_API_SECRET"], "p1", 0.5)
 
 
 @pytest.mark.parametrize("kwargs", [{"latency": -1}, {"jitter": 2}, {"concurrency": 0},

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, serve_in_thread
 
 pytestmark = pytest.mark.e2e
@@ -18,9 +18,9 @@ V4 = "bytedance/seedream-v4"
 
 
 def config(**kwargs: Any) -> EmulatorConfig:
-    return EmulatorConfig(wiro_key=DEMO_CREDENTIALS["WIRO_API_KEY"],
-                          wiro_secret=DEMO_CREDENTIALS["WIRO_API_SECRET"],
-                          pixwith_key=DEMO_CREDENTIALS["PIXWITH_API_KEY"], **kwargs)
+    return EmulatorConfig(wiro_key=demo_credentials()["WIRO_API_KEY"],
+                          wiro_secret=demo_credentials()["WIRO_API_SECRET"],
+                          pixwith_key=demo_credentials()["PIXWITH_API_KEY"], **kwargs)
 
 
 def wait_done(client: httpx.Client, base: str, taskid: str,

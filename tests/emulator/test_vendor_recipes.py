@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, EmulatorServer, serve_in_thread
 
 pytestmark = [
@@ -49,17 +49,17 @@ def bash(script: str, cwd: Path | None = None) -> str:
 
 
 def wiro_curl(server: EmulatorServer, curl: str, cwd: Path | None = None) -> dict[str, Any]:
-    prep = HEADER_PREP.format(key=DEMO_CREDENTIALS["WIRO_API_KEY"],
-                              secret=DEMO_CREDENTIALS["WIRO_API_SECRET"])
+    prep = HEADER_PREP.format(key=demo_credentials()["WIRO_API_KEY"],
+                              secret=demo_credentials()["WIRO_API_SECRET"])
     curl = curl.replace("https://api.wiro.ai/v1", server.wiro_base_url)
     return json.loads(bash(prep + curl.replace("curl ", "curl -sS ", 1), cwd=cwd))
 
 
 @pytest.fixture(scope="module")
 def fast() -> Iterator[EmulatorServer]:
-    cfg = EmulatorConfig(latency=0.3, wiro_key=DEMO_CREDENTIALS["WIRO_API_KEY"],
-                         wiro_secret=DEMO_CREDENTIALS["WIRO_API_SECRET"],
-                         pixwith_key=DEMO_CREDENTIALS["PIXWITH_API_KEY"])
+    cfg = EmulatorConfig(latency=0.3, wiro_key=demo_credentials()["WIRO_API_KEY"],
+                         wiro_secret=demo_credentials()["WIRO_API_SECRET"],
+                         pixwith_key=demo_credentials()["PIXWITH_API_KEY"])
     with serve_in_thread(cfg) as server:
         yield server
 
@@ -146,8 +146,8 @@ def test_seedream_v3_json_recipe(fast: EmulatorServer, tmp_path: Path) -> None:
 
 
 def test_cancel_and_kill_recipes() -> None:
-    cfg = EmulatorConfig(latency=30.0, wiro_key=DEMO_CREDENTIALS["WIRO_API_KEY"],
-                         wiro_secret=DEMO_CREDENTIALS["WIRO_API_SECRET"])
+    cfg = EmulatorConfig(latency=30.0, wiro_key=demo_credentials()["WIRO_API_KEY"],
+                         wiro_secret=demo_credentials()["WIRO_API_SECRET"])
     with serve_in_thread(cfg) as server:
         run_recipe = """curl -X POST "https://api.wiro.ai/v1/Run/bytedance/text-to-image-seedream-v3" -H "Content-Type: multipart/form-data" -H "x-api-key: ${YOUR_API_KEY}" -H "x-nonce: ${NONCE}" -H "x-signature: ${SIGNATURE}" -d '{ "prompt": "queued", "size": "1024x1024" }';"""
         queued = wiro_curl(server, run_recipe)
@@ -163,7 +163,7 @@ def test_cancel_and_kill_recipes() -> None:
 
 
 def test_wrong_secret_in_the_recipe_is_refused(fast: EmulatorServer) -> None:
-    prep = HEADER_PREP.format(key=DEMO_CREDENTIALS["WIRO_API_KEY"], secret="XXXXXXXXX")
+    prep = HEADER_PREP.format(key=demo_credentials()["WIRO_API_KEY"], secret="XXXXXXXXX")
     out = bash(prep + f"""curl -sS -w '\\n%{{http_code}}' -X POST "{fast.wiro_base_url}/Task/Detail" -H "x-api-key: ${{YOUR_API_KEY}}" -H "x-nonce: ${{NONCE}}" -H "x-signature: ${{SIGNATURE}}" -d '{{"taskid": "1"}}'""")
     body, status = out.rsplit("\n", 1)
     assert status == "401"
@@ -171,7 +171,7 @@ def test_wrong_secret_in_the_recipe_is_refused(fast: EmulatorServer) -> None:
 
 
 def test_pixwith_json_recipes(fast: EmulatorServer, tmp_path: Path) -> None:
-    key = DEMO_CREDENTIALS["PIXWITH_API_KEY"]  # the vendor page's published test key
+    key = demo_credentials()["PIXWITH_API_KEY"]  # the vendor page's published test key
     created = json.loads(bash(f"""curl -sS -X POST "{fast.pixwith_base_url}/task/create" \\
   -H "Content-Type: application/json" -H "Api-Key: {key}" \\
   -d '{{

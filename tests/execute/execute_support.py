@@ -16,7 +16,7 @@ from pathlib import Path
 from execute_fakes import FakeProvider, make_plan
 from PIL import Image
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.execute.executor import Executor, ExecutorOptions, Outcome
 from runner.execute.journal import Journal
 from runner.execute.limits import EffectiveLimits
@@ -83,7 +83,7 @@ def env_for(server: object, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY",
                         "WIRO_BASE_URL", "PIXWITH_BASE_URL")}
-    env.update(DEMO_CREDENTIALS)
+    env.update(demo_credentials())
     env["WIRO_BASE_URL"] = server.wiro_base_url  # type: ignore[attr-defined]
     env["PIXWITH_BASE_URL"] = server.pixwith_base_url  # type: ignore[attr-defined]
     env.update(extra)

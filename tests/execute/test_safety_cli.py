@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, serve_in_thread
 from runner.errors import RunDirError
 from runner.execute.journal import JobState, Journal
@@ -76,7 +76,7 @@ def env_at(server: Any | None) -> dict[str, str]:
     """This environment with the emulator's credentials, pointed at ``server`` (or at no
     base URL at all)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WIRO_", "PIXWITH_"))}
-    env.update(DEMO_CREDENTIALS)
+    env.update(demo_credentials())
     if server is not None:
         env["WIRO_BASE_URL"] = server.wiro_base_url
         env["PIXWITH_BASE_URL"] = server.pixwith_base_url

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runner.catalog import MODELS
+from runner.catalog import models as installed_models
 from runner.cli import main, manifest_cmds
 
 GOOD = """\
@@ -161,7 +161,7 @@ def test_models_json(runner: CliRunner) -> None:
     result = runner.invoke(main, ["models", "--json"])
     assert result.exit_code == 0
     models = json.loads(result.stdout)
-    assert [m["id"] for m in models] == list(MODELS)
+    assert [m["id"] for m in models] == list(installed_models())
     v45 = next(m for m in models if m["id"] == "wiro/seedream-v4-5")
     assert v45["endpoint"] == "bytedance/seedream-v4-5"
     assert v45["price"]["usd_per_image"] == 0.04
@@ -178,7 +178,7 @@ def test_models_json(runner: CliRunner) -> None:
 def test_models_table(runner: CliRunner) -> None:
     result = runner.invoke(main, ["models"])
     assert result.exit_code == 0
-    for model_id in MODELS:
+    for model_id in installed_models():
         assert model_id in result.stdout
     assert "aspect_ratio" in result.stdout
     assert "6 credits per image" in result.stdout

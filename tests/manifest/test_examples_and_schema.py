@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner.catalog import MODELS
+from runner.catalog import models as installed_models
 from runner.manifest import check, load_plan
 from runner.media import sniff_image
 
@@ -68,7 +68,7 @@ def test_edit_refs_uses_small_real_images_and_a_url() -> None:
 
 def test_multi_model_uses_all_four_models_with_one_prompt() -> None:
     plan = load_plan(ROOT / "manifests" / "multi-model.yaml")
-    assert {j.model for j in plan.jobs} == set(MODELS)
+    assert {j.model for j in plan.jobs} == set(installed_models())
     assert len({j.prompt for j in plan.jobs}) == 1
 
 
@@ -99,8 +99,13 @@ def test_schema_is_valid_strict_and_documented() -> None:
             assert prop.get("description"), f"{where}/properties/{name}"
 
 
-def test_schema_model_ids_match_the_catalog() -> None:
-    assert SCHEMA["$defs"]["alias"]["properties"]["model"]["enum"] == list(MODELS)
+def test_the_committed_schema_is_the_one_built_for_the_built_in_hosts() -> None:
+    # Editors read schemas/manifest.schema.json; validation builds it from the registry.
+    from runner.manifest.schema import manifest_schema
+
+    assert manifest_schema() == SCHEMA
+    assert SCHEMA["$defs"]["alias"]["properties"]["model"]["enum"] == list(installed_models())
+    assert set(SCHEMA["properties"]["limits"]["properties"]) == {"wiro", "pixwith"}
 
 
 def test_schema_accepts_the_design_example() -> None:

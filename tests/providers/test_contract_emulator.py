@@ -30,8 +30,10 @@ from runner.errors import (
     ServerError,
     UnknownOutcome,
 )
-from runner.providers import PixwithProvider, WiroProvider, make_provider
+from runner.providers import make_provider
 from runner.providers.base import TaskState, TaskStatus
+from runner.providers.pixwith import PixwithProvider
+from runner.providers.wiro import WiroProvider
 
 from .conftest import (
     PIXWITH_KEY,

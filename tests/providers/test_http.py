@@ -12,13 +12,16 @@ from runner import __version__
 from runner.config import ProviderSettings
 from runner.errors import ConfigError, ConnectFailed, JobRejected, RateLimited, ServerError
 from runner.media import sniff_image
-from runner.providers import PROVIDERS, PixwithProvider, Provider, WiroProvider, make_provider
+from runner.plugins import registry
+from runner.providers import Provider, make_provider
 from runner.providers.http import (
     DEFAULT_TIMEOUT,
     TRANSFER_TIMEOUT,
     excerpt,
     parse_retry_after,
 )
+from runner.providers.pixwith import PixwithProvider
+from runner.providers.wiro import WiroProvider
 
 from .conftest import (
     PIXWITH_KEY,
@@ -151,7 +154,7 @@ async def test_stream_refuses_non_http_urls() -> None:
 
 @pytest.mark.anyio
 async def test_registry_and_make_provider() -> None:
-    assert dict(PROVIDERS) == {"wiro": WiroProvider, "pixwith": PixwithProvider}
+    assert sorted(registry().providers) == ["pixwith", "wiro"]
     transport = httpx.MockTransport(lambda r: httpx.Response(200))
     wiro = make_provider(ProviderSettings("wiro", "https://w.test/v1", WIRO_KEY, WIRO_SECRET),
                          transport=transport)
@@ -178,5 +181,5 @@ async def test_registry_and_make_provider() -> None:
     finally:
         await wiro.aclose()
         await pix.aclose()
-    with pytest.raises(ConfigError, match="unknown provider"):
+    with pytest.raises(ConfigError, match="no installed provider"):
         make_provider(ProviderSettings("midjourney", "https://m.test", "k"))

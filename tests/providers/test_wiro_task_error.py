@@ -21,9 +21,9 @@ import pytest
 
 from runner.emulator import EmulatorConfig, create_app
 from runner.emulator.state import WIRO_TASK_ERROR_TEXT
-from runner.providers import PixwithProvider, WiroProvider
 from runner.providers.base import TaskState
-from runner.providers.wiro import parse_task, parse_task_detail, wiro_statuses
+from runner.providers.pixwith import PixwithProvider
+from runner.providers.wiro import WiroProvider, parse_task, parse_task_detail, wiro_statuses
 
 from .conftest import (
     PIXWITH_KEY,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from runner import api
 from runner.cli import main
-from runner.config import DEMO_CREDENTIALS
+from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, serve_in_thread
 
 pytestmark = pytest.mark.e2e
@@ -48,8 +48,8 @@ def server() -> Iterator[object]:
 
 def _env(server: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("WIRO_BASE_URL", "PIXWITH_BASE_URL", *DEMO_CREDENTIALS)}
-    env.update(DEMO_CREDENTIALS)
+           if k not in ("WIRO_BASE_URL", "PIXWITH_BASE_URL", *demo_credentials())}
+    env.update(demo_credentials())
     env["WIRO_BASE_URL"] = server.wiro_base_url  # type: ignore[attr-defined]
     env["PIXWITH_BASE_URL"] = server.pixwith_base_url  # type: ignore[attr-defined]
     return env
