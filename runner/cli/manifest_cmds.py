@@ -21,6 +21,8 @@ from runner.errors import EXIT_INPUT, ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from runner.report.cache import CacheDecision
 
 PLAN_GUARD = 10_000  # plans above this many jobs need --yes (or a "y" on a terminal)
@@ -97,10 +99,11 @@ def model_table(plan: Plan) -> Table:
     from runner.manifest.plan import summarize
 
     table = Table(title="By model", title_justify="left", show_edge=False)
-    for name, justify in (("Model", "left"), ("Provider", "left"), ("Aliases", "left"),
-                          ("Jobs", "right"), ("Images", "right"), ("Est. USD", "right"),
-                          ("Est. credits", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("Model", "left"), ("Provider", "left"), ("Aliases", "left"), ("Jobs", "right"),
+        ("Images", "right"), ("Est. USD", "right"), ("Est. credits", "right"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
     rows = summarize(plan.jobs)
     for r in rows:
         table.add_row(r.model, r.provider, ", ".join(r.aliases), f"{r.jobs:,}",
