@@ -161,14 +161,15 @@ class EmulatorSpec:
     """A provider's part of the emulator: where its API lives under the emulator's root and
     the Starlette routes that serve it.
 
-    ``routes(api)`` returns the routes; ``api(handler, label=None)`` wraps a handler
+    ``routes(kit)`` returns the routes. ``kit.api(handler, label=None)`` wraps a handler
     ``async (request, state) -> Response`` with the emulator's shared fault injection and
-    counters (429 / 5xx / drops / slow answers, ``/__stats``), so a plugin's emulator meets
-    the same chaos as the built-ins. ``credentials`` are the demo values it accepts (what
-    ``--emulate`` sends when the variables are unset)."""
+    counters (429 / 5xx / drops / slow answers, ``/__stats``), ``kit.upload(handler,
+    label)`` an upload target, so a plugin's emulator meets the same chaos as the built-ins.
+    ``credentials`` are the demo values it accepts (what ``--emulate`` sends when the
+    variables are unset)."""
 
     path: str  # e.g. "/acme/v1": the provider's base URL is the emulator's root + this
-    routes: Callable[[Callable[..., Any]], Sequence[Any]]
+    routes: Callable[[Any], Sequence[Any]]  # (kit) -> Starlette routes
     credentials: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 
 from runner.errors import EXIT_INTERRUPTED, ManifestErrors, SeedbatchError
 from runner.version import __version__
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
 
@@ -35,11 +36,11 @@ def _plugin_problems() -> None:
     reg.problems.clear()
 
 
-def handles_errors(func: F) -> F:
+def handles_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn seedbatch's errors into one clear message and the contract's exit code."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         _plugin_problems()
         try:
             return func(*args, **kwargs)
@@ -54,7 +55,7 @@ def handles_errors(func: F) -> F:
         except KeyboardInterrupt:
             fail("interrupted", EXIT_INTERRUPTED)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -22,6 +22,8 @@ from runner.errors import EXIT_INPUT, ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from runner.report.cache import CacheDecision
 
 PLAN_GUARD = 10_000  # plans above this many jobs need --yes (or a "y" on a terminal)
@@ -98,10 +100,11 @@ def model_table(plan: Plan) -> Table:
     from runner.manifest.plan import summarize
 
     table = Table(title="By model", title_justify="left", show_edge=False)
-    for name, justify in (("Model", "left"), ("Provider", "left"), ("Aliases", "left"),
-                          ("Jobs", "right"), ("Images", "right"), ("Est. USD", "right"),
-                          ("Est. credits", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("Model", "left"), ("Provider", "left"), ("Aliases", "left"), ("Jobs", "right"),
+        ("Images", "right"), ("Est. USD", "right"), ("Est. credits", "right"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
     rows = summarize(plan.jobs)
     for r in rows:
         table.add_row(r.model, r.provider, ", ".join(r.aliases), f"{r.jobs:,}",
@@ -327,7 +330,7 @@ def plugins(as_json: bool) -> None:
     from runner.plugins import registry
 
     reg = registry()
-    rows = [{"name": spec.name, "title": spec.title,
+    rows: list[dict[str, Any]] = [{"name": spec.name, "title": spec.title,
              "models": [m.id for m in spec.models],
              **reg.origins[spec.name].to_dict(),
              "credentials": list(spec.credentials), "base_url_var": spec.base_url_var,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,7 +19,7 @@ from runner.report.verify import load_report, verify_run
 from runner.rundir import JOURNAL_NAME, REPORT_JSON, check_record_dir
 
 
-def _load(run_dir: Path, rebuild: bool) -> dict:
+def _load(run_dir: Path, rebuild: bool) -> dict[str, Any]:
     """report.json, built from the journal first when missing (or when asked)."""
     if rebuild or not (run_dir / REPORT_JSON).is_file():
         if not (run_dir / JOURNAL_NAME).is_file():

@@ -59,7 +59,8 @@ class EmulatorApp(Starlette):
 
 
 def _state(request: Request) -> EmulatorState:
-    return request.app.state.emulator  # type: ignore[no-any-return]
+    state: EmulatorState = request.app.state.emulator
+    return state
 
 
 def _drawn(decision: Decision, state: EmulatorState) -> Decision:

@@ -68,7 +68,7 @@ class EmulatorConfig:
         else the demo credentials; keyword arguments override any field."""
         env = os.environ if env is None else env
         demo = demo_credentials()
-        creds = {
+        creds: dict[str, Any] = {
             "wiro_key": env.get("WIRO_API_KEY") or demo["WIRO_API_KEY"],
             "wiro_secret": env.get("WIRO_API_SECRET") or demo["WIRO_API_SECRET"],
             "pixwith_key": env.get("PIXWITH_API_KEY") or demo["PIXWITH_API_KEY"],

@@ -211,7 +211,7 @@ class Stats:
         self.responses[endpoint][status] += 1
 
     def snapshot(self, decisions: Counter[str]) -> dict[str, Any]:
-        duplicates = [
+        duplicates: list[dict[str, Any]] = [
             {"provider": ts[0].provider, "model": ts[0].model, "prompt": ts[0].prompt,
              "params": ts[0].params, "inputs": list(ts[0].inputs), "count": len(ts),
              "task_ids": [t.id for t in ts]}

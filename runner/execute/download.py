@@ -134,6 +134,7 @@ async def download_once(provider: Provider, output: RemoteOutput,
         if output.size is not None and received != output.size:
             raise DownloadError(f"size mismatch: received {received} bytes, the provider "
                                 f"listed {output.size}")
+        assert fh is not None  # start() opened it, or raised
         await fh.flush()
         await asyncio.to_thread(os.fsync, fh.fileno())
         await fh.close()

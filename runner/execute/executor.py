@@ -338,8 +338,8 @@ class Executor:
                 if idle is not None and not idle.done():
                     idle.cancel()
         for task in self._dispatchers:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
 
     def _spawn(self, key: str, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._guarded(key, coro))
@@ -805,16 +805,17 @@ class Executor:
         t0 = asyncio.get_running_loop().time() - age
         model = self.latency.model(job.provider, job.model)
         first = max(0.0, model.first_delay(rec.estimated_seconds) - age)
-        status: TaskStatus | None = None
+        followed: TaskStatus | None = None
         try:
-            status = await self._follow(job, lane, slot, rec.task_id, t0,
-                                        rec.estimated_seconds, learn=False, first_delay=first)
-            if status is None:
+            followed = await self._follow(job, lane, slot, rec.task_id, t0,
+                                          rec.estimated_seconds, learn=False,
+                                          first_delay=first)
+            if followed is None:
                 self._left_in_flight(rec.key)
         finally:
             slot.release()
-        if status is not None:
-            await self._finish(job, lane, status)
+        if followed is not None:
+            await self._finish(job, lane, followed)
 
     # -- cancel -----------------------------------------------------------------------------
 

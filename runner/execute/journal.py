@@ -225,7 +225,7 @@ class JobRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: (str(getattr(self, name)) if name == "state" else getattr(self, name))
-                for name in self.__slots__}  # type: ignore[attr-defined]
+                for name in self.__slots__}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from runner.errors import (
     ConcurrencyLimited,
@@ -190,13 +190,8 @@ class LatencyBook:
         key = (provider, model)
         if key not in self._models:
             guess = self.initial_guess.get(provider, self.settings.initial_guess)
-            settings = PollSettings(**{**_asdict(self.settings), "initial_guess": guess})
-            self._models[key] = LatencyModel(settings)
+            self._models[key] = LatencyModel(replace(self.settings, initial_guess=guess))
         return self._models[key]
-
-
-def _asdict(settings: PollSettings) -> dict[str, float | int]:
-    return {name: getattr(settings, name) for name in settings.__slots__}  # type: ignore[attr-defined]
 
 
 def jittered(delay: float, spread: float = 0.25, rng: random.Random | None = None) -> float:

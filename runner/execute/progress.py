@@ -16,10 +16,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from runner.display import spend
 from runner.execute.journal import JobState
+
+if TYPE_CHECKING:  # rich itself is loaded only when a live display starts
+    from rich.console import Console
+    from rich.progress import TaskID
 
 # The job-state groupings have one home (runner.execute.journal); these are their names.
 DONE_STATES = tuple(str(s) for s in JobState if s.ended)
@@ -103,7 +107,7 @@ class LogProgress:
 class RichProgress:
     """A live progress bar on a terminal (rich), with failures printed above it."""
 
-    def __init__(self, console: object | None = None) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -127,10 +131,10 @@ class RichProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=self.console,  # type: ignore[arg-type]
+            console=self.console,
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
         self._base_done = 0
 
     def start(self, total: int, counts: Mapping[str, int]) -> None:

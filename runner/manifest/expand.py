@@ -20,7 +20,8 @@ import unicodedata
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from runner.errors import ManifestError
 from runner.jobs import Estimate, ImageRef, Job, canonical_json, job_key
@@ -37,7 +38,15 @@ from runner.manifest.validate import (
 )
 
 _MISS = object()
-_FAILED = object()
+
+
+class _Failed(Enum):
+    """A render or an image list that failed (its problem is already in the bag)."""
+
+    FAILED = "failed"
+
+
+_FAILED: Final = _Failed.FAILED
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PROMPT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # tab, LF, CR are text
@@ -182,7 +191,8 @@ class _EntryExpander:
         static_images: tuple[ImageRef, ...] | None = None
         if not image_slots:
             static_images = tuple(r for img in e.images for r in (img.refs or ()))
-        image_cache: dict[tuple[int, int, int], Any] = {}
+        image_cache: dict[tuple[int, int, int], tuple[ImageRef, ...] | _Failed] = {}
+        images: tuple[ImageRef, ...] | _Failed | None
         img_dc = any(s.dc for _, s in image_slots)
         img_di = any(s.di for _, s in image_slots)
         img_dm = any(s.dm for _, s in image_slots)
@@ -307,7 +317,7 @@ class _EntryExpander:
                             for where, message in problems:
                                 self.param_problem(where, message, merged, label)
                             failed = True
-                    if failed:
+                    if failed or images is _FAILED:  # (images failed: so did the job)
                         continue
 
                     est = estimates.get(n)
@@ -318,11 +328,11 @@ class _EntryExpander:
                     key = name_key(name)
                     prior = names.get(key)
                     if prior is not None:
-                        where = name_slot.parts if name_slot else e.parts
+                        name_at = name_slot.parts if name_slot else e.parts
                         spelt = "" if prior[2] == name else (
                             f", spelt {prior[2]!r} there: the same text in another Unicode "
                             f"form")
-                        bag.add(where, f"job name {name!r} is used twice (first by jobs"
+                        bag.add(name_at, f"job name {name!r} is used twice (first by jobs"
                                 f"[{prior[0]}], model {prior[1]}{spelt}); job names must be "
                                 f"unique: add the varying parts to the name, e.g. "
                                 f"{{{{ index }}}} or a matrix value",
@@ -364,7 +374,7 @@ class _EntryExpander:
             return _FAILED
 
     def images(self, slots: list[tuple[int, _Slot]], get: Any, alias: Alias,
-               combo: Mapping[str, Any], index: int) -> Any:
+               combo: Mapping[str, Any], index: int) -> tuple[ImageRef, ...] | _Failed:
         by_pos = dict(slots)
         out: list[ImageRef] = []
         failed = False

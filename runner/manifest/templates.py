@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, TemplateAssertionError, TemplateSyntaxError, meta, nodes
 from jinja2 import Template as JinjaTemplate
@@ -216,7 +216,7 @@ def _joined(items: Any, sep: Any) -> list[Any]:
         memo = _budget().sizes
         _refuse_big(sum(_size(i, memo) for i in items) + len(str(sep)) * len(items),
                     "a joined text")
-    return items  # type: ignore[no-any-return]
+    return items
 
 
 def _loop_guard(iterable: Any) -> Iterator[Any]:
@@ -321,10 +321,11 @@ class _Limiter(NodeTransformer):
                                          f"(write the text out, or share it through "
                                          f"`prompts:`)", node.lineno)
         node = super().generic_visit(node, *args, **kwargs)
+        # Jinja types For.iter and Assign.node as any Node; its parser puts an expression there
         if isinstance(node, nodes.For):
-            node.iter = self.call("limited_loop", [node.iter], node)
+            node.iter = self.call("limited_loop", [cast(nodes.Expr, node.iter)], node)
         elif isinstance(node, nodes.Assign):
-            node.node = self.call("limited_value", [node.node], node)
+            node.node = self.call("limited_value", [cast(nodes.Expr, node.node)], node)
         elif isinstance(node, nodes.With):
             node.values = [self.call("limited_value", [v], node) for v in node.values]
         elif isinstance(node, nodes.Concat):
@@ -514,8 +515,7 @@ def _fast_renderer(ast: nodes.Template) -> Callable[[Mapping[str, Any]], str] | 
     frozen = tuple(parts)
 
     def render(ctx: Mapping[str, Any]) -> str:
-        return "".join([p if type(p) is str else _text(p(ctx))  # type: ignore[operator]
-                        for p in frozen])
+        return "".join([p if isinstance(p, str) else _text(p(ctx)) for p in frozen])
 
     return render
 
@@ -524,7 +524,10 @@ def _prompt_refs(ast: nodes.Template) -> frozenset[str] | None:
     """Names of ``prompts.X`` / ``prompts['X']`` read; None when prompts is used otherwise."""
     found: set[str] = set()
     resolved = 0
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+    # find_all yields only nodes of the types asked for (its annotation loses which)
+    lookups = cast("Iterator[nodes.Getattr | nodes.Getitem]",
+                   ast.find_all((nodes.Getattr, nodes.Getitem)))
+    for node in lookups:
         target = node.node
         if not (isinstance(target, nodes.Name) and target.name == "prompts"):
             continue

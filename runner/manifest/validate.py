@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,14 +142,18 @@ def unknown_model_message(model_id: str, known: list[str]) -> str:
 
 def _translate(err: ValidationError, doc: Document) -> list[ManifestError]:
     parts: Parts = tuple(err.absolute_path)
-    v = err.validator
+    # the keyword that failed (jsonschema gives None for a `false` subschema)
+    v = err.validator if isinstance(err.validator, str) else None
     inst = err.instance
     if "propertyNames" in err.absolute_schema_path:
         key = str(inst)
-        pattern = err.validator_value if v == "pattern" else ""
+        pattern = str(err.validator_value) if v == "pattern" else ""
         text = _PATTERN_HELP.get(pattern, f"does not match {pattern}")
         return [doc.error(f"key {key!r} {text}", (*parts, key), key=True)]
-    if v == "additionalProperties":
+    # jsonschema's stubs allow an error's instance, schema and keyword value to be unset;
+    # errors from iter_errors always carry them: each branch checks the shape it reads
+    if (v == "additionalProperties" and isinstance(err.schema, Mapping)
+            and isinstance(inst, dict)):
         schema = err.schema
         allowed = sorted(schema.get("properties", {}))
         patterns = list(schema.get("patternProperties", {}))
@@ -158,7 +162,7 @@ def _translate(err: ValidationError, doc: Document) -> list[ManifestError]:
         shown = ", ".join(allowed) + (", x-…" if schema.get("patternProperties") else "")
         return [doc.error(f"unknown key {k!r}{suggest(k, allowed)} (allowed here: {shown})",
                           (*parts, k), key=True) for k in extras]
-    if v == "required":
+    if v == "required" and isinstance(err.validator_value, list) and isinstance(inst, dict):
         missing = [k for k in err.validator_value if k not in inst]
         out = []
         for k in missing:
@@ -181,14 +185,15 @@ def _translate(err: ValidationError, doc: Document) -> list[ManifestError]:
             return [doc.error(f"unsupported manifest version {inst!r}: this seedbatch reads "
                               f"`version: 1`", parts)]
         return [doc.error(f"must be {err.validator_value!r}, got {_kind(inst)}", parts)]
-    if v == "enum":
+    if v == "enum" and isinstance(err.validator_value, list):
         options = [str(o) for o in err.validator_value]
         if len(parts) == 3 and parts[0] == "models" and parts[2] == "model":
             return [doc.error(unknown_model_message(str(inst), options), parts)]
         return [doc.error(f"{inst!r} is not one of: {', '.join(options)}"
                           f"{suggest(str(inst), options)}", parts)]
     if v == "pattern":
-        text = _PATTERN_HELP.get(err.validator_value, f"does not match {err.validator_value}")
+        pattern = str(err.validator_value)
+        text = _PATTERN_HELP.get(pattern, f"does not match {pattern}")
         hint = ""
         if parts == ("name",) and slug(inst):
             hint = f", e.g. {slug(inst)[:64]!r}"
@@ -483,14 +488,14 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
     sets: dict[str, tuple[ImageRef, ...] | None] = {}
     raw_sets = data.get("image_sets") or {}
     if isinstance(raw_sets, dict):
-        for set_name, entries in raw_sets.items():
+        for set_name, set_entries in raw_sets.items():
             p = ("image_sets", set_name)
-            if not ck.ok(p) or not isinstance(entries, list):
+            if not ck.ok(p) or not isinstance(set_entries, list):
                 sets[set_name] = None
                 continue
             refs: list[ImageRef] = []
             failed = False
-            for j, text in enumerate(entries):
+            for j, text in enumerate(set_entries):
                 if any(m in text for m in ("{{", "{%")):
                     ck.error("image set entries are not templates; put a templated path in "
                              "the job's `images:` instead", (*p, j))

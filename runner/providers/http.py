@@ -289,6 +289,11 @@ def as_int(value: Any) -> int | None:
     return int(number) if number is not None and number.is_integer() else None
 
 
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def first(mapping: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         value = mapping.get(key)

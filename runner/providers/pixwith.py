@@ -46,6 +46,7 @@ from runner.providers.http import (
     HttpProvider,
     as_float,
     as_int,
+    as_mapping,
     excerpt,
     first,
     http_status_error,
@@ -111,7 +112,7 @@ def create_body(spec: ModelSpec, job: Job, image_urls: list[str]) -> dict[str, A
 
 
 def parse_create_response(doc: Mapping[str, Any]) -> SubmitResult:
-    data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
+    data = as_mapping(doc.get("data"))
     task_id = data.get("task_id")
     if task_id in (None, ""):
         raise UnknownOutcome("task/create answered without a task_id; a task may have been "
@@ -254,8 +255,8 @@ class PixwithProvider(HttpProvider):
         doc = await self._post("upload", "task/pre_url",
                                {"image_name": name, "content_type": content_type},
                                op="upload", subject=name)
-        data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
-        target = data.get("upload_url") if isinstance(data.get("upload_url"), Mapping) else {}
+        data = as_mapping(doc.get("data"))
+        target = as_mapping(data.get("upload_url"))
         url, image_url = target.get("url"), data.get("image_url")
         fields = target.get("fields") or {}
         if not url or not image_url or not isinstance(fields, Mapping):
@@ -321,7 +322,7 @@ class PixwithProvider(HttpProvider):
         task_id = str(task_id)
         doc = await self._post("poll", "task/get", {"task_id": task_id}, op="poll",
                                subject=task_id)
-        data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
+        data = as_mapping(doc.get("data"))
         return parse_task(data, task_id, self._credits_per_image(task_id, data))
 
     async def cancel(self, task_id: str, state: TaskState) -> None:
@@ -338,7 +339,7 @@ class PixwithProvider(HttpProvider):
     async def get_credits(self) -> float:
         """The account's credit balance (``task/get_credits``)."""
         doc = await self._post("balance", "task/get_credits", {}, op="balance", subject="")
-        data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
+        data = as_mapping(doc.get("data"))
         credits = as_float(data.get("credits"))
         if credits is None:
             raise ServerError(f"task/get_credits answered without a number: "

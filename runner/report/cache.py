@@ -205,8 +205,8 @@ class OutputCache:
             self._names.setdefault(entry.get("name", ""), set()).add(key)
             holder = run_by_id.get(str(entry.get("run_id")))
             if holder is not None and entry.get("outputs"):
-                same = next((j for j in holder.report.get("jobs", []) if j.get("key") == key),
-                            {})
+                same: Mapping[str, Any] = next(
+                    (j for j in holder.report.get("jobs", []) if j.get("key") == key), {})
                 emulated = bool(entry.get("emulated")) or output_is_emulated(holder.report,
                                                                              same)
                 self._candidates.setdefault(key, []).append(
