@@ -481,6 +481,10 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                     "external" if prepared.emulated else None),
                 "emulated": prepared.emulated,
                 "emulated_providers": sorted(prepared.emulated_providers),
+                # which installed package served each provider the plan uses
+                "providers": {name: registry().origins[name].to_dict()
+                              for name in sorted({j.provider for j in prepared.selected})
+                              if name in registry().origins},
                 "base_urls": {name: s.base_url for name, s in settings.items()},
                 "options": {"only": prepared.only, "force": prepared.force,
                             "max_usd_flag": prepared.max_usd_flag,
@@ -551,13 +555,14 @@ def _resume_base_urls(meta: Mapping[str, Any], env: Mapping[str, str], emulate: 
         elif name in recorded:
             url = recorded[name]
             if meta.get("emulate") == "in-process":
+                part = registry().provider(name).emulator
+                where = (f" and set {base_url_var(name)}=http://127.0.0.1:8765{part.path}"
+                         if part is not None else "")
                 raise ConfigError(
                     f"{run_dir} ran against an emulator inside the process that ran it, which "
-                    f"stopped with it. Serve one (seedbatch emulate --port 8765) and set "
-                    f"WIRO_BASE_URL=http://127.0.0.1:8765/wiro/v1 and "
-                    f"PIXWITH_BASE_URL=http://127.0.0.1:8765/pixwith/api, or pass --emulate "
-                    f"to start a fresh one (tasks sent to the old one are sent again: "
-                    f"emulated tasks cost nothing)")
+                    f"stopped with it. Serve one (seedbatch emulate --port 8765){where}, or "
+                    f"pass --emulate to start a fresh one (tasks sent to the old one are sent "
+                    f"again: emulated tasks cost nothing)")
         else:
             continue
         section[name] = {"base_url": url}

@@ -14,7 +14,7 @@ everything below raises one of these::
         │   └── InsufficientBalance     no money or credits left
         ├── TransientError              nothing was created: the same request may be sent again
         │   ├── RateLimited             HTTP 429
-        │   ├── ConcurrencyLimited      Wiro code 96: wait for a slot
+        │   ├── ConcurrencyLimited      the account's task limit: wait for a slot
         │   ├── ServerError             HTTP 5xx, or an error envelope that says "try again"
         │   └── ConnectFailed           the request never left (refused connection, DNS, …)
         ├── JobRejected                 refused for this job (validation): fail it, no retry
@@ -156,7 +156,8 @@ class RateLimited(TransientError):
 
 
 class ConcurrencyLimited(TransientError):
-    """Wiro code 96: the account's concurrent-task limit is reached; wait for a slot."""
+    """The account's concurrent-task limit is reached (e.g. a host's "too many tasks" code);
+    wait for a slot."""
 
 
 class ServerError(TransientError):

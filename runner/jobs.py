@@ -92,8 +92,8 @@ class Job:
     key: str
     name: str
     alias: str  # the manifest's model alias
-    model: str  # model id, e.g. "wiro/seedream-v4"
-    provider: str  # "wiro" or "pixwith"
+    model: str  # model id, "<provider>/<model>"
+    provider: str  # the provider's name (the model id's prefix)
     prompt: str
     params: Mapping[str, Any]  # final parameters: model defaults < alias params < job params
     images: tuple[ImageRef, ...] = ()

@@ -1,7 +1,7 @@
 """The provider registry: every :class:`~runner.spec.ProviderSpec` installed, by name.
 
-Providers come from the entry-point group ``seedbatch.providers`` — seedbatch's own Wiro and
-Pixwith exactly like any installed plugin. An entry point names a ``ProviderSpec``, or a
+Providers come from the entry-point group ``seedbatch.providers`` — seedbatch's own hosts
+exactly like any installed plugin. An entry point names a ``ProviderSpec``, or a
 callable returning one (or several). ``SEEDBATCH_PLUGINS=name,…`` loads only those entry
 points (reproducible CI, tests), in the manner of llm's ``LLM_LOAD_PLUGINS``; an empty value
 loads none. A plugin that fails to import, or names something that is not a provider, is

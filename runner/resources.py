@@ -23,6 +23,6 @@ def schema_dir() -> Path:
 
 @cache
 def load_schema(relative: str) -> dict[str, Any]:
-    """Load a schema by its path under ``schemas/`` (e.g. ``models/wiro-seedream-v4.json``)."""
+    """Load a schema by its path under ``schemas/`` (e.g. ``models/<provider>-<model>.json``)."""
     with (schema_dir() / relative).open(encoding="utf-8") as fh:
         return json.load(fh)

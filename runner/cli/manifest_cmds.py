@@ -276,7 +276,7 @@ def models(as_json: bool) -> None:
 
     \b
       models:
-        v45: {model: wiro/seedream-v4-5, params: {width: 2560, height: 1440}}
+        hero: {model: <model id>, params: {<name>: <value>, …}}
 
     \b
     Examples:
@@ -325,7 +325,7 @@ def plugins(as_json: bool) -> None:
     \b
     Examples:
       seedbatch plugins
-      SEEDBATCH_PLUGINS=wiro seedbatch plugins --json
+      SEEDBATCH_PLUGINS=acme seedbatch plugins --json
     """
     from runner.plugins import registry
 

@@ -139,7 +139,8 @@ def run(manifest: Path, emulate: bool, emulate_latency: float, emulate_faults: s
       seedbatch run manifests/quickstart.yaml --emulate --yes     # offline, free
       seedbatch run hero.yaml --max-usd 5 --concurrency 4          # asks before spending
       seedbatch run hero.yaml --only 'tent-*' --yes --quiet        # a subset, no prompt
-    Credentials: WIRO_API_KEY, WIRO_API_SECRET, PIXWITH_API_KEY (environment only).
+    Credentials come from the environment only: each provider's variables
+    (`seedbatch plugins` lists them).
 
     Exit codes: 0 all jobs succeeded, 1 some failed or did not run, 2 bad input,
     3 fatal provider error (credentials, balance), 130 interrupted.
@@ -183,8 +184,8 @@ def resume(run_dir: Path, retry_unknown: bool, emulate: bool, emulate_latency: f
 
     Tasks that exist are followed and downloaded; jobs never submitted are submitted; a job
     whose submit was cut off has an unknown outcome and is left alone unless
-    --retry-unknown says to send it again. Base URLs are the ones the run used, unless
-    WIRO_BASE_URL / PIXWITH_BASE_URL say otherwise.
+    --retry-unknown says to send it again. Base URLs are the ones the run used, unless the
+    providers' base-URL variables (`seedbatch plugins`) say otherwise.
     """
     from runner import api
 

@@ -191,16 +191,29 @@ async def _faults(request: Request) -> Response:
 
 
 async def _clock(request: Request) -> Response:
-    """``POST {"advance": seconds}`` moves the emulator's clock (negative: back), so a test
-    can hold tasks unfinished, then finish them, without depending on timing."""
+    """``POST {"freeze": true}`` stops the emulator's clock (tasks neither progress nor
+    finish), ``{"freeze": false}`` restarts it from where it stood, ``{"advance": seconds}``
+    moves it (negative: back) — so a test holds tasks unfinished, then finishes them,
+    without depending on timing."""
     state = _state(request)
     if request.method == "POST":
         try:
             doc = json.loads(await request.body() or b"{}")
-            state.clock_offset += float(doc.get("advance", 0))
+            advance = float(doc.get("advance", 0))
+            freeze = doc.get("freeze")
         except (ValueError, TypeError, AttributeError) as exc:
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
-    return JSONResponse({"ok": True, "offset": state.clock_offset, "now": state.now()})
+        if freeze is True and state.frozen_at is None:
+            state.frozen_at = state.now()
+        elif freeze is False and state.frozen_at is not None:
+            state.clock_offset = state.frozen_at - state.clock()
+            state.frozen_at = None
+        if state.frozen_at is not None:
+            state.frozen_at += advance
+        else:
+            state.clock_offset += advance
+    return JSONResponse({"ok": True, "offset": state.clock_offset,
+                         "frozen": state.frozen_at is not None, "now": state.now()})
 
 
 async def _index(request: Request) -> Response:

@@ -256,6 +256,7 @@ class EmulatorState:
         self.config = config
         self.clock: Clock = clock or time.time
         self.clock_offset = 0.0  # moved by POST /__clock (tests hold or finish tasks at will)
+        self.frozen_at: float | None = None  # POST /__clock {"freeze": true}: time stands still
         self.reset()
 
     def reset(self) -> None:
@@ -279,6 +280,8 @@ class EmulatorState:
 
     # --- time ---------------------------------------------------------------------------
     def now(self) -> float:
+        if self.frozen_at is not None:
+            return self.frozen_at
         return self.clock() + self.clock_offset
 
     def settle(self, now: float | None = None) -> None:

@@ -128,7 +128,7 @@ CREATE TABLE jobs (
     task_id           TEXT,
     task_state        TEXT,               -- last TaskState the provider reported
     provider_status   TEXT,               -- the provider's own last status word
-    estimated_seconds REAL,               -- provider's estimate at submit (Pixwith)
+    estimated_seconds REAL,               -- provider's estimate at submit
     elapsed_seconds   REAL,               -- provider-reported run time
     remote_outputs    TEXT,               -- JSON list of {url, name, content_type, size}
     cost_usd          REAL,               -- provider-reported

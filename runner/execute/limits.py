@@ -4,8 +4,8 @@
   configured cap and moves between 1 and the cap (additive increase, multiplicative
   decrease), by this rule:
 
-  - **One halving per burst.** A rejection for being over a limit (a 429, or Wiro's code 96
-    "too many concurrent tasks") that arrives after the cool-down window is a *signal*: the
+  - **One halving per burst.** A rejection for being over a limit (a 429, or a host's
+    "too many concurrent tasks" code) that arrives after the cool-down window is a *signal*: the
     target is halved (a concurrency rejection never takes it below the tasks running right
     now: they fit) and a window of one cool-down opens. Rejections inside the window are the
     same burst — answers to requests that were already on the wire when the first came back,

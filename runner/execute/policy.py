@@ -4,7 +4,7 @@ Polling: a task is polled first when it is *likely* done, then at growing interv
 :class:`LatencyModel` learns, per provider and model, how long tasks take from the answer to
 their submit to their completion. What it learns from:
 
-* the provider's own run time when it reports one (Wiro ``elapsedseconds``), kept inside
+* the provider's own run time when it reports one (``TaskStatus.elapsed_seconds``), kept inside
   what the polls proved (done by the poll that saw it done, not done at the last one that
   did not);
 * otherwise the middle of that bracket when a poll found the task still running;
@@ -16,7 +16,7 @@ percentile, the next at the 90th, then at the slowest seen — and beyond it bac
 from a tenth of the slowest. With a steady latency that is one poll per task, right when it
 ends; with durations spread ±j around their mean it costs about 1.4 polls and a delay
 near 0.55·j of the mean (±10 % → 1.43 polls, 5.7 % late on average).
-When the provider announces an estimate (Pixwith ``estimated_time``) durations are learnt
+When the provider announces an estimate (``SubmitResult.estimated_seconds``) durations are learnt
 as a ratio of it, and the first poll waits that estimate until something is learnt.
 
 Before anything is learnt (and nothing announced), one task *probes*: it polls from an

@@ -19,7 +19,7 @@ from runner.jobs import ImageRef
 from runner.media import sniff_accepted
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
-MAX_IMAGE_BYTES = 10 * 1024 * 1024  # Seedream's limit for one reference image (and Pixwith's)
+MAX_IMAGE_BYTES = 10 * 1024 * 1024  # the hosts' limit for one reference image
 SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 

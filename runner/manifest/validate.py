@@ -170,7 +170,7 @@ def _translate(err: ValidationError, doc: Document) -> list[ManifestError]:
             if parts and parts[0] == "jobs":
                 hint = " (every job needs `model:` and `prompt:`)"
             elif k == "model":
-                hint = " (the model id, e.g. wiro/seedream-v4; `seedbatch models` lists them)"
+                hint = " (a model id; `seedbatch models` lists them)"
             elif k == "version":
                 hint = " (write `version: 1` at the top)"
             elif k == "jobs":

@@ -45,8 +45,8 @@ class RemoteOutput:
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     task_id: str
-    token: str | None = None  # Wiro's socketaccesstoken
-    estimated_seconds: float | None = None  # Pixwith's estimated_time
+    token: str | None = None  # a host's token for push updates, if it has one
+    estimated_seconds: float | None = None  # the host's estimate of the task's duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +55,8 @@ class TaskStatus:
     state: TaskState
     provider_status: str = ""  # the provider's own status word or number, for the journal
     outputs: tuple[RemoteOutput, ...] = ()
-    cost_usd: float | None = None  # provider-reported (Wiro totalcost)
-    credits: float | None = None  # provider-priced credits (Pixwith: per image)
+    cost_usd: float | None = None  # provider-reported USD
+    credits: float | None = None  # provider-priced credits
     error: str | None = None  # the provider's own error text
     elapsed_seconds: float | None = None
 
@@ -75,7 +75,9 @@ class Provider(Protocol):
         ...
 
     async def cancel(self, task_id: str, state: TaskState) -> None:
-        """Stop a remote task: Wiro Cancel for queued ones, Kill for running ones."""
+        """Stop a remote task (``state``: its last known state, for hosts that stop queued and
+        running tasks differently). A host that cannot stop it raises
+        :class:`~runner.errors.CancelUnsupported`, never returns as if it had."""
         ...
 
     def stream(self, url: str) -> AbstractAsyncContextManager[httpx.Response]:

@@ -257,6 +257,10 @@ def build_report(
             "emulated": meta.emulated,
             "emulated_providers": list(meta.emulated_providers),
         },
+        "providers": {name: {"distribution": origin.get("distribution"),
+                             "version": origin.get("version"),
+                             "entry_point": origin.get("entry_point")}
+                      for name, origin in sorted(meta.providers.items())},
         "manifest": {
             "path": meta.manifest_path,
             "sha256": meta.manifest_sha256,

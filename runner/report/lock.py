@@ -70,7 +70,22 @@ def merge_lock(lock: Mapping[str, Any] | None, report: Mapping[str, Any],
         if job["reused"] and key in jobs:
             continue
         jobs[key] = entry_from_job(job, report["run"]["id"])
-    return {"version": LOCK_VERSION, "manifest": name, "jobs": jobs}
+    # which package (and version) served each provider of the locked jobs: kept per provider,
+    # the newest run that locked a job of it wins
+    providers = {p: v for p, v in (lock or {}).get("providers", {}).items()}
+    used = {j["provider"] for j in report["jobs"] if j["key"] in jobs
+            and jobs[j["key"]].get("run_id") == report["run"]["id"] and "provider" in j}
+    for provider in sorted(used):
+        origin = report.get("providers", {}).get(provider)
+        if origin:
+            providers[provider] = {"distribution": origin.get("distribution"),
+                                   "version": origin.get("version")}
+    providers = {p: v for p, v in providers.items()
+                 if any(e["model"].startswith(p + "/") for e in jobs.values())}
+    doc: dict[str, Any] = {"version": LOCK_VERSION, "manifest": name, "jobs": jobs}
+    if providers:
+        doc["providers"] = dict(sorted(providers.items()))
+    return doc
 
 
 def render_lock(lock: Mapping[str, Any]) -> str:

@@ -55,8 +55,8 @@ class JobRecord:
     submitted_at: Timestamp = None
     started_at: Timestamp = None  # the provider started working (first non-queued state)
     finished_at: Timestamp = None
-    cost_usd: float | None = None  # what the provider reported (Wiro totalcost)
-    credits: float | None = None  # what the provider charged in credits (Pixwith)
+    cost_usd: float | None = None  # what the provider reported, in USD
+    credits: float | None = None  # what the provider charged in credits
     estimate_images: int = 0
     estimate_usd: float = 0.0
     estimate_credits: float = 0.0
@@ -82,6 +82,8 @@ class RunMeta:
     axes: tuple[str, ...] = ()  # matrix variable names in manifest order
     emulated: bool = False  # some provider was reached through an emulator
     emulated_providers: tuple[str, ...] = ()  # which ones
+    # provider → {"distribution", "version", "entry_point"}: the package that served it
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

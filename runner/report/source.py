@@ -142,6 +142,7 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
             axes=axes,
             emulated=emulated,
             emulated_providers=emulated_providers,
+            providers=dict(meta.get("providers") or {}),
         ),
         jobs=tuple(jobs),
     )

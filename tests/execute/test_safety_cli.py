@@ -4,7 +4,7 @@ own) against emulators on real loopback sockets.
 A "real" endpoint here is an emulator started with ``identify=False``: its index answers
 404 like a vendor's API, so seedbatch cannot tell it from the real host — exactly what a real
 run sees. Conditions are forced, never waited for by luck: tasks are held unfinished by
-moving the emulator's clock back (``POST /__clock``) and finished by moving it forward.
+freezing the emulator's clock (``POST /__clock``) and finished by restarting it a minute on.
 """
 
 from __future__ import annotations
@@ -59,9 +59,6 @@ limits:
   pixwith: {concurrency: 2}
 """
 
-HOUR = 3600.0
-
-
 def cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "runner", *args], env=env, text=True,
                           capture_output=True, timeout=timeout, check=False)
@@ -83,8 +80,8 @@ def env_at(server: Any | None) -> dict[str, str]:
     return env
 
 
-def move_clock(server: Any, seconds: float) -> None:
-    httpx.post(f"{server.url}/__clock", json={"advance": seconds}, timeout=10).raise_for_status()
+def set_clock(server: Any, **change: Any) -> None:
+    httpx.post(f"{server.url}/__clock", json=change, timeout=10).raise_for_status()
 
 
 def wait_for(check: Callable[[], bool], what: str, limit: float = 60.0) -> None:
@@ -220,7 +217,7 @@ def test_cancel_while_running_waits_for_tasks_pixwith_cannot_stop(tmp_path: Path
     manifest = tmp_path / "pix.yaml"
     manifest.write_text(PIXWITH_ONLY, encoding="utf-8")
     runs = tmp_path / "runs"
-    move_clock(real_host, -HOUR)  # tasks created from now on stay unfinished…
+    set_clock(real_host, freeze=True)  # time stands still: tasks stay unfinished…
     proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs),
                      env=env_at(real_host))
     cancel: subprocess.Popen[str] | None = None
@@ -238,7 +235,7 @@ def test_cancel_while_running_waits_for_tasks_pixwith_cannot_stop(tmp_path: Path
         status = json.loads(cli("status", str(run_dir), "--json", env=env_at(real_host)).stdout)
         assert status["ran_on_after_cancel"]["jobs"] == 2
         assert {j["state"] for j in status["jobs"]} <= {"submitted", "running"}
-        move_clock(real_host, HOUR + 60)  # …until now: they finish, and are billed
+        set_clock(real_host, freeze=False, advance=60)  # …until now: they finish, billed
         _, err = proc.communicate(timeout=120)
         _, cancel_err = cancel.communicate(timeout=120)
     finally:
@@ -268,7 +265,7 @@ def test_cancel_after_a_kill_then_resume_downloads_every_paid_output(
     manifest = tmp_path / "pix.yaml"
     manifest.write_text(PIXWITH_ONLY, encoding="utf-8")
     runs = tmp_path / "runs"
-    move_clock(real_host, -HOUR)
+    set_clock(real_host, freeze=True)
     proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs),
                      env=env_at(real_host))
     try:
@@ -285,7 +282,7 @@ def test_cancel_after_a_kill_then_resume_downloads_every_paid_output(
     shown = cli("status", str(run_dir), env=env_at(real_host)).stdout
     assert shown.count("running (cannot be cancelled)") == 2
     assert "ran on after a cancel (the host cannot stop a task): 2 jobs" in shown
-    move_clock(real_host, HOUR + 60)
+    set_clock(real_host, freeze=False, advance=60)
     resumed = cli("resume", str(run_dir), env=env_at(real_host))
     assert resumed.returncode == 0, resumed.stderr
     stats = real_host.stats()
