@@ -27,6 +27,7 @@ from runner.emulator import EmulatorConfig, serve_in_thread
 from runner.errors import RunDirError
 from runner.execute.journal import JobState, Journal
 from runner.report.cache import ONLY_EMULATED
+from runner.version import __version__
 
 pytestmark = pytest.mark.e2e
 
@@ -151,7 +152,15 @@ def test_a_rehearsal_never_passes_for_a_real_run(tmp_path: Path, real_host: Any)
     assert report["run"]["emulated_providers"] == []
     assert not any(job["emulated"] for job in report["jobs"])
     assert report["totals"]["reused"] == 0
-    locked = json.loads(lock.read_text(encoding="utf-8"))["jobs"]
+    # which package (and version) served each provider, in the report and the lockfile
+    served = {"distribution": "seedbatch", "version": __version__}
+    assert {name: {k: v for k, v in origin.items() if k != "entry_point"}
+            for name, origin in report["providers"].items()} == {"pixwith": served,
+                                                                 "wiro": served}
+    assert report["providers"]["wiro"]["entry_point"] == "wiro = runner.hosts.wiro:SPEC"
+    lock_doc = json.loads(lock.read_text(encoding="utf-8"))
+    assert lock_doc["providers"] == {"pixwith": served, "wiro": served}
+    locked = lock_doc["jobs"]
     assert {entry["run_id"] for entry in locked.values()} == {real_dir.name}
     assert len(locked) == 6
 
