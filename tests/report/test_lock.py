@@ -108,3 +108,31 @@ def test_damaged_lockfiles_are_reported(tmp_path: Path, text: str, message: str)
 
 def test_missing_lockfile_reads_as_none(tmp_path: Path) -> None:
     assert read_lock(tmp_path / "absent.lock.json") is None
+
+
+def _job(key: str, model: str) -> dict[str, Any]:
+    return {"key": key, "name": key, "model": model, "provider": model.split("/")[0],
+            "status": "succeeded", "reused": False, "reused_from": None, "cost_usd": 0.03,
+            "credits": None, "outputs": [{"path": f"outputs/{key}.png", "sha256": "00",
+                                          "bytes": 2}]}
+
+
+def test_the_lock_names_the_package_behind_each_provider_of_its_jobs() -> None:
+    origin = {"distribution": "acme-dist", "version": "1.0", "entry_point": "acme = a:SPEC"}
+    report = {"run": {"id": "r1"}, "manifest": {"path": "m.yaml"},
+              "providers": {"acme": origin, "beta": {"distribution": "beta-dist",
+                                                     "version": "2.0"}},
+              "jobs": [_job("k1", "acme/fast"), _job("k2", "beta/slow")]}
+    lock = merge_lock(None, report, ["k1", "k2"])
+    assert lock["providers"] == {"acme": {"distribution": "acme-dist", "version": "1.0"},
+                                 "beta": {"distribution": "beta-dist", "version": "2.0"}}
+    # a later run of acme only, with a newer plugin: acme's entry follows it, beta's stays
+    later = {**report, "run": {"id": "r2"},
+             "providers": {"acme": {**origin, "version": "1.1"}},
+             "jobs": [_job("k1", "acme/fast")]}
+    lock = merge_lock(lock, later, ["k1", "k2"])
+    assert lock["providers"]["acme"]["version"] == "1.1"
+    assert lock["providers"]["beta"]["version"] == "2.0"
+    # the plan no longer has beta's job: its provider leaves the lock with it
+    lock = merge_lock(lock, later, ["k1"])
+    assert list(lock["providers"]) == ["acme"]
