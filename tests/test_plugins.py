@@ -232,3 +232,11 @@ def test_no_core_module_names_a_provider() -> None:
             if "wiro" in line.lower() or "pixwith" in line.lower():
                 offenders.append(f"runner/{rel}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_manifest_reference_lists_exactly_the_built_in_models() -> None:
+    import re
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "manifest.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z0-9.-]+/[^`]+)` \| ", docs, flags=re.M))
+    assert listed == set(catalog.models())
