@@ -156,21 +156,57 @@ class ModelSpec:
 ClientFactory = Callable[..., "Provider"]
 
 
+#: What a host's emulated task may be made to do instead of succeeding: ``"fail"`` (it runs,
+#: then ends failed) and ``"task_error"`` (it stops before its model runs).
+TASK_FAULTS: tuple[str, ...] = ("task_error", "fail")
+
+
 @dataclass(frozen=True)
 class EmulatorSpec:
-    """A provider's part of the emulator: where its API lives under the emulator's root and
-    the Starlette routes that serve it.
+    """A provider's part of the emulator (``seedbatch emulate``, ``run --emulate``): where
+    its API lives under the emulator's root, the Starlette routes that serve it, and the
+    account behind them. docs/plugins.md ("Emulator routes") walks through one.
 
     ``routes(kit)`` returns the routes. ``kit.api(handler, label=None)`` wraps a handler
     ``async (request, state) -> Response`` with the emulator's shared fault injection and
     counters (429 / 5xx / drops / slow answers, ``/__stats``), ``kit.upload(handler,
     label)`` an upload target, so a plugin's emulator meets the same chaos as the built-ins.
-    ``credentials`` are the demo values it accepts (what ``--emulate`` sends when the
-    variables are unset)."""
+    ``state`` is the emulator's shared memory (``runner.emulator.state.EmulatorState``:
+    tasks, files, counters, the clock); ``state.part(name)`` is this provider's own.
+
+    ``make_state(context)`` makes that part when the emulator starts and on ``/__reset``: a
+    ``runner.emulator.state.ProviderState`` (the default: no balance, list prices billed)
+    or a subclass holding the account's balance, id counters, tokens, nonces, pending
+    uploads. ``context`` carries the ``options`` (``options`` below, overridden by
+    ``EmulatorConfig(options={name: {...}})`` or ``seedbatch emulate --set name.option=v``)
+    and the ``credentials`` the emulator accepts.
+
+    ``credentials`` are the demo values it accepts for the provider's credential variables
+    (what ``--emulate`` sends when the variables are unset); a variable set in the
+    environment wins. ``options`` names each option the provider's emulator takes, with its
+    default (its type is the option's type). ``errors(status, message, headers)`` renders a
+    429 or 500 that the shared fault injection answers in the host's own error envelope
+    (default: plain text). ``task_faults`` are the task fates of ``TASK_FAULTS`` the host
+    knows (drawn from the ``--faults`` rates and asked for by the prompt markers
+    ``emulator:fail`` / ``emulator:task_error``); a host without a pre-execution failure
+    state keeps the default ``("fail",)``."""
 
     path: str  # e.g. "/acme/v1": the provider's base URL is the emulator's root + this
     routes: Callable[[Any], Sequence[Any]]  # (kit) -> Starlette routes
     credentials: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)  # option -> default
+    make_state: Callable[[Any], Any] | None = None  # (ProviderContext) -> ProviderState
+    errors: Callable[[int, str, Mapping[str, str] | None], Any] | None = None  # -> Response
+    task_faults: tuple[str, ...] = ("fail",)
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.task_faults if f not in TASK_FAULTS]
+        if unknown:
+            raise ValueError(f"unknown task fault {unknown[0]!r}; known: "
+                             f"{', '.join(TASK_FAULTS)}")
+        for name in self.options:
+            if not name.isidentifier():
+                raise ValueError(f"emulator option {name!r} is not an identifier")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,35 @@ def endpoint_lines(url: str) -> list[str]:
                if s.emulator])
 
 
+def option_lines(options: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """Each emulated provider's options (``--set``) as they are set, one line a provider."""
+    lines = [f"  {name:<9}" + ", ".join(f"{option}={value}" for option, value in values.items())
+             for name, values in sorted(options.items()) if values]
+    return lines or ["  none"]
+
+
+def settings_of(values: tuple[str, ...], credits: int | None) -> dict[str, dict[str, str]]:
+    """``--set PROVIDER.OPTION=VALUE`` (and the alias ``--credits N``: the ``credits`` option
+    of every provider that has one, before ``--set``) as ``EmulatorConfig.options``; each
+    checked against the options the provider declares."""
+    from runner.emulator.config import check_options, parse_setting
+
+    specs = {name: spec for name, spec in registry().providers.items() if spec.emulator}
+    options: dict[str, dict[str, str]] = {}
+    if credits is not None:
+        for name, spec in specs.items():
+            if spec.emulator is not None and "credits" in spec.emulator.options:
+                options.setdefault(name, {})["credits"] = str(credits)
+    try:
+        for text in values:
+            provider, option, value = parse_setting(text)
+            options.setdefault(provider, {})[option] = value
+        check_options(options, specs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--set'") from None
+    return options
+
+
 def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
     from runner.emulator.faults import FaultSpec
 
@@ -63,14 +92,17 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> ob
               help="'small': outputs ~256 px on the long side; 'full': the requested size.")
 @click.option("--pad-bytes", default=0, show_default=True, type=click.IntRange(min=0),
               help="Pad every output PNG to at least this many bytes (download benchmarks).")
-@click.option("--credits", "credits", default=500, show_default=True,
-              type=click.IntRange(min=0),
-              help="Starting balance of the accounts billed in credits.")
+@click.option("--set", "settings", multiple=True, metavar="PROVIDER.OPTION=VALUE",
+              help="Set one of a provider's emulator options (repeatable). The banner and "
+                   "docs/emulator.md list each provider's options and their defaults.")
+@click.option("--credits", "credits", default=None, type=click.IntRange(min=0),
+              help="Starting balance of the accounts billed in credits: the same as --set "
+                   "PROVIDER.credits=N for each provider with that option.")
 @click.option("--seed", default=None, type=int, help="Seed for fault and jitter draws.")
 @handles_errors
 def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
-            concurrency: int, image_size: str, pad_bytes: int, credits: int,
-            seed: int | None) -> None:
+            concurrency: int, image_size: str, pad_bytes: int, settings: tuple[str, ...],
+            credits: int | None, seed: int | None) -> None:
     """Serve the emulator (offline, free) of every installed provider until Ctrl-C.
 
     It speaks each host's API as its pages document it, renders real PNGs showing the
@@ -82,6 +114,7 @@ def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
     Examples:
       seedbatch emulate --port 8000 --latency 1 &
       seedbatch emulate --port 0 --faults '429=0.1,fail=0.05' --seed 7
+      seedbatch emulate --set PROVIDER.OPTION=VALUE --set …
     """
     from runner.emulator import EmulatorConfig
     from runner.emulator.app import create_app
@@ -89,10 +122,15 @@ def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
     from runner.emulator.server import bind_socket, make_server, url_for
 
     assert isinstance(faults, FaultSpec)
+    options = settings_of(settings, credits)
     config = EmulatorConfig.from_env(
         latency=latency, jitter=jitter, faults=faults, concurrency=concurrency,
-        image_size=image_size, output_pad_bytes=pad_bytes, pixwith_credits=credits, seed=seed,
+        image_size=image_size, output_pad_bytes=pad_bytes, seed=seed, options=options,
     )
+    try:
+        app = create_app(config)
+    except ValueError as exc:  # an option's value its provider refuses (a negative balance)
+        raise click.BadParameter(str(exc), param_hint="'--set'") from None
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}, not a loopback address: anyone who can "
                    f"reach this machine can use the emulator and read its files", err=True)
@@ -107,13 +145,15 @@ def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
         *endpoint_lines(url),
         "Credentials it accepts:",
         *credential_lines(os.environ),
+        "Provider options (--set PROVIDER.OPTION=VALUE):",
+        *option_lines(app.state.emulator.describe()["options"]),
         f"latency {latency:g} s, jitter {jitter:g}, concurrency {concurrency}, "
         f"faults {faults}, images {image_size}"
         + (f", padded to {pad_bytes} bytes" if pad_bytes else ""),
         "Press Ctrl-C to stop.",
     ]
     click.echo("\n".join(lines))
-    server = make_server(create_app(config), log_level="info", access_log=True)
+    server = make_server(app, log_level="info", access_log=True)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is the goal

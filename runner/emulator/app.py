@@ -31,6 +31,7 @@ from runner.emulator.faults import Decision, FaultSpec
 from runner.emulator.http import (
     CONNECTION_KEY,
     DroppedConnection,
+    ErrorRenderer,
     FileResponse,
     base_url,
     s3_error,
@@ -38,8 +39,8 @@ from runner.emulator.http import (
     too_many_requests,
 )
 from runner.emulator.state import CREATED_HERE, Clock, EmulatorState, Task
-from runner.plugins import registry
-from runner.spec import EmulatorSpec
+from runner.plugins import Registry, registry
+from runner.spec import EmulatorSpec, ProviderSpec
 
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -96,8 +97,10 @@ def _path(request: Request) -> str:
     return f"{request.method} {request.url.path}"
 
 
-def api(provider: str, handler: Handler, label: str | None = None) -> Endpoint:
-    """An API endpoint: 429 / 5xx / drop (before or after the handler) / slow."""
+def api(handler: Handler, label: str | None = None,
+        errors: ErrorRenderer | None = None) -> Endpoint:
+    """An API endpoint: 429 / 5xx / drop (before or after the handler) / slow; ``errors``
+    renders the 429s and 500s in the host's own envelope."""
 
     async def body(request: Request) -> Response:
         state = _state(request)
@@ -107,9 +110,9 @@ def api(provider: str, handler: Handler, label: str | None = None) -> Endpoint:
             await request.body()
         await _delay(decision, state)
         if decision.error == "429":
-            return too_many_requests(provider, decision.retry_after)
+            return too_many_requests(decision.retry_after, errors)
         if decision.error == "5xx":
-            return server_error(decision.status, provider)
+            return server_error(decision.status, errors)
         if decision.error == "drop" and not decision.drop_after:
             return DroppedConnection()
         state.settle()
@@ -135,7 +138,7 @@ async def _download(request: Request) -> Response:
     decision = _drawn(state.faults.for_download(), state)
     await _delay(decision, state)
     if decision.error == "5xx":
-        return server_error(decision.status, "files")
+        return server_error(decision.status)
     if decision.error == "drop":
         return DroppedConnection()
     stored = state.files.get(request.path_params["path"])
@@ -159,7 +162,7 @@ async def _upload_target(request: Request, handler: Handler) -> Response:
     await _delay(decision, state)
     if decision.error == "5xx":
         await request.body()
-        return server_error(decision.status, "files")
+        return server_error(decision.status)
     if decision.error == "drop" and not decision.drop_after:
         return DroppedConnection()
     response = await handler(request, state)
@@ -223,10 +226,10 @@ async def _index(request: Request) -> Response:
     base = base_url(request)
     return JSONResponse({
         "name": EMULATOR_IDENTITY,  # how a run knows its endpoint is an emulator
-        **{f"{name}_base_url": f"{base}{part.path}"
-           for name, part in emulated_providers().items()},
+        **{f"{name}_base_url": f"{base}{spec.emulator.path}"
+           for name, spec in state.specs.items() if spec.emulator is not None},
         "stats": f"{base}/__stats",
-        "config": state.config.describe(),
+        "config": state.describe(),
         "faults": str(state.faults.spec),
     })
 
@@ -234,16 +237,22 @@ async def _index(request: Request) -> Response:
 class Kit:
     """What a provider's emulator routes are built with (``EmulatorSpec.routes(kit)``):
     handlers ``async (request, state) -> Response`` wrapped with the emulator's shared
-    faults and counters, so every host meets the same chaos."""
+    faults and counters, so every host meets the same chaos. ``kit.name`` is the
+    provider's name (``state.part(kit.name)`` its account), ``kit.path`` where its API
+    lives (``EmulatorSpec.path``)."""
 
     ALL_METHODS = ALL_METHODS
 
-    def __init__(self, provider: str) -> None:
-        self.provider = provider
+    def __init__(self, name: str, spec: EmulatorSpec) -> None:
+        self.name = name
+        self.provider = name  # the name it had first
+        self.spec = spec
+        self.path = spec.path
 
     def api(self, handler: Handler, label: str | None = None) -> Endpoint:
-        """An API endpoint: 429 / 5xx / drop (before or after the handler) / slow."""
-        return api(self.provider, handler, label)
+        """An API endpoint: 429 / 5xx / drop (before or after the handler) / slow, the
+        429s and 500s in the host's envelope (``EmulatorSpec.errors``)."""
+        return api(handler, label, self.spec.errors)
 
     def upload(self, handler: Handler, label: str) -> Endpoint:
         """An upload target (presigned POST): upload faults (5xx, drop, slow)."""
@@ -253,19 +262,26 @@ class Kit:
         return _counted(lambda _r: label, body)
 
 
-def emulated_providers() -> dict[str, EmulatorSpec]:
-    """The installed providers that ship an emulator, by name."""
-    return {name: spec.emulator for name, spec in registry().providers.items()
-            if spec.emulator is not None}
+def emulated_providers(reg: Registry | None = None) -> dict[str, ProviderSpec]:
+    """The providers of ``reg`` (default: the installed ones) that ship an emulator, by
+    name."""
+    reg = registry() if reg is None else reg
+    return {name: spec for name, spec in reg.providers.items() if spec.emulator is not None}
 
 
-def create_app(config: EmulatorConfig | None = None, *, clock: Clock | None = None) -> Starlette:
-    """The emulator for ``config``, serving every installed provider that ships emulator
-    routes; ``clock`` (unix seconds) is injectable for tests."""
+def create_app(config: EmulatorConfig | None = None, *, clock: Clock | None = None,
+               registry: Registry | None = None) -> Starlette:
+    """The emulator for ``config``, serving every provider of ``registry`` (default: the
+    installed ones) that ships an emulator; ``clock`` (unix seconds) is injectable for
+    tests. A provider option ``config`` sets that its provider does not declare raises
+    ``ValueError``."""
     config = config or EmulatorConfig()
+    specs = emulated_providers(registry)
+    state = EmulatorState(config, clock, specs)
     routes: list[BaseRoute] = []
-    for name, part in emulated_providers().items():
-        routes.extend(part.routes(Kit(name)))
+    for name, spec in specs.items():
+        assert spec.emulator is not None
+        routes.extend(spec.emulator.routes(Kit(name, spec.emulator)))
     routes += [
         Route("/files/{path:path}", _counted(lambda r: f"{r.method} /files", _download),
               methods=["GET", "HEAD"]),
@@ -277,5 +293,5 @@ def create_app(config: EmulatorConfig | None = None, *, clock: Clock | None = No
         Route("/", _index, methods=["GET"]),
     ]
     app = EmulatorApp(routes=routes)
-    app.state.emulator = EmulatorState(config, clock)
+    app.state.emulator = state
     return app

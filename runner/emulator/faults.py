@@ -7,33 +7,36 @@ A spec is a comma-separated list of ``kind=rate`` pairs, rates between 0 and 1 p
 ========== ===================================================================================
 kind       effect
 ========== ===================================================================================
-429        HTTP 429 with the provider's error envelope, sometimes with a ``Retry-After`` header
-5xx        HTTP 500, 502 or 503; nothing is created
+429        HTTP 429 in the provider's error envelope (``EmulatorSpec.errors``), sometimes with
+           a ``Retry-After`` header
+5xx        HTTP 500 (the provider's envelope), 502 or 503 (a gateway's page); nothing is
+           created
 drop       the connection is dropped without an answer; on a submit, randomly before the task
            is created or *after* it (the "unknown outcome" case a client must not resubmit)
 slow       the answer is delayed by ``slow_seconds`` (default 3)
-task_error Wiro only: the task stops before its model runs; Task/Detail answers
-           ``status: "task_error"`` with a ``debugerror``, no outputs, and it is never billed
-fail       the task runs, then ends failed (Wiro: non-zero ``pexit``; Pixwith: status 3)
+task_error the task stops before its model runs, is never billed, and shows the host's own
+           pre-execution failure; only hosts that have one (``EmulatorSpec.task_faults``)
+fail       the task runs, then ends failed, in the host's own words
 truncate   a file download stops short of its ``Content-Length``, then the connection closes
 ========== ===================================================================================
 
 API calls can meet ``429``, ``5xx``, ``drop`` and ``slow``; file downloads ``5xx``, ``drop``,
 ``slow`` and ``truncate``; the presigned upload target ``5xx``, ``drop`` and ``slow``;
-``task_error`` and ``fail`` are drawn once per created task (Pixwith has no state like
-Wiro's ``task_error``, so its tasks only ever meet ``fail``). Within one decision ``slow``
+``task_error`` and ``fail`` are drawn once per created task, each only for hosts that know
+it (``EmulatorSpec.task_faults``; the default is ``fail`` alone). Within one decision ``slow``
 combines with any other kind; of the others the first in the table's order that fires
 wins, so with several kinds set the later ones fire a little less often than their nominal
 rate.
 
 **Prompt markers.** A prompt holding the word ``emulator:task_error`` or ``emulator:fail``
-gives its task that fate whatever the draw (``emulator:task_error`` on Wiro only; a Pixwith
-prompt with it is an ordinary prompt). The task still takes its draw, so a marker never
+gives its task that fate whatever the draw, on a host that knows the fate (elsewhere the
+prompt is an ordinary one). The task still takes its draw, so a marker never
 changes which fault any other task meets.
 
 **Draws are a function of the seed and a count, never of timing.** Each *stream* of
-decisions — ``api`` (every API call), ``download``, ``upload`` (the presigned target),
-``task/wiro`` and ``task/pixwith`` (every created task) — has a random generator of its own,
+decisions — ``api`` (every API call), ``download``, ``upload`` (presigned targets), and
+``task/<provider>`` for each emulated provider (every created task) — has a random
+generator of its own,
 seeded from the emulator's ``seed`` and the stream's name, and every decision takes the same
 amount of randomness from it whatever the spec and whatever fires. So the n-th API call of
 a run meets the same fault in every run with that seed and spec, however a concurrent
@@ -48,17 +51,22 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Literal, TypeVar
+
+from runner.plugins import registry
 
 FaultKind = Literal["429", "5xx", "drop", "slow", "task_error", "fail", "truncate"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("429", "5xx", "drop", "slow", "task_error", "fail",
                                       "truncate")
 #: What a created task may be made to do instead of succeeding.
 TaskFault = Literal["task_error", "fail"]
-#: The decision streams, each with its own seeded generator (see the module's docstring).
-STREAMS: tuple[str, ...] = ("api", "download", "upload", "task/wiro", "task/pixwith")
+#: The decision streams every emulator has, each with its own seeded generator (see the
+#: module's docstring); each emulated provider adds its own ``task/<provider>`` stream.
+SHARED_STREAMS: tuple[str, ...] = ("api", "download", "upload")
+#: The task fates a provider's emulator knows when it does not say (``EmulatorSpec``).
+DEFAULT_TASK_FAULTS: tuple[TaskFault, ...] = ("fail",)
 #: The keys of ``/__stats`` ``faults``: each kind, and the drops that came after the handler.
 COUNTED: tuple[str, ...] = ("429", "5xx", "drop", "drop_after", "slow", "task_error", "fail",
                             "truncate")
@@ -79,12 +87,31 @@ _MARKER = re.compile(r"(?<![\w:])emulator:(task_error|fail)(?![\w:])")
 MARKERS: dict[TaskFault, str] = {"task_error": "emulator:task_error", "fail": "emulator:fail"}
 
 
-def marked_fault(prompt: str, provider: str) -> TaskFault | None:
-    """The fate a prompt marker asks for this provider's task, if any (task_error first)."""
+def task_stream(provider: str) -> str:
+    """The decision stream of ``provider``'s created tasks."""
+    return f"task/{provider}"
+
+
+def streams(providers: Collection[str]) -> tuple[str, ...]:
+    """Every decision stream of an emulator serving ``providers``."""
+    return (*SHARED_STREAMS, *(task_stream(p) for p in providers))
+
+
+def task_faults_of(provider: str) -> tuple[TaskFault, ...]:
+    """The task fates installed provider ``provider``'s emulator knows."""
+    spec = registry().providers.get(provider)
+    if spec is None or spec.emulator is None:
+        return DEFAULT_TASK_FAULTS
+    return tuple(f for f in ("task_error", "fail") if f in spec.emulator.task_faults)
+
+
+def marked_fault(prompt: str, kinds: Collection[str]) -> TaskFault | None:
+    """The fate a prompt marker asks for a task of a host that knows the fates ``kinds``,
+    if any (task_error first)."""
     found = set(_MARKER.findall(prompt))
-    if "task_error" in found and provider == "wiro":
+    if "task_error" in found and "task_error" in kinds:
         return "task_error"
-    if "fail" in found:
+    if "fail" in found and "fail" in kinds:
         return "fail"
     return None
 
@@ -263,22 +290,26 @@ class FaultInjector:
             return Decision(slow=slow, error="drop", drop_after=u[4] < 0.5)
         return Decision(slow=slow) if slow else NO_FAULT
 
-    def for_task(self, provider: str) -> TaskFault | None:
+    def for_task(self, provider: str, kinds: Collection[str] | None = None,
+                 ) -> TaskFault | None:
         """What a newly created task of ``provider`` will do instead of succeeding, if
-        anything. ``task_error`` is Wiro's alone; Pixwith tasks draw ``fail`` only."""
-        u = self._numbers(f"task/{provider}", 2)
-        if provider == "wiro" and self._hit("task_error", u[0]):
+        anything, among the fates ``kinds`` its host knows (default: what the installed
+        provider's ``EmulatorSpec.task_faults`` says)."""
+        kinds = task_faults_of(provider) if kinds is None else kinds
+        u = self._numbers(task_stream(provider), 2)
+        if "task_error" in kinds and self._hit("task_error", u[0]):
             return "task_error"
-        if self._hit("fail", u[1]):
+        if "fail" in kinds and self._hit("fail", u[1]):
             return "fail"
         return None
 
 
-def expected_faults(spec: FaultSpec | str, seed: int,
-                    decisions: Mapping[str, int]) -> Counter[str]:
+def expected_faults(spec: FaultSpec | str, seed: int, decisions: Mapping[str, int],
+                    task_faults: Mapping[str, Collection[str]] | None = None) -> Counter[str]:
     """The ``/__stats`` ``faults`` counts an emulator with ``spec`` and ``seed`` shows after
     ``decisions[stream]`` decisions of each stream (``/__stats`` ``fault_decisions``), no
-    prompt marker used and no spec changed on the way.
+    prompt marker used and no spec changed on the way. ``task_faults`` gives the fates each
+    provider's host knows (default: the installed providers' ``EmulatorSpec.task_faults``).
 
     The counts only grow with the number of decisions, so the counts for a number of
     decisions a run cannot stay below are a floor for that run."""
@@ -292,10 +323,13 @@ def expected_faults(spec: FaultSpec | str, seed: int,
             if stream in draw:
                 counts.update(draw[stream]().counted())
             elif stream.startswith("task/"):
-                fate = injector.for_task(stream.split("/", 1)[1])
+                provider = stream.split("/", 1)[1]
+                kinds = None if task_faults is None else task_faults.get(
+                    provider, DEFAULT_TASK_FAULTS)
+                fate = injector.for_task(provider, kinds)
                 if fate is not None:
                     counts[fate] += 1
             else:
                 raise ValueError(f"unknown decision stream {stream!r}; known: "
-                                 f"{', '.join(STREAMS)}")
+                                 f"{', '.join(SHARED_STREAMS)}, task/<provider>")
     return counts

@@ -1,4 +1,4 @@
-"""HTTP pieces shared by the emulated APIs: bodies, envelopes, and the faulty responses.
+"""HTTP pieces shared by the emulated APIs: bodies, errors, and the faulty responses.
 
 Dropped connections and truncated downloads must look, to a client, like the network
 failed. Over a real socket (uvicorn) the response aborts the connection's transport, so
@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 CONNECTION_KEY = "seedbatch.emulator.connection"
@@ -44,9 +45,9 @@ class BodyError(ValueError):
 
 async def read_fields(request: Request, *, max_file_bytes: int) -> Fields:
     """The body's fields in order. JSON objects, multipart (files and text parts) and
-    urlencoded forms are all accepted, whatever the Content-Type says: Wiro's own examples
-    send a JSON body under ``Content-Type: multipart/form-data``. JSON lists become repeated
-    fields (``inputImage``)."""
+    urlencoded forms are all accepted, whatever the Content-Type says: some vendors' own
+    examples send a JSON body under ``Content-Type: multipart/form-data``. JSON lists become
+    repeated fields."""
     body = await request.body()
     text_start = body.lstrip()[:1]
     if text_start in (b"{", b"["):
@@ -108,26 +109,10 @@ def safe_name(name: str, default: str = "file") -> str:
     return name[:120] or default
 
 
-# --- envelopes ----------------------------------------------------------------------------
-def wiro_error(code: int, message: str, status: int = 200,
-               headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"result": False, "errors": [{"code": code, "message": message}]},
-                        status_code=status, headers=headers)
-
-
-def wiro_errors(problems: list[tuple[int, str]]) -> JSONResponse:
-    return JSONResponse({"result": False,
-                         "errors": [{"code": c, "message": m} for c, m in problems]})
-
-
-def pixwith_error(message: str, status: int = 200,
-                  headers: dict[str, str] | None = None) -> JSONResponse:
-    # Pixwith documents no HTTP status codes: its errors are {"code": 0, ...} with HTTP 200.
-    return JSONResponse({"code": 0, "message": message}, status_code=status, headers=headers)
-
-
-def pixwith_ok(data: dict[str, Any]) -> JSONResponse:
-    return JSONResponse({"code": 1, "message": "success", "data": data})
+# --- errors -------------------------------------------------------------------------------
+#: Renders an error in a host's own envelope: (HTTP status, message, headers) → response
+#: (``EmulatorSpec.errors``).
+ErrorRenderer = Callable[[int, str, Mapping[str, str] | None], Response]
 
 
 def s3_error(status: int, code: str, message: str) -> Response:
@@ -136,13 +121,11 @@ def s3_error(status: int, code: str, message: str) -> Response:
     return Response(body, status_code=status, media_type="application/xml")
 
 
-def server_error(status: int, provider: str) -> Response:
-    """What a struggling API or its gateway answers."""
-    if status == 500:
-        if provider == "wiro":
-            return wiro_error(0, "Internal server error", status=500)
-        if provider == "pixwith":
-            return pixwith_error("Internal server error", status=500)
+def server_error(status: int, render: ErrorRenderer | None = None) -> Response:
+    """What a struggling API or its gateway answers: a 500 in the host's envelope when it
+    has one (``render``), else (and for 502/503) a gateway's HTML page."""
+    if status == 500 and render is not None:
+        return render(500, "Internal server error", None)
     reason = {500: "Internal Server Error", 502: "Bad Gateway",
               503: "Service Temporarily Unavailable"}[status]
     return Response(f"<html><head><title>{status} {reason}</title></head><body><center>"
@@ -150,13 +133,12 @@ def server_error(status: int, provider: str) -> Response:
                     status_code=status, media_type="text/html")
 
 
-def too_many_requests(provider: str, retry_after: int | None) -> Response:
+def too_many_requests(retry_after: int | None, render: ErrorRenderer | None = None) -> Response:
+    """A 429, in the host's envelope when it has one (``render``), else plain text."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     message = "Too many requests, please slow down."
-    if provider == "wiro":
-        return wiro_error(0, message, status=429, headers=headers)
-    if provider == "pixwith":
-        return pixwith_error(message, status=429, headers=headers)
+    if render is not None:
+        return render(429, message, headers)
     return Response(message, status_code=429, headers=headers)
 
 

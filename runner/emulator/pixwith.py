@@ -1,4 +1,5 @@
-"""The emulated Pixwith API (``/pixwith/api``) and its presigned upload target.
+"""The emulated Pixwith API (``/pixwith/api``), its presigned upload target, and the
+Pixwith account behind them (:class:`PixwithState`: credits, pending uploads).
 
 Validation follows the Seedream 4.5 vendor page's parameter table; the envelope is
 ``{"code": 1|0, "message", "data"}``. Pixwith documents no HTTP status codes, so every
@@ -12,19 +13,24 @@ import hashlib
 import hmac
 import json
 import math
+import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runner.emulator.http import base_url, pixwith_error, pixwith_ok, s3_error
-from runner.emulator.state import PIXWITH_CREDITS_PER_IMAGE, EmulatorState
+from runner.emulator.http import base_url, s3_error
+from runner.emulator.state import EmulatorState, ProviderContext, ProviderState, Task
 from runner.resources import load_schema
 
+NAME = "pixwith"
+KEY_VAR = "PIXWITH_API_KEY"
+CREDITS_PER_IMAGE = 6  # Pixwith's documented price
 MODEL_ID = "0-32"
 # The options Pixwith documents for Seedream 4.5 (the same schema the client validates with)
 OPTIONS = load_schema("models/pixwith-seedream-4.5.json")["properties"]
@@ -34,9 +40,72 @@ IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
 RESOLUTION_SIDE = {"2K": 2048, "4K": 4096}
 
 
+# --- envelopes ----------------------------------------------------------------------------
+def pixwith_error(message: str, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> JSONResponse:
+    # Pixwith documents no HTTP status codes: its errors are {"code": 0, ...} with HTTP 200.
+    return JSONResponse({"code": 0, "message": message}, status_code=status,
+                        headers=dict(headers) if headers else None)
+
+
+def pixwith_ok(data: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"code": 1, "message": "success", "data": data})
+
+
+def error_response(status: int, message: str,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A 429 or 500 of the shared fault injection, in Pixwith's envelope."""
+    return pixwith_error(message, status=status, headers=headers)
+
+
+# --- the account --------------------------------------------------------------------------
+class PixwithState(ProviderState):
+    """The emulated Pixwith account: its credits and the presigned uploads not yet used."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        self.credits = int(self.options["credits"])
+        if self.credits < 0:
+            raise ValueError(f"{NAME}.credits must be ≥ 0, not {self.credits}")
+        self.upload_ttl = float(self.options["upload_ttl"])
+        if self.upload_ttl <= 0:
+            raise ValueError(f"{NAME}.upload_ttl must be > 0 seconds, not {self.upload_ttl}")
+        self.key = self.credentials[KEY_VAR]
+        self.uploads: dict[str, dict[str, Any]] = {}  # presigned uploads by key
+        self.upload_secret = secrets.token_bytes(32)  # signs the presigned uploads
+
+    def reserved(self, active: list[Task]) -> int:
+        """Credits that tasks still running will cost if they succeed."""
+        return sum(CREDITS_PER_IMAGE * t.images for t in active)
+
+    def bill(self, task: Task) -> None:
+        # taken at completion
+        task.credits = CREDITS_PER_IMAGE * task.images
+        self.credits -= task.credits
+
+    def balances(self) -> dict[str, Any]:
+        return {"pixwith_credits": self.credits}
+
+
+def account(state: EmulatorState) -> PixwithState:
+    part = state.part(NAME)
+    assert isinstance(part, PixwithState)
+    return part
+
+
+def make_state(context: ProviderContext) -> PixwithState:
+    return PixwithState(context)
+
+
+def status_code(task: Task) -> int:
+    """``task/get``'s status: 1 running, 2 succeeded, 3 failed."""
+    return {"succeeded": 2, "failed": 3}.get(task.outcome or "", 1)
+
+
+# --- endpoints ----------------------------------------------------------------------------
 def check_auth(request: Request, state: EmulatorState) -> Response | None:
     key = request.headers.get("api-key", "")
-    if not key or not hmac.compare_digest(key.encode(), state.config.pixwith_key.encode()):
+    if not key or not hmac.compare_digest(key.encode(), account(state).key.encode()):
         state.stats.rejections["auth"] += 1
         return pixwith_error("Invalid API KEY")
     return None
@@ -131,19 +200,20 @@ async def create(request: Request, state: EmulatorState) -> Response:
         return pixwith_error(problem)
     params = req["params"]
     n = params["num_outputs"]
-    if state.pixwith_credits - state.reserved("pixwith") < PIXWITH_CREDITS_PER_IMAGE * n:
+    pixwith = account(state)
+    if pixwith.credits - pixwith.reserved(state.active_tasks(NAME)) < CREDITS_PER_IMAGE * n:
         state.stats.rejections["balance"] += 1
         return pixwith_error("Credits not enough")
     # Emulator choice: Pixwith documents no concurrency limit; we cap unfinished tasks like
     # Wiro does, so clients meet (and must survive) a busy account.
-    if state.active_count("pixwith") >= state.config.concurrency:
+    if state.active_count(NAME) >= state.config.concurrency:
         state.stats.rejections["concurrency"] += 1
-        state.stats.concurrency_refusals["pixwith"] += 1
+        state.stats.concurrency_refusals[NAME] += 1
         return pixwith_error("Too many tasks in progress, please try again later")
     width, height = dimensions(params["resolution"], params["aspect_ratio"])
     task = state.new_task(
-        provider="pixwith", model=MODEL_ID, prompt=req["prompt"], params=params,
-        parameters={}, inputs=tuple(state.identity(u) for u in req["image_urls"]), images=n,
+        NAME, model=MODEL_ID, prompt=req["prompt"], params=params,
+        inputs=tuple(state.identity(u) for u in req["image_urls"]), images=n,
         width=width, height=height,
     )
     return pixwith_ok({"task_id": task.id,
@@ -159,7 +229,7 @@ async def get(request: Request, state: EmulatorState) -> Response:
     task_id = doc.get("task_id")
     if not isinstance(task_id, str) or not task_id:
         return pixwith_error("task_id is required")
-    task = state.tasks.get(("pixwith", task_id))
+    task = state.tasks.get((NAME, task_id))
     if task is None:
         state.stats.rejections["not_found"] += 1
         return pixwith_error("Task not found")
@@ -167,17 +237,17 @@ async def get(request: Request, state: EmulatorState) -> Response:
     base = base_url(request)
     urls = [f"{base}/files/{o.file.path}" for o in task.outputs] \
         if task.outcome == "succeeded" else []
-    return pixwith_ok({"task_id": task.id, "status": task.pixwith_status(), "result_urls": urls})
+    return pixwith_ok({"task_id": task.id, "status": status_code(task), "result_urls": urls})
 
 
 async def get_credits(request: Request, state: EmulatorState) -> Response:
     if (denied := check_auth(request, state)) is not None:
         return denied
-    return pixwith_ok({"credits": state.pixwith_credits})
+    return pixwith_ok({"credits": account(state).credits})
 
 
 def _policy_signature(state: EmulatorState, policy: str) -> str:
-    return hmac.new(state.upload_secret, policy.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(account(state).upload_secret, policy.encode(), hashlib.sha256).hexdigest()
 
 
 async def pre_url(request: Request, state: EmulatorState) -> Response:
@@ -197,7 +267,7 @@ async def pre_url(request: Request, state: EmulatorState) -> Response:
                                                                "image/png"):
         return pixwith_error("Invalid image format")
     now = state.now()
-    expires = now + state.config.upload_ttl
+    expires = now + account(state).upload_ttl
     key = f"uploads/{uuid.uuid4().hex}.{ext}"
     expiration = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     policy = base64.b64encode(json.dumps({
@@ -215,7 +285,7 @@ async def pre_url(request: Request, state: EmulatorState) -> Response:
         "policy": policy,
         "x-amz-signature": _policy_signature(state, policy),
     }
-    state.uploads[key] = {"expires": expires, "content_type": ctype, "policy": policy}
+    account(state).uploads[key] = {"expires": expires, "content_type": ctype, "policy": policy}
     base = base_url(request)
     return pixwith_ok({"upload_url": {"url": f"{base}/pixwith-upload/pixwith-uploads",
                                       "fields": fields},
@@ -237,7 +307,7 @@ async def upload_target(request: Request, state: EmulatorState) -> Response:
                         f"The body of your POST request is not well-formed multipart/form-data. "
                         f"({exc})")
     key = values.get("key", "")
-    pending = state.uploads.get(key)
+    pending = account(state).uploads.get(key)
     if pending is None:
         return s3_error(403, "AccessDenied", "Invalid according to Policy: Policy Condition "
                                              "failed: [\"eq\", \"$key\"]")
@@ -262,14 +332,13 @@ async def upload_target(request: Request, state: EmulatorState) -> Response:
         return s3_error(400, "EntityTooSmall", "Your proposed upload is smaller than the "
                                                "minimum allowed size")
     state.store(f"pixwith/{key}", data, pending["content_type"])
-    del state.uploads[key]
+    del account(state).uploads[key]
     etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
     return Response(status_code=204, headers={"etag": f'"{etag}"'})
 
 
 async def not_found(request: Request, state: EmulatorState) -> Response:
     return pixwith_error("Not found", status=404)
-
 
 
 PATH = "/pixwith/api"

@@ -18,7 +18,7 @@ from runner.emulator.app import create_app
 from runner.emulator.config import EmulatorConfig
 from runner.emulator.state import Clock
 from runner.errors import ConfigError
-from runner.plugins import registry
+from runner.plugins import Registry, missing_provider_message, registry
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -51,10 +51,15 @@ class EmulatorServer:
 
     def base_url(self, provider: str) -> str:
         """Where ``provider``'s emulated API is (its ``EmulatorSpec.path`` under the root)."""
-        part = registry().provider(provider).emulator
-        if part is None:
-            raise ConfigError(f"provider {provider!r} ships no emulator")
-        return f"{self.url}{part.path}"
+        spec = self.app.state.emulator.specs.get(provider)
+        if spec is None or spec.emulator is None:
+            installed = registry().providers.get(provider)
+            if installed is None:
+                raise ConfigError(missing_provider_message(provider))
+            if installed.emulator is None:
+                raise ConfigError(f"provider {provider!r} ships no emulator")
+            raise ConfigError(f"provider {provider!r} is not served by this emulator")
+        return f"{self.url}{spec.emulator.path}"
 
     def __getattr__(self, name: str) -> str:
         """``server.<provider>_base_url``, e.g. ``server.acme_base_url``."""
@@ -86,13 +91,15 @@ def make_server(app: Starlette, *, log_level: str = "warning",
 @contextlib.contextmanager
 def serve_in_thread(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
                     port: int = 0, *, log_level: str = "warning",
-                    clock: Clock | None = None) -> Iterator[EmulatorServer]:
+                    clock: Clock | None = None,
+                    registry: Registry | None = None) -> Iterator[EmulatorServer]:
     """Run the emulator on ``host:port`` (a free port by default) in a background thread.
 
     Yields an :class:`EmulatorServer` once the socket accepts connections; stops the server
-    and joins the thread on exit. ``clock`` (unix seconds) replaces the real one, as for
-    :func:`create_app`; it is called from the server's thread."""
-    app = create_app(config or EmulatorConfig(), clock=clock)
+    and joins the thread on exit. ``clock`` (unix seconds) replaces the real one and
+    ``registry`` the installed providers, as for :func:`create_app`; the clock is called
+    from the server's thread."""
+    app = create_app(config or EmulatorConfig(), clock=clock, registry=registry)
     sock = bind_socket(host, port)
     server = make_server(app, log_level=log_level)
     failure: list[BaseException] = []

@@ -1,9 +1,15 @@
-"""The emulator's memory: accounts, tasks, files, nonces and the counters behind ``/__stats``.
+"""The emulator's memory: tasks, files and the counters behind ``/__stats``, shared by every
+emulated provider, and each provider's own part (:class:`ProviderState`: its account).
 
 Nothing runs in the background. A task's progress is a pure function of the clock: each
-request first *settles* the tasks whose time is up (billing the successful ones), then reads
-their status. Output bytes are rendered on first need and cached, so every download of one
-output is byte-identical and its listed size is exact.
+request first *settles* the tasks whose time is up (billing the successful ones through
+their provider's part), then reads their status. Output bytes are rendered on first need
+and cached, so every download of one output is byte-identical and its listed size is exact.
+
+Nothing here knows a provider: each one's emulator (``EmulatorSpec``) brings its routes and,
+through ``EmulatorSpec.make_state``, a :class:`ProviderState` subclass holding what its
+account remembers (balance, id counters, tokens, nonces, pending uploads), how its tasks
+are billed and when a task that fails before its model runs stops.
 """
 
 from __future__ import annotations
@@ -17,13 +23,22 @@ import string
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.emulator.config import EmulatorConfig
-from runner.emulator.faults import COUNTED, STREAMS, FaultInjector, FaultSpec, marked_fault
+from runner.emulator.config import EmulatorConfig, check_options, provider_options
+from runner.emulator.faults import (
+    COUNTED,
+    FaultInjector,
+    FaultSpec,
+    TaskFault,
+    marked_fault,
+    streams,
+)
+from runner.plugins import registry
+from runner.spec import ProviderSpec
 
 Clock = Callable[[], float]
 
@@ -31,40 +46,6 @@ Clock = Callable[[], float]
 #: that a drop after the handler ran knows which tasks it orphaned.
 CREATED_HERE: ContextVar[list[Task] | None] = ContextVar("seedbatch_emulator_created",
                                                           default=None)
-
-# Wiro's task lifecycle, in order (Wiro-Docs, tasks.md). The last one is terminal.
-WIRO_STAGES: tuple[str, ...] = (
-    "task_queue", "task_accept", "task_preprocess_start", "task_preprocess_end",
-    "task_assign", "task_start", "task_output", "task_output_full", "task_end",
-    "task_postprocess_start",
-)
-# A failing model writes to stderr: Task/Detail shows the accumulated stderr stage,
-# task_error_full, where a good run shows task_output_full, and the task still ends in
-# task_postprocess_end, with a non-zero pexit. Never the bare "task_error" status: in a
-# Task/Detail answer that is the terminal pre-execution failure below (PROVIDERS.md, "task_error
-# means two different things"); as a live websocket event it is stderr, which is not emulated.
-WIRO_FAILING_STAGES: tuple[str, ...] = tuple(
-    {"task_output_full": "task_error_full"}.get(s, s) for s in WIRO_STAGES
-)
-WIRO_DONE = "task_postprocess_end"
-WIRO_CANCELLED = "task_cancel"
-# A task that fails before its model runs (the ``task_error`` fault, or the prompt marker
-# ``emulator:task_error``) ends with this status in Task/Detail when it would have been given
-# a worker: it passes task_queue … task_preprocess_end, then stops for good.
-WIRO_TASK_ERROR = "task_error"
-WIRO_TASK_ERROR_AT = WIRO_STAGES.index("task_assign")
-WIRO_TASK_ERROR_TEXT = ("Task could not be started: the output folder for the task could not "
-                        "be created (emulated pre-execution failure, status task_error)")
-# Task/Cancel only takes tasks not yet assigned to a worker; later ones need Task/Kill.
-WIRO_CANCELLABLE = frozenset(WIRO_STAGES[: WIRO_STAGES.index("task_assign")])
-
-# List prices per image (BytePlus; see runner.catalog) — what the emulated Wiro bills.
-WIRO_PRICES_USD = {
-    "bytedance/seedream-v4-5": 0.04,
-    "bytedance/seedream-v4": 0.03,
-    "bytedance/text-to-image-seedream-v3": 0.03,
-}
-PIXWITH_CREDITS_PER_IMAGE = 6
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 
@@ -107,13 +88,14 @@ class Output:
 
 @dataclass
 class Task:
-    provider: str  # "wiro" | "pixwith"
-    model: str  # Wiro "bytedance/seedream-v4"; Pixwith "0-32"
+    """One task of one provider. A provider's emulator may subclass it for the fields its
+    host lists back (``EmulatorState.new_task(..., cls=…)``)."""
+
+    provider: str
+    model: str  # what the host calls the model (``ModelSpec.endpoint``)
     id: str
-    token: str  # Wiro socketaccesstoken ("" on Pixwith)
     prompt: str
     params: dict[str, Any]  # typed, documented defaults filled in
-    parameters: dict[str, Any]  # as Wiro lists them back in Task/Detail
     inputs: tuple[str, ...]  # reference images: content hash, or URL when remote
     images: int  # outputs a success produces
     width: int  # requested output size
@@ -121,29 +103,20 @@ class Task:
     created: float
     duration: float
     fails: bool  # runs, then ends failed (the ``fail`` fault)
-    callback_url: str = ""
-    task_error: bool = False  # Wiro: fails before its model runs (the ``task_error`` fault)
-    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    task_error: bool = False  # fails before its model runs (the ``task_error`` fault)
     folder: str = field(default_factory=lambda: uuid.uuid4().hex)
     outcome: str | None = None  # "succeeded" | "failed" | "cancelled" once terminal
     finished: float | None = None
     outputs: list[Output] = field(default_factory=list)
-    cost_usd: float = 0.0
-    credits: int = 0
-    polls: int = 0  # status requests (Task/Detail, task/get) answered for this task
+    cost_usd: float = 0.0  # billed (ProviderState.bill)
+    credits: float = 0
+    polls: int = 0  # status requests answered for this task
     polls_after_end: int = 0  # … of which after it had ended
     answer_lost: bool = False  # the submit that created it was dropped after the fact
 
     @property
     def terminal(self) -> bool:
         return self.outcome is not None
-
-    @property
-    def ends_at(self) -> float:
-        """When the task reaches its terminal state, unless cancelled first."""
-        if self.task_error:
-            return self.stage_time(WIRO_TASK_ERROR_AT)
-        return self.created + self.duration
 
     @property
     def request_key(self) -> str:
@@ -153,25 +126,65 @@ class Task:
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"),
                                          ensure_ascii=False).encode()).hexdigest()
 
-    def stages(self) -> tuple[str, ...]:
-        return WIRO_FAILING_STAGES if self.fails else WIRO_STAGES
 
-    def stage_time(self, index: int) -> float:
-        """When stage ``index`` of :meth:`stages` begins."""
-        return self.created + self.duration * index / len(WIRO_STAGES)
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider's part is made from (``EmulatorSpec.make_state(context)``)."""
 
-    def wiro_status(self, now: float) -> str:
-        if self.outcome == "cancelled":
-            return WIRO_CANCELLED
-        if self.outcome is not None:
-            return WIRO_TASK_ERROR if self.task_error else WIRO_DONE
-        if self.duration <= 0:
-            return self.stages()[-1]
-        index = int((now - self.created) / self.duration * len(WIRO_STAGES))
-        return self.stages()[max(0, min(index, len(WIRO_STAGES) - 1))]
+    name: str
+    spec: ProviderSpec
+    config: EmulatorConfig
+    options: Mapping[str, Any]  # EmulatorSpec.options, with EmulatorConfig.options on top
+    credentials: Mapping[str, str] = field(repr=False)  # variable → the value accepted
 
-    def pixwith_status(self) -> int:
-        return {"succeeded": 2, "failed": 3}.get(self.outcome or "", 1)
+
+class ProviderState:
+    """One emulated provider's account: what it remembers between requests (reset with
+    everything else by ``POST /__reset``) and the hooks the shared core calls.
+
+    This default has no balance and bills the list prices of the provider's models
+    (``ModelSpec.price``). A provider's emulator subclasses it (``EmulatorSpec.make_state``)
+    for its balance, id counters, tokens, nonces or pending uploads, and overrides the
+    hooks: :meth:`new_id`, :meth:`ends_at`, :meth:`bill`, :meth:`balances`."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+        self.name = context.name
+        self.options = context.options
+        self.credentials = context.credentials
+
+    def new_id(self) -> str:
+        """A new task's id (default: 32 hex digits)."""
+        return uuid.uuid4().hex
+
+    def ends_at(self, task: Task) -> float:
+        """When ``task`` reaches its terminal state, unless cancelled first."""
+        return task.created + task.duration
+
+    def list_price(self, model: str, images: int) -> tuple[float, float]:
+        """(USD, credits) that ``images`` images of ``model`` (its endpoint) cost at list
+        price; nothing for a model the provider does not list."""
+        for spec in self.context.spec.models:
+            if spec.endpoint == model:
+                price = spec.price
+                return ((price.usd_per_image or 0.0) * images,
+                        (price.credits_per_image or 0) * images)
+        return 0.0, 0
+
+    def bill(self, task: Task) -> None:
+        """Charge the account for ``task``, which has just succeeded: set
+        ``task.cost_usd`` and/or ``task.credits`` (what ``/__stats`` adds up) and take
+        them from a balance if there is one."""
+        task.cost_usd, task.credits = self.list_price(task.model, task.images)
+
+    def balances(self) -> dict[str, Any]:
+        """This account's entries of ``/__stats`` ``balances`` (keys prefixed with the
+        provider's name, e.g. ``{"acme_usd": 12.5}``)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Its settings, for the index (``GET /__``)."""
+        return dict(self.options)
 
 
 class Stats:
@@ -184,7 +197,7 @@ class Stats:
         self.faults: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.concurrency_refusals: Counter[str] = Counter()  # by provider
-        self.task_errors = 0  # tasks that ended in Wiro's task_error status
+        self.task_errors = 0  # tasks that failed before their model ran (task_error)
         self.answers_lost = 0  # tasks created by a submit whose answer was then dropped
         self.created: dict[str, Counter[str]] = defaultdict(Counter)
         self.outcomes: Counter[str] = Counter()
@@ -194,7 +207,7 @@ class Stats:
         self.billed_tasks = 0
         self.billed_images = 0
         self.billed_usd = 0.0
-        self.billed_credits = 0
+        self.billed_credits: float = 0
         self.downloads = 0
         self.download_bytes = 0
         self.uploads = 0
@@ -210,7 +223,7 @@ class Stats:
         self.statuses[status] += 1
         self.responses[endpoint][status] += 1
 
-    def snapshot(self, decisions: Counter[str]) -> dict[str, Any]:
+    def snapshot(self, decisions: Counter[str], providers: tuple[str, ...]) -> dict[str, Any]:
         duplicates: list[dict[str, Any]] = [
             {"provider": ts[0].provider, "model": ts[0].model, "prompt": ts[0].prompt,
              "params": ts[0].params, "inputs": list(ts[0].inputs), "count": len(ts),
@@ -237,10 +250,9 @@ class Stats:
             "billed_usd": round(self.billed_usd, 12),
             "billed_credits": self.billed_credits,
             "faults": {k: self.faults[k] for k in COUNTED},
-            "fault_decisions": {s: decisions[s] for s in STREAMS},
+            "fault_decisions": {s: decisions[s] for s in streams(providers)},
             "rejections": dict(sorted(self.rejections.items())),
-            "concurrency_refusals": {p: self.concurrency_refusals[p]
-                                     for p in ("wiro", "pixwith")},
+            "concurrency_refusals": {p: self.concurrency_refusals[p] for p in providers},
             "downloads": self.downloads,
             "download_bytes": self.download_bytes,
             "uploads": self.uploads,
@@ -250,14 +262,32 @@ class Stats:
 
 
 class EmulatorState:
-    """Everything the emulated accounts remember; reset by ``POST /__reset``."""
+    """Everything the emulated accounts remember; reset by ``POST /__reset``.
 
-    def __init__(self, config: EmulatorConfig, clock: Clock | None = None) -> None:
+    ``providers``: the providers served, by name (default: every installed one that ships
+    an emulator); each gets its part (:meth:`part`)."""
+
+    def __init__(self, config: EmulatorConfig, clock: Clock | None = None,
+                 providers: Mapping[str, ProviderSpec] | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or time.time
         self.clock_offset = 0.0  # moved by POST /__clock (tests hold or finish tasks at will)
         self.frozen_at: float | None = None  # POST /__clock {"freeze": true}: time stands still
+        if providers is None:
+            providers = registry().providers
+        self.specs: dict[str, ProviderSpec] = {name: spec for name, spec in providers.items()
+                                               if spec.emulator is not None}
+        check_options(config.options, self.specs)
+        self.task_faults: dict[str, tuple[TaskFault, ...]] = {
+            name: tuple(f for f in ("task_error", "fail")
+                        if spec.emulator is not None and f in spec.emulator.task_faults)
+            for name, spec in self.specs.items()}
         self.reset()
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The names of the providers served."""
+        return tuple(self.specs)
 
     def reset(self) -> None:
         cfg = self.config
@@ -265,15 +295,30 @@ class EmulatorState:
         self.faults = FaultInjector(cfg.faults, cfg.seed)
         self.stats = Stats()
         self.tasks: dict[tuple[str, str], Task] = {}
-        self.tokens: dict[str, Task] = {}
         self.active: dict[tuple[str, str], Task] = {}
         self.files: dict[str, StoredFile] = {}
-        self.nonces: set[tuple[str, str]] = set()
-        self.uploads: dict[str, dict[str, Any]] = {}  # Pixwith presigned uploads by key
-        self.wiro_balance = float(cfg.wiro_balance_usd)
-        self.pixwith_credits = int(cfg.pixwith_credits)
-        self.next_wiro_id = 100001
-        self.upload_secret = secrets.token_bytes(32)  # signs Pixwith presigned uploads
+        self.parts: dict[str, ProviderState] = {
+            name: self._make_part(name, spec) for name, spec in self.specs.items()}
+
+    def _make_part(self, name: str, spec: ProviderSpec) -> ProviderState:
+        emulator = spec.emulator
+        assert emulator is not None
+        context = ProviderContext(
+            name=name, spec=spec, config=self.config,
+            options=provider_options(name, emulator.options, self.config.options),
+            credentials={var: self.config.credential(var, emulator.credentials.get(var, ""))
+                         for var in spec.credentials})
+        if emulator.make_state is None:
+            return ProviderState(context)
+        part = emulator.make_state(context)
+        if not isinstance(part, ProviderState):
+            raise TypeError(f"the {name} emulator's make_state returned {part!r}, not a "
+                            f"ProviderState")
+        return part
+
+    def part(self, provider: str) -> ProviderState:
+        """Provider ``provider``'s own part of the emulator (its account)."""
+        return self.parts[provider]
 
     def set_faults(self, spec: FaultSpec) -> None:
         self.faults = self.faults.with_spec(spec)
@@ -288,7 +333,7 @@ class EmulatorState:
         """Finish every task whose time is up; bill the successful ones."""
         now = self.now() if now is None else now
         for key, task in list(self.active.items()):
-            end = task.ends_at
+            end = self.parts[task.provider].ends_at(task)
             if now >= end:
                 del self.active[key]
                 self._finish(task, end)
@@ -304,14 +349,9 @@ class EmulatorState:
         self.stats.outcomes["succeeded"] += 1
         for i in range(task.images):
             task.outputs.append(self._output_file(task, i))
-        if task.provider == "wiro":
-            task.cost_usd = WIRO_PRICES_USD[task.model] * task.images
-            self.wiro_balance -= task.cost_usd
-            self.stats.billed_usd += task.cost_usd
-        else:
-            task.credits = PIXWITH_CREDITS_PER_IMAGE * task.images
-            self.pixwith_credits -= task.credits
-            self.stats.billed_credits += task.credits
+        self.parts[task.provider].bill(task)
+        self.stats.billed_usd += task.cost_usd
+        self.stats.billed_credits += task.credits
         self.stats.billed_tasks += 1
         self.stats.billed_images += task.images
         self.stats.paid[task.request_key].append(task)
@@ -335,54 +375,46 @@ class EmulatorState:
         return Output(index=index, name=name, file=stored)
 
     # --- tasks --------------------------------------------------------------------------
+    def active_tasks(self, provider: str) -> list[Task]:
+        """``provider``'s unfinished tasks."""
+        return [t for (p, _), t in self.active.items() if p == provider]
+
     def active_count(self, provider: str) -> int:
         return sum(1 for (p, _) in self.active if p == provider)
 
-    def reserved(self, provider: str) -> float:
-        """Money (USD) or credits that tasks still running will cost if they succeed."""
-        if provider == "wiro":
-            return sum(WIRO_PRICES_USD[t.model] * t.images for (p, _), t in self.active.items()
-                       if p == provider)
-        return float(sum(PIXWITH_CREDITS_PER_IMAGE * t.images
-                         for (p, _), t in self.active.items() if p == provider))
-
-    def new_task(self, **kwargs: Any) -> Task:
-        provider = kwargs["provider"]
-        if provider == "wiro":
-            task_id = str(self.next_wiro_id)
-            self.next_wiro_id += 1
-            kwargs.setdefault("token", token(30))
-        else:
-            task_id = uuid.uuid4().hex
-            kwargs.setdefault("token", "")
+    def new_task(self, provider: str, *, model: str, prompt: str, images: int = 1,
+                 width: int = 1024, height: int = 1024, params: dict[str, Any] | None = None,
+                 inputs: tuple[str, ...] = (), cls: type[Task] = Task,
+                 **fields: Any) -> Task:
+        """Create a task of ``provider`` (an instance of ``cls``, a :class:`Task` or a
+        subclass taking ``fields``): its id from the provider's part, its fate drawn (the
+        ``--faults`` rates, the prompt markers), its duration from ``latency`` and
+        ``jitter``. It is settled at once when its time is already up."""
+        part = self.parts[provider]
+        task_id = part.new_id()
         jitter = self.config.jitter
         factor = 1.0 + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
         # Every task takes its draw; a prompt marker then decides instead (see faults.py).
-        drawn = self.faults.for_task(provider)
-        fate = marked_fault(kwargs["prompt"], provider) or drawn
+        kinds = self.task_faults[provider]
+        drawn = self.faults.for_task(provider, kinds)
+        fate = marked_fault(prompt, kinds) or drawn
         if fate is not None:
             self.stats.faults[fate] += 1
-        task = Task(id=task_id, created=self.now(), duration=max(0.0, self.config.latency * factor),
-                    fails=fate == "fail", task_error=fate == "task_error", **kwargs)
+        task = cls(provider=provider, model=model, id=task_id, prompt=prompt,
+                   params={} if params is None else params, inputs=inputs, images=images,
+                   width=width, height=height, created=self.now(),
+                   duration=max(0.0, self.config.latency * factor), fails=fate == "fail",
+                   task_error=fate == "task_error", **fields)
         sink = CREATED_HERE.get()
         if sink is not None:
             sink.append(task)
         self.tasks[(provider, task_id)] = task
-        if task.token:
-            self.tokens[task.token] = task
         self.active[(provider, task_id)] = task
         self.stats.created[provider][task.model] += 1
         self.stats.tasks_peak[provider] = max(self.stats.tasks_peak[provider],
                                               self.active_count(provider))
         self.settle()  # a zero-latency task is done at once
         return task
-
-    def find_wiro(self, taskid: str = "", tasktoken: str = "") -> Task | None:
-        if taskid:
-            return self.tasks.get(("wiro", taskid))
-        if tasktoken:
-            return self.tokens.get(tasktoken)
-        return None
 
     def count_poll(self, task: Task) -> None:
         """A status request about ``task`` is being answered (after :meth:`settle`)."""
@@ -414,12 +446,17 @@ class EmulatorState:
                 return f"sha256:{stored.sha256}"
         return ref
 
+    def describe(self) -> dict[str, Any]:
+        """The settings (no credentials), each provider's options in full."""
+        return {**self.config.describe(),
+                "options": {name: part.describe() for name, part in self.parts.items()}}
+
     def snapshot(self) -> dict[str, Any]:
         self.settle()
-        snap = self.stats.snapshot(self.faults.decisions)
-        snap["active_tasks"] = {p: self.active_count(p) for p in ("wiro", "pixwith")}
-        snap["balances"] = {"wiro_usd": round(self.wiro_balance, 12),
-                            "pixwith_credits": self.pixwith_credits}
+        snap = self.stats.snapshot(self.faults.decisions, self.providers)
+        snap["active_tasks"] = {p: self.active_count(p) for p in self.providers}
+        snap["balances"] = {key: value for part in self.parts.values()
+                            for key, value in part.balances().items()}
         snap["faults_spec"] = str(self.faults.spec)
         # Outputs of billed tasks that no client ever fetched whole: money paid for nothing.
         snap["paid_outputs_unfetched"] = sum(

@@ -1,4 +1,6 @@
-"""The emulated Wiro API (``/wiro/v1``): Run, Task/Detail, Task/Cancel, Task/Kill, File/Upload.
+"""The emulated Wiro API (``/wiro/v1``): Run, Task/Detail, Task/Cancel, Task/Kill, File/Upload,
+and the Wiro account behind it (:class:`WiroState`: balance, task ids, socket tokens,
+nonces), its task lifecycle and its error envelopes.
 
 Wire facts follow the vendor pages (shapes, field names, every number as a string) and
 Wiro's documentation repository (error codes and messages, task lifecycle, billing).
@@ -12,6 +14,8 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -27,18 +31,43 @@ from runner.emulator.http import (
     last_values,
     read_fields,
     safe_name,
-    wiro_error,
-    wiro_errors,
 )
 from runner.emulator.state import (
-    WIRO_CANCELLABLE,
-    WIRO_PRICES_USD,
-    WIRO_STAGES,
-    WIRO_TASK_ERROR_TEXT,
     EmulatorState,
+    ProviderContext,
+    ProviderState,
     Task,
     token,
 )
+
+NAME = "wiro"
+KEY_VAR, SECRET_VAR = "WIRO_API_KEY", "WIRO_API_SECRET"
+
+# Wiro's task lifecycle, in order (Wiro-Docs, tasks.md). The last one is terminal.
+STAGES: tuple[str, ...] = (
+    "task_queue", "task_accept", "task_preprocess_start", "task_preprocess_end",
+    "task_assign", "task_start", "task_output", "task_output_full", "task_end",
+    "task_postprocess_start",
+)
+# A failing model writes to stderr: Task/Detail shows the accumulated stderr stage,
+# task_error_full, where a good run shows task_output_full, and the task still ends in
+# task_postprocess_end, with a non-zero pexit. Never the bare "task_error" status: in a
+# Task/Detail answer that is the terminal pre-execution failure below (PROVIDERS.md, "task_error
+# means two different things"); as a live websocket event it is stderr, which is not emulated.
+FAILING_STAGES: tuple[str, ...] = tuple(
+    {"task_output_full": "task_error_full"}.get(s, s) for s in STAGES
+)
+DONE = "task_postprocess_end"
+CANCELLED = "task_cancel"
+# A task that fails before its model runs (the ``task_error`` fault, or the prompt marker
+# ``emulator:task_error``) ends with this status in Task/Detail when it would have been given
+# a worker: it passes task_queue … task_preprocess_end, then stops for good.
+TASK_ERROR = "task_error"
+TASK_ERROR_AT = STAGES.index("task_assign")
+TASK_ERROR_TEXT = ("Task could not be started: the output folder for the task could not "
+                   "be created (emulated pre-execution failure, status task_error)")
+# Task/Cancel only takes tasks not yet assigned to a worker; later ones need Task/Kill.
+CANCELLABLE = frozenset(STAGES[: STAGES.index("task_assign")])
 
 MAX_FILE_BYTES = 100 * 1024 * 1024  # File/Upload: 100 MB per file
 RUN_FIELDS = ("prompt", "inputImage", "callbackUrl")  # besides the model's own parameters
@@ -53,6 +82,106 @@ CATEGORIES = json.dumps(["tool", "partner", "ByteDance", "image-to-image", "text
                         separators=(",", ":"))
 
 
+# --- envelopes ----------------------------------------------------------------------------
+def wiro_error(code: int, message: str, status: int = 200,
+               headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"result": False, "errors": [{"code": code, "message": message}]},
+                        status_code=status, headers=dict(headers) if headers else None)
+
+
+def wiro_errors(problems: list[tuple[int, str]]) -> JSONResponse:
+    return JSONResponse({"result": False,
+                         "errors": [{"code": c, "message": m} for c, m in problems]})
+
+
+def error_response(status: int, message: str,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A 429 or 500 of the shared fault injection, in Wiro's envelope (code 0)."""
+    return wiro_error(0, message, status=status, headers=headers)
+
+
+# --- tasks and the account ----------------------------------------------------------------
+@dataclass
+class WiroTask(Task):
+    """A Wiro task: what Task/Detail lists back besides the shared fields."""
+
+    token: str = field(default_factory=lambda: token(30))  # socketaccesstoken
+    parameters: dict[str, Any] = field(default_factory=dict)  # as Task/Detail lists them
+    callback_url: str = ""
+    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def stages(task: Task) -> tuple[str, ...]:
+    return FAILING_STAGES if task.fails else STAGES
+
+
+def stage_time(task: Task, index: int) -> float:
+    """When stage ``index`` of :func:`stages` begins."""
+    return task.created + task.duration * index / len(STAGES)
+
+
+def status_of(task: Task, now: float) -> str:
+    """The task's Wiro status at ``now``."""
+    if task.outcome == "cancelled":
+        return CANCELLED
+    if task.outcome is not None:
+        return TASK_ERROR if task.task_error else DONE
+    if task.duration <= 0:
+        return stages(task)[-1]
+    index = int((now - task.created) / task.duration * len(STAGES))
+    return stages(task)[max(0, min(index, len(STAGES) - 1))]
+
+
+class WiroState(ProviderState):
+    """The emulated Wiro account: its balance (USD), task ids, socket tokens, used nonces."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__(context)
+        self.balance = float(self.options["balance_usd"])
+        if self.balance < 0:
+            raise ValueError(f"{NAME}.balance_usd must be ≥ 0, not {self.balance}")
+        self.key = self.credentials[KEY_VAR]
+        self.secret = self.credentials[SECRET_VAR]
+        self.next_id = 100001
+        self.tokens: dict[str, WiroTask] = {}
+        self.nonces: set[tuple[str, str]] = set()
+
+    def new_id(self) -> str:
+        task_id = str(self.next_id)
+        self.next_id += 1
+        return task_id
+
+    def ends_at(self, task: Task) -> float:
+        if task.task_error:  # stops when it would have been assigned a worker
+            return stage_time(task, TASK_ERROR_AT)
+        return super().ends_at(task)
+
+    def price_usd(self, model: str, images: int) -> float:
+        """List price (BytePlus's, ``ModelSpec.price``) of ``images`` images of ``model``."""
+        return self.list_price(model, images)[0]
+
+    def reserved(self, active: list[Task]) -> float:
+        """What tasks still running will cost if they succeed."""
+        return sum(self.price_usd(t.model, t.images) for t in active)
+
+    def bill(self, task: Task) -> None:
+        task.cost_usd = self.price_usd(task.model, task.images)
+        self.balance -= task.cost_usd
+
+    def balances(self) -> dict[str, Any]:
+        return {"wiro_usd": round(self.balance, 12)}
+
+
+def account(state: EmulatorState) -> WiroState:
+    part = state.part(NAME)
+    assert isinstance(part, WiroState)
+    return part
+
+
+def make_state(context: ProviderContext) -> WiroState:
+    return WiroState(context)
+
+
 # --- auth ---------------------------------------------------------------------------------
 def check_auth(request: Request, state: EmulatorState) -> Response | None:
     """Signature authentication, as a project configured for it answers.
@@ -63,18 +192,18 @@ def check_auth(request: Request, state: EmulatorState) -> Response | None:
     code 0 and its exact messages, so a client must key on the HTTP status for auth.
     A reused nonce is refused like a bad signature (replay protection, per the docs).
     """
-    cfg = state.config
+    wiro = account(state)
     key = request.headers.get("x-api-key", "")
     nonce = request.headers.get("x-nonce", "")
     signature = request.headers.get("x-signature", "")
-    if not key or not hmac.compare_digest(key.encode(), cfg.wiro_key.encode()):
+    if not key or not hmac.compare_digest(key.encode(), wiro.key.encode()):
         state.stats.rejections["auth"] += 1
         return wiro_error(0, "Project authorization is not founded.", status=401)
     if not nonce or not signature:
         state.stats.rejections["auth"] += 1
         return wiro_error(0, "Project requires signature authentication. x-signature and "
                              "x-nonce headers are required.", status=401)
-    expected = hmac.new(cfg.wiro_key.encode(), (cfg.wiro_secret + nonce).encode(),
+    expected = hmac.new(wiro.key.encode(), (wiro.secret + nonce).encode(),
                         hashlib.sha256).hexdigest()
     # The vendor pages pipe `openssl dgst` straight into the header, which prints
     # "SHA2-256(stdin)= <hex>" (OpenSSL 3) or "(stdin)= <hex>": take the last word.
@@ -82,12 +211,12 @@ def check_auth(request: Request, state: EmulatorState) -> Response | None:
     if not hmac.compare_digest(given.encode(), expected.encode()):
         state.stats.rejections["auth"] += 1
         return wiro_error(0, "Project authorization is not valid.", status=401)
-    if (key, nonce) in state.nonces:
+    if (key, nonce) in wiro.nonces:
         state.stats.rejections["auth"] += 1
         state.stats.rejections["nonce_reused"] += 1
         return wiro_error(0, "Project authorization is not valid. (x-nonce was already used: "
                              "send a fresh nonce with every request)", status=401)
-    state.nonces.add((key, nonce))
+    wiro.nonces.add((key, nonce))
     return None
 
 
@@ -244,20 +373,20 @@ def _t(value: float | None) -> str:
     return "0" if value is None else str(int(value))
 
 
-def task_json(task: Task, now: float, base: str) -> dict[str, Any]:
+def task_json(task: WiroTask, now: float, base: str) -> dict[str, Any]:
     """A tasklist entry, every field of the vendor pages present, numbers as strings.
 
     A task that stopped before its model ran (``task_error``) shows the stages it passed,
     no start, end or post-processing time, an empty ``pexit`` (no process ran: the shape
     of the ``task_error`` example in Wiro's official client's tests), its ``debugerror``,
     no outputs and a zero cost."""
-    status = task.wiro_status(now)
+    status = status_of(task, now)
     stop = task.finished if task.finished is not None else None
     errored = task.task_error and task.terminal
     horizon = stop if (task.outcome == "cancelled" or errored) and stop is not None else now
 
     def stage(name: str) -> str:
-        when = task.stage_time(WIRO_STAGES.index(name))
+        when = stage_time(task, STAGES.index(name))
         # a task_error task stops at the moment it would have been assigned: never assigned
         reached = when < horizon if errored else when <= horizon
         return _t(when) if reached else "0"
@@ -295,7 +424,7 @@ def task_json(task: Task, now: float, base: str) -> dict[str, Any]:
         debugerror = ("Traceback (most recent call last):\n  File \"predict.py\", line 88, in "
                       "predict\nRuntimeError: image generation failed")
     elif task_error:
-        debugerror = WIRO_TASK_ERROR_TEXT
+        debugerror = TASK_ERROR_TEXT
     else:
         debugerror = ""
     pexit = "1" if failed else "" if task_error else "0"
@@ -350,7 +479,7 @@ async def run(request: Request, state: EmulatorState) -> Response:
     if (denied := check_auth(request, state)) is not None:
         return denied
     endpoint = f"{request.path_params['owner']}/{request.path_params['slug']}"
-    spec = by_endpoint("wiro", endpoint)
+    spec = by_endpoint(NAME, endpoint)
     if spec is None:
         state.stats.rejections["not_found"] += 1
         return wiro_error(1, "slug-owner-project-not-exist")
@@ -364,16 +493,17 @@ async def run(request: Request, state: EmulatorState) -> Response:
         return wiro_errors([(0, p) for p in problems])
     params = req["params"]
     images = params.get(spec.outputs_param, 1) if spec.outputs_param else 1
-    price = WIRO_PRICES_USD[endpoint] * images
-    if state.wiro_balance - state.reserved("wiro") < price:
+    wiro = account(state)
+    price = wiro.price_usd(endpoint, images)
+    if wiro.balance - wiro.reserved(state.active_tasks(NAME)) < price:
         state.stats.rejections["balance"] += 1
         return wiro_error(97, "Insufficient balance")
     limit = state.config.concurrency
-    if state.active_count("wiro") >= limit:
+    if state.active_count(NAME) >= limit:
         state.stats.rejections["concurrency"] += 1
-        state.stats.concurrency_refusals["wiro"] += 1
+        state.stats.concurrency_refusals[NAME] += 1
         return wiro_error(96, f"You have reached your concurrent task limit. With your current "
-                              f"balance of ${state.wiro_balance:.2f}, you can run up to {limit} "
+                              f"balance of ${wiro.balance:.2f}, you can run up to {limit} "
                               f"tasks at the same time. Add funds to increase your limit.")
     base = base_url(request)
     folder = uuid.uuid4().hex
@@ -394,15 +524,17 @@ async def run(request: Request, state: EmulatorState) -> Response:
         parameters["inputImage"] = ",".join(refs)
     width, height = _dimensions(params)
     task = state.new_task(
-        provider="wiro", model=endpoint, prompt=req["prompt"], params=params,
-        parameters=parameters, inputs=tuple(inputs), images=images, width=width,
-        height=height, callback_url=req["callback"],
+        NAME, model=endpoint, prompt=req["prompt"], params=params, inputs=tuple(inputs),
+        images=images, width=width, height=height, cls=WiroTask, parameters=parameters,
+        callback_url=req["callback"],
     )
+    assert isinstance(task, WiroTask)
+    wiro.tokens[task.token] = task
     return JSONResponse({"errors": [], "taskid": task.id, "socketaccesstoken": task.token,
                          "result": True})
 
 
-def _find(state: EmulatorState, values: dict[str, Any]) -> Task | Response:
+def _find(state: EmulatorState, values: dict[str, Any]) -> WiroTask | Response:
     taskid = values.get("taskid")
     tok = values.get("tasktoken") or values.get("socketaccesstoken")
     taskid = str(taskid) if isinstance(taskid, (str, int)) and not isinstance(taskid, bool) \
@@ -410,14 +542,14 @@ def _find(state: EmulatorState, values: dict[str, Any]) -> Task | Response:
     tok = tok if isinstance(tok, str) else ""
     if not taskid and not tok:
         return wiro_error(0, "taskid or socketaccesstoken is required")
-    task = state.find_wiro(taskid, tok)
-    if task is None:
+    task = state.tasks.get((NAME, taskid)) if taskid else account(state).tokens.get(tok)
+    if not isinstance(task, WiroTask):
         state.stats.rejections["not_found"] += 1
         return wiro_error(1, "There is no task yet.")
     return task
 
 
-async def _lookup(request: Request, state: EmulatorState) -> Task | Response:
+async def _lookup(request: Request, state: EmulatorState) -> WiroTask | Response:
     if (denied := check_auth(request, state)) is not None:
         return denied
     fields = await _fields(request)
@@ -446,7 +578,7 @@ async def cancel(request: Request, state: EmulatorState) -> Response:
     task = await _lookup(request, state)
     if isinstance(task, Response):
         return task
-    if task.terminal or task.wiro_status(state.now()) not in WIRO_CANCELLABLE:
+    if task.terminal or status_of(task, state.now()) not in CANCELLABLE:
         return wiro_error(1, "Task is not in a cancellable state.")
     state.cancel(task)
     return JSONResponse({"errors": [], "tasklist": [task_json(task, state.now(),
@@ -460,7 +592,7 @@ async def kill(request: Request, state: EmulatorState) -> Response:
         return task
     if task.terminal:
         return wiro_error(1, f"Task could not be killed: it has already ended "
-                             f"({task.wiro_status(state.now())})")
+                             f"({status_of(task, state.now())})")
     state.cancel(task)
     return JSONResponse({"errors": [], "tasklist": [task_json(task, state.now(),
                                                               base_url(request))],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.jobs import Limits, Price
@@ -38,6 +38,18 @@ def emulator_routes(kit: Any) -> Sequence[Any]:
     return routes(kit)
 
 
+def emulator_state(context: Any) -> Any:
+    from runner.emulator.pixwith import make_state
+
+    return make_state(context)
+
+
+def emulator_errors(status: int, message: str, headers: Mapping[str, str] | None) -> Any:
+    from runner.emulator.pixwith import error_response
+
+    return error_response(status, message, headers)
+
+
 SPEC = ProviderSpec(
     name=NAME,
     title="Pixwith",
@@ -51,5 +63,8 @@ SPEC = ProviderSpec(
     initial_latency=1.0,
     # Pixwith's documentation publishes this test key.
     emulator=EmulatorSpec(path="/pixwith/api", routes=emulator_routes,
-                          credentials={"PIXWITH_API_KEY": "key_00000000000000000000000000000000"}),
+                          credentials={"PIXWITH_API_KEY": "key_00000000000000000000000000000000"},
+                          # starting credits (6 an image); presigned uploads' lifetime, s
+                          options={"credits": 500, "upload_ttl": 600.0},
+                          make_state=emulator_state, errors=emulator_errors),
 )

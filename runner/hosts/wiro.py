@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.jobs import Limits, Price
@@ -47,6 +47,18 @@ def emulator_routes(kit: Any) -> Sequence[Any]:
     return routes(kit)
 
 
+def emulator_state(context: Any) -> Any:
+    from runner.emulator.wiro import make_state
+
+    return make_state(context)
+
+
+def emulator_errors(status: int, message: str, headers: Mapping[str, str] | None) -> Any:
+    from runner.emulator.wiro import error_response
+
+    return error_response(status, message, headers)
+
+
 SPEC = ProviderSpec(
     name=NAME,
     title="Wiro",
@@ -61,5 +73,9 @@ SPEC = ProviderSpec(
     initial_latency=1.0,
     emulator=EmulatorSpec(path="/wiro/v1", routes=emulator_routes,
                           credentials={"WIRO_API_KEY": "demo-wiro-key",
-                                       "WIRO_API_SECRET": "demo-wiro-secret"}),
+                                       "WIRO_API_SECRET": "demo-wiro-secret"},
+                          # the account's balance: below price × maxImages a Run answers 97
+                          options={"balance_usd": 1000.0},
+                          make_state=emulator_state, errors=emulator_errors,
+                          task_faults=("task_error", "fail")),
 )

@@ -16,7 +16,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner.config import demo_credentials
-from runner.emulator.state import WIRO_TASK_ERROR_TEXT, EmulatorState
+from runner.emulator.state import EmulatorState
+from runner.emulator.wiro import TASK_ERROR_TEXT as WIRO_TASK_ERROR_TEXT
 from runner.execute.executor import ExecutorOptions
 from runner.execute.policy import PollSettings
 from runner.report.verify import verify_run

@@ -102,7 +102,8 @@ def test_sigkill_at_random_moments_then_resume_pays_once_and_delivers(tmp_path: 
     # manifest's Wiro jobs before the third kill, however fast or slow the machine.
     wiro_jobs = 2 * PER_MODEL
     assert CONCURRENCY * (sum(SLEEPS[:3]) / LATENCY + 3) + 2 * CONCURRENCY < wiro_jobs
-    cfg = EmulatorConfig(latency=LATENCY, concurrency=8, seed=SEED, pixwith_credits=1_000_000)
+    cfg = EmulatorConfig(latency=LATENCY, concurrency=8, seed=SEED,
+                         options={"pixwith": {"credits": 1_000_000}})
     manifest = write_manifest(tmp_path, manifest_text(PER_MODEL, name="crash",
                                                       concurrency=CONCURRENCY))
     runs = tmp_path / "runs"

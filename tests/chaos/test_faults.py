@@ -41,7 +41,7 @@ from chaos_support import (
 from runner import api
 from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread
 from runner.emulator.faults import FaultInjector, expected_faults
-from runner.emulator.state import WIRO_TASK_ERROR_TEXT
+from runner.emulator.wiro import TASK_ERROR_TEXT as WIRO_TASK_ERROR_TEXT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -74,7 +74,8 @@ def chaos_run(tmp_path: Path, faults: str, *, per_model: int, seed: int, retries
     jobs = per_model * len(models)
     least = least or {}
     cfg = EmulatorConfig(latency=LATENCY, concurrency=EMULATOR_CONCURRENCY, seed=seed,
-                         faults=FaultSpec.parse(faults), pixwith_credits=1_000_000)
+                         faults=FaultSpec.parse(faults),
+                         options={"pixwith": {"credits": 1_000_000}})
     manifest = write_manifest(tmp_path, manifest_text(per_model, models=models))
     with serve_in_thread(cfg) as server:
         result = api.run(manifest, runs_dir=tmp_path / "runs", env=env_for(server),
@@ -258,7 +259,8 @@ def test_concurrency_limits_are_waited_out(tmp_path: Path) -> None:
         return refused["wiro"] >= 1 and refused["pixwith"] >= 1
 
     clock = HeldClock(both_refused)
-    cfg = EmulatorConfig(latency=LATENCY, concurrency=2, seed=1, pixwith_credits=1_000_000)
+    cfg = EmulatorConfig(latency=LATENCY, concurrency=2, seed=1,
+                         options={"pixwith": {"credits": 1_000_000}})
     manifest = write_manifest(tmp_path, manifest_text(8, models=("v4", "pix"), concurrency=8))
     with serve_in_thread(cfg, clock=clock) as server:
         clock.state = server.app.state.emulator

@@ -24,7 +24,7 @@ import pytest
 
 from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, serve_in_thread
-from runner.emulator.state import WIRO_TASK_ERROR_TEXT
+from runner.emulator.wiro import TASK_ERROR_TEXT as WIRO_TASK_ERROR_TEXT
 from runner.execute.journal import Journal
 
 pytestmark = pytest.mark.e2e

@@ -119,8 +119,9 @@ def emulator() -> EmuFactory:
     async def open_emu(clock: Callable[[], float] | None = None,
                        **config: Any) -> AsyncIterator[Emu]:
         config.setdefault("latency", 1.0)
-        cfg = EmulatorConfig(wiro_key=WIRO_KEY, wiro_secret=WIRO_SECRET,
-                             pixwith_key=PIXWITH_KEY, **config)
+        cfg = EmulatorConfig(credentials={"WIRO_API_KEY": WIRO_KEY,
+                                          "WIRO_API_SECRET": WIRO_SECRET,
+                                          "PIXWITH_API_KEY": PIXWITH_KEY}, **config)
         app = create_app(cfg, clock=clock)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -20,8 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.cli.emulate_cmd import credential_lines
+from runner.cli.emulate_cmd import credential_lines, settings_of
 from runner.config import demo_credentials
+from runner.emulator import EmulatorConfig, create_app
 
 
 def test_help_teaches_and_the_docs_hold_the_curl_recipes() -> None:
@@ -58,6 +60,43 @@ def test_bad_options_exit_2() -> None:
     assert busy.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in busy.output
     assert "--port 0" in busy.output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--set", "pixwith.nope=1"], "the pixwith emulator has no option 'nope'"),
+    (["--set", "nowhere.credits=1"], "no emulated provider 'nowhere'"),
+    (["--set", "pixwith.credits=many"], "pixwith.credits must be an integer, not 'many'"),
+    (["--set", "pixwith.credits=-5"], "pixwith.credits must be ≥ 0"),
+    (["--set", "wiro.balance_usd=-1"], "wiro.balance_usd must be ≥ 0"),
+    (["--set", "credits=5"], "is not PROVIDER.OPTION=VALUE"),
+])
+def test_bad_provider_options_exit_2(args: list[str], words: str) -> None:
+    bad = CliRunner().invoke(main, ["emulate", "--port", "0", *args])
+    assert bad.exit_code == 2
+    assert "Invalid value for '--set'" in bad.output
+    assert words in " ".join(bad.output.split()), bad.output
+
+
+def test_set_and_the_credits_alias_become_provider_options() -> None:
+    assert settings_of((), None) == {}
+    # --credits N: the credits option of every provider that has one; --set wins over it
+    assert settings_of((), 7) == {"pixwith": {"credits": "7"}}
+    assert settings_of(("pixwith.credits=20", "wiro.balance_usd=0.5"), 7) == {
+        "pixwith": {"credits": "20"}, "wiro": {"balance_usd": "0.5"}}
+    app = create_app(EmulatorConfig(credentials=demo_credentials(),
+                                    options=settings_of(("pixwith.credits=20",), None)))
+
+    async def ask() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://emu") as client:
+            return (await client.post("/pixwith/api/task/get_credits", headers={
+                        "Api-Key": demo_credentials()["PIXWITH_API_KEY"]}),
+                    await client.get("/__"))
+
+    answer, index = asyncio.run(ask())
+    assert answer.json()["data"] == {"credits": 20}
+    assert index.json()["config"]["options"] == {
+        "pixwith": {"credits": 20, "upload_ttl": 600.0}, "wiro": {"balance_usd": 1000.0}}
 
 
 @contextmanager
@@ -99,6 +138,7 @@ def test_emulate_serves_until_ctrl_c_and_keeps_secrets_quiet() -> None:
         assert f"export WIRO_BASE_URL={url}/wiro/v1" in banner
         assert f"export PIXWITH_BASE_URL={url}/pixwith/api" in banner
         assert "faults slow=0.5,slow_seconds=3" in banner
+        assert "credits=500" in banner  # each provider's options, as set
         nonce = str(time.time_ns())
         signature = hmac.new(b"env-key-4471", f"env-secret-9921{nonce}".encode(),
                              hashlib.sha256).hexdigest()

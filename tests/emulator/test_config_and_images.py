@@ -103,16 +103,19 @@ def test_config_credentials_come_from_env_else_demo(monkeypatch: pytest.MonkeyPa
     for var in ("WIRO_API_KEY", "WIRO_API_SECRET", "PIXWITH_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     cfg = EmulatorConfig()
-    assert (cfg.wiro_key, cfg.wiro_secret, cfg.pixwith_key) == (
-        demo_credentials()["WIRO_API_KEY"], demo_credentials()["WIRO_API_SECRET"],
-        demo_credentials()["PIXWITH_API_KEY"])
+    assert cfg.credentials == demo_credentials()
     monkeypatch.setenv("WIRO_API_SECRET", "from-env-secret")
-    assert EmulatorConfig().wiro_secret == "from-env-secret"
+    assert EmulatorConfig().credentials["WIRO_API_SECRET"] == "from-env-secret"
     assert "from-env-secret" not in repr(EmulatorConfig())
     env = {"WIRO_API_KEY": "k1", "PIXWITH_API_KEY": "p1"}
     cfg = EmulatorConfig.from_env(env, latency=0.5)
-    assert (cfg.wiro_key, cfg.wiro_secret, cfg.pixwith_key, cfg.latency) == (
+    assert (cfg.credentials["WIRO_API_KEY"], cfg.credentials["WIRO_API_SECRET"],
+            cfg.credentials["PIXWITH_API_KEY"], cfg.latency) == (
         "k1", demo_credentials()["WIRO_API_SECRET"], "p1", 0.5)
+    # given ones win over the environment; the others still come from it
+    given = EmulatorConfig(credentials={"WIRO_API_KEY": "given"})
+    assert (given.credentials["WIRO_API_KEY"], given.credentials["WIRO_API_SECRET"]) == (
+        "given", "from-env-secret")
 
 
 @pytest.mark.parametrize("kwargs", [{"latency": -1}, {"jitter": 2}, {"concurrency": 0},

@@ -136,7 +136,7 @@ async def test_defaults_and_image_to_image_are_accepted(emulator: Any) -> None:
 
 
 async def test_credits_not_enough_counts_running_tasks(emulator: Any, clock: Any) -> None:
-    async with emulator(clock=clock, pixwith_credits=20) as emu:
+    async with emulator(clock=clock, options={"pixwith": {"credits": 20}}) as emu:
         ok = await emu.pix("task/create", create_body(options={"num_outputs": 2}))
         assert ok.json()["code"] == 1  # 12 of 20 credits now spoken for
         short = (await emu.pix("task/create", create_body(options={"num_outputs": 2}))).json()

@@ -18,9 +18,7 @@ V4 = "bytedance/seedream-v4"
 
 
 def config(**kwargs: Any) -> EmulatorConfig:
-    return EmulatorConfig(wiro_key=demo_credentials()["WIRO_API_KEY"],
-                          wiro_secret=demo_credentials()["WIRO_API_SECRET"],
-                          pixwith_key=demo_credentials()["PIXWITH_API_KEY"], **kwargs)
+    return EmulatorConfig(credentials=demo_credentials(), **kwargs)
 
 
 def wait_done(client: httpx.Client, base: str, taskid: str,

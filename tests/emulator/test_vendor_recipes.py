@@ -57,9 +57,7 @@ def wiro_curl(server: EmulatorServer, curl: str, cwd: Path | None = None) -> dic
 
 @pytest.fixture(scope="module")
 def fast() -> Iterator[EmulatorServer]:
-    cfg = EmulatorConfig(latency=0.3, wiro_key=demo_credentials()["WIRO_API_KEY"],
-                         wiro_secret=demo_credentials()["WIRO_API_SECRET"],
-                         pixwith_key=demo_credentials()["PIXWITH_API_KEY"])
+    cfg = EmulatorConfig(latency=0.3, credentials=demo_credentials())
     with serve_in_thread(cfg) as server:
         yield server
 
@@ -146,8 +144,8 @@ def test_seedream_v3_json_recipe(fast: EmulatorServer, tmp_path: Path) -> None:
 
 
 def test_cancel_and_kill_recipes() -> None:
-    cfg = EmulatorConfig(latency=30.0, wiro_key=demo_credentials()["WIRO_API_KEY"],
-                         wiro_secret=demo_credentials()["WIRO_API_SECRET"])
+    cfg = EmulatorConfig(latency=30.0, credentials={
+        var: demo_credentials()[var] for var in ("WIRO_API_KEY", "WIRO_API_SECRET")})
     with serve_in_thread(cfg) as server:
         run_recipe = """curl -X POST "https://api.wiro.ai/v1/Run/bytedance/text-to-image-seedream-v3" -H "Content-Type: multipart/form-data" -H "x-api-key: ${YOUR_API_KEY}" -H "x-nonce: ${NONCE}" -H "x-signature: ${SIGNATURE}" -d '{ "prompt": "queued", "size": "1024x1024" }';"""
         queued = wiro_curl(server, run_recipe)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from runner.emulator.state import WIRO_STAGES
+from runner.emulator.wiro import STAGES as WIRO_STAGES
 
 pytestmark = pytest.mark.anyio
 
@@ -315,7 +315,7 @@ async def test_concurrency_limit_is_code_96_until_a_task_finishes(emulator: Any,
 
 
 async def test_insufficient_balance_is_code_97(emulator: Any, clock: Any) -> None:
-    async with emulator(clock=clock, wiro_balance_usd=0.10) as emu:
+    async with emulator(clock=clock, options={"wiro": {"balance_usd": 0.10}}) as emu:
         await emu.run_ok(V45, json={"prompt": "one", "maxImages": 2})  # $0.08 reserved
         broke = (await emu.run(V45, json={"prompt": "two"})).json()
         assert broke["errors"] == [{"code": 97, "message": "Insufficient balance"}]

@@ -53,8 +53,8 @@ PRICES = {"wiro/seedream-v4-5": 0.04, "wiro/seedream-v4": 0.03, "wiro/seedream-v
 def config(**kw: Any) -> EmulatorConfig:
     kw.setdefault("latency", 0.15)
     kw.setdefault("seed", 7)
-    return EmulatorConfig(wiro_key=WIRO_KEY, wiro_secret=WIRO_SECRET, pixwith_key=PIXWITH_KEY,
-                          **kw)
+    return EmulatorConfig(credentials={"WIRO_API_KEY": WIRO_KEY, "WIRO_API_SECRET": WIRO_SECRET,
+                                       "PIXWITH_API_KEY": PIXWITH_KEY}, **kw)
 
 
 class Recorder(httpx.AsyncBaseTransport):

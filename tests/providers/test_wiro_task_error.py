@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from runner.emulator import EmulatorConfig, create_app
-from runner.emulator.state import WIRO_TASK_ERROR_TEXT
+from runner.emulator.wiro import TASK_ERROR_TEXT as WIRO_TASK_ERROR_TEXT
 from runner.providers.base import TaskState
 from runner.providers.pixwith import PixwithProvider
 from runner.providers.wiro import WiroProvider, parse_task, parse_task_detail, wiro_statuses
@@ -124,7 +124,8 @@ async def test_poll_ends_at_the_first_task_error_answer() -> None:
 async def emulated(clock: list[float], **kw: Any) -> AsyncIterator[tuple[WiroProvider,
                                                                           PixwithProvider,
                                                                           Any]]:
-    cfg = EmulatorConfig(wiro_key=WIRO_KEY, wiro_secret=WIRO_SECRET, pixwith_key=PIXWITH_KEY,
+    cfg = EmulatorConfig(credentials={"WIRO_API_KEY": WIRO_KEY, "WIRO_API_SECRET": WIRO_SECRET,
+                                      "PIXWITH_API_KEY": PIXWITH_KEY},
                          latency=10, seed=1, **kw)
     app = create_app(cfg, clock=lambda: clock[0])
     transport = httpx.ASGITransport(app=app)

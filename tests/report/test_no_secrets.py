@@ -65,8 +65,9 @@ def test_nothing_a_run_writes_or_prints_holds_a_credential(tmp_path: Path) -> No
     Image.new("RGB", (32, 32), "teal").save(tmp_path / "ref.png")
     (tmp_path / "vault.yaml").write_text(MANIFEST, encoding="utf-8")
     # identify=False: a stand-in for the real hosts, so the run is real and pins a lockfile
-    cfg = EmulatorConfig(latency=0.1, seed=5, wiro_key=KEY, wiro_secret=SECRET, pixwith_key=PIX,
-                         identify=False,
+    cfg = EmulatorConfig(latency=0.1, seed=5, identify=False,
+                         credentials={"WIRO_API_KEY": KEY, "WIRO_API_SECRET": SECRET,
+                                      "PIXWITH_API_KEY": PIX},
                          faults=FaultSpec.parse("5xx=0.1,fail=0.2,truncate=0.2"))
     outputs: list[str] = []
     with serve_in_thread(cfg) as server:
