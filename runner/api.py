@@ -481,6 +481,9 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                     "external" if prepared.emulated else None),
                 "emulated": prepared.emulated,
                 "emulated_providers": sorted(prepared.emulated_providers),
+                # which package registered each provider used, and its version
+                "providers": {name: registry().origins[name].to_dict()
+                              for name in prepared.providers},
                 "base_urls": {name: s.base_url for name, s in settings.items()},
                 "options": {"only": prepared.only, "force": prepared.force,
                             "max_usd_flag": prepared.max_usd_flag,

@@ -256,6 +256,7 @@ def build_report(
             "duration_seconds": _seconds_between(started, finished),
             "emulated": meta.emulated,
             "emulated_providers": list(meta.emulated_providers),
+            "providers": {name: dict(origin) for name, origin in sorted(meta.providers.items())},
         },
         "manifest": {
             "path": meta.manifest_path,
