@@ -481,10 +481,9 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                     "external" if prepared.emulated else None),
                 "emulated": prepared.emulated,
                 "emulated_providers": sorted(prepared.emulated_providers),
-                # which installed package served each provider the plan uses
+                # which package registered each provider the run sends jobs to, and its version
                 "providers": {name: registry().origins[name].to_dict()
-                              for name in sorted({j.provider for j in prepared.selected})
-                              if name in registry().origins},
+                              for name in prepared.providers},
                 "base_urls": {name: s.base_url for name, s in settings.items()},
                 "options": {"only": prepared.only, "force": prepared.force,
                             "max_usd_flag": prepared.max_usd_flag,

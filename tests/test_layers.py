@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[Group, ...], ...] = (
     (("hosts", ("runner.hosts.*",)),),
     (("journal", ("runner.execute.journal",)),),
     (("execute", ("runner.execute.*",)), ("report", ("runner.report.*",))),
-    (("api", ("runner.api",)),),
+    (("api", ("runner.api",)), ("testing", ("runner.testing",))),
     (("cli", ("runner.cli.*", "runner.__main__", "runner")),),
 )
 
@@ -186,6 +186,7 @@ def test_the_architecture_document_draws_the_same_layers() -> None:
     ("runner.report.cache", "report"), ("runner.rundir", "core"), ("runner.outputs", "core"),
     ("runner.execute", "execute"), ("runner.execute.executor", "execute"),
     ("runner.execute.journal", "journal"), ("runner.emulator.app", "emulator"),
+    ("runner.testing", "testing"),
 ])
 def test_place_of(module: str, group: str) -> None:
     place = place_of(module)

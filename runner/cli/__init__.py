@@ -26,14 +26,18 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+_reported: set[str] = set()
+
+
 def _plugin_problems() -> None:
-    """A plugin that failed to load is named on stderr, once; the command goes on."""
+    """A plugin that failed to load is named on stderr, once; the command goes on. The
+    registry keeps its problems (``seedbatch plugins --json`` lists them)."""
     from runner.plugins import registry
 
-    reg = registry()
-    for problem in reg.problems:
-        click.echo(f"warning: {problem}", err=True)
-    reg.problems.clear()
+    for problem in registry().problems:
+        if problem not in _reported:
+            _reported.add(problem)
+            click.echo(f"warning: {problem}", err=True)
 
 
 def handles_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -350,8 +350,8 @@ def plugins(as_json: bool) -> None:
                    f"{'emulator at ' + row['emulator'] if row['emulator'] else 'no emulator'}")
     for name in reg.skipped:
         click.echo(f"{name:<12} installed, not loaded (SEEDBATCH_PLUGINS)")
-    for problem in reg.problems:
-        click.echo(f"problem: {problem}", err=True)
+    for problem in reg.problems:  # also named on stderr, as every command does
+        click.echo(f"{'failed':<12} {problem}")
 
 
 @main.command()

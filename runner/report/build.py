@@ -256,11 +256,8 @@ def build_report(
             "duration_seconds": _seconds_between(started, finished),
             "emulated": meta.emulated,
             "emulated_providers": list(meta.emulated_providers),
+            "providers": {name: dict(origin) for name, origin in sorted(meta.providers.items())},
         },
-        "providers": {name: {"distribution": origin.get("distribution"),
-                             "version": origin.get("version"),
-                             "entry_point": origin.get("entry_point")}
-                      for name, origin in sorted(meta.providers.items())},
         "manifest": {
             "path": meta.manifest_path,
             "sha256": meta.manifest_sha256,

@@ -76,7 +76,7 @@ def merge_lock(lock: Mapping[str, Any] | None, report: Mapping[str, Any],
     used = {j["provider"] for j in report["jobs"] if j["key"] in jobs
             and jobs[j["key"]].get("run_id") == report["run"]["id"] and "provider" in j}
     for provider in sorted(used):
-        origin = report.get("providers", {}).get(provider)
+        origin = report["run"].get("providers", {}).get(provider)
         if origin:
             providers[provider] = {"distribution": origin.get("distribution"),
                                    "version": origin.get("version")}

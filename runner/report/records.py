@@ -82,8 +82,9 @@ class RunMeta:
     axes: tuple[str, ...] = ()  # matrix variable names in manifest order
     emulated: bool = False  # some provider was reached through an emulator
     emulated_providers: tuple[str, ...] = ()  # which ones
-    # provider → {"distribution", "version", "entry_point"}: the package that served it
-    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # per provider the run sent jobs to: the package that registered it, as loaded when the
+    # run was created ({"entry_point", "distribution", "version"}; none for older runs)
+    providers: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,7 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
         listed = meta.get("emulated_providers")
         emulated_providers = (tuple(sorted(listed)) if isinstance(listed, list) else
                               tuple(sorted({r.provider for r in rows})) if emulated else ())
+        providers = _provider_origins(meta.get("providers"))
         jobs = []
         for row in rows:
             spec = plan.get(row.key, _UNPLANNED)
@@ -142,7 +143,19 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
             axes=axes,
             emulated=emulated,
             emulated_providers=emulated_providers,
-            providers=dict(meta.get("providers") or {}),
+            providers=providers,
         ),
         jobs=tuple(jobs),
     )
+
+
+ORIGIN_KEYS = ("entry_point", "distribution", "version")
+
+
+def _provider_origins(listed: Any) -> dict[str, dict[str, str | None]]:
+    """The journal's ``providers`` meta (run start): provider → where it came from."""
+    if not isinstance(listed, dict):
+        return {}
+    return {str(name): {k: None if origin.get(k) is None else str(origin.get(k))
+                        for k in ORIGIN_KEYS}
+            for name, origin in sorted(listed.items()) if isinstance(origin, dict)}

@@ -155,9 +155,9 @@ def test_a_rehearsal_never_passes_for_a_real_run(tmp_path: Path, real_host: Any)
     # which package (and version) served each provider, in the report and the lockfile
     served = {"distribution": "seedbatch", "version": __version__}
     assert {name: {k: v for k, v in origin.items() if k != "entry_point"}
-            for name, origin in report["providers"].items()} == {"pixwith": served,
+            for name, origin in report["run"]["providers"].items()} == {"pixwith": served,
                                                                  "wiro": served}
-    assert report["providers"]["wiro"]["entry_point"] == "wiro = runner.hosts.wiro:SPEC"
+    assert report["run"]["providers"]["wiro"]["entry_point"] == "wiro = runner.hosts.wiro:SPEC"
     lock_doc = json.loads(lock.read_text(encoding="utf-8"))
     assert lock_doc["providers"] == {"pixwith": served, "wiro": served}
     locked = lock_doc["jobs"]

@@ -10,6 +10,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner.resources import load_schema
+from runner.version import __version__
 
 MANIFEST = """\
 version: 1
@@ -41,6 +42,10 @@ def test_emulated_run_then_rerun(tmp_path: Path) -> None:
     validator = Draft202012Validator(load_schema("report.schema.json"))
     assert [e.message for e in validator.iter_errors(report)] == []
     assert report["run"]["emulated"] is True
+    # which package registered each provider used, and its version
+    assert report["run"]["providers"] == {
+        name: {"entry_point": f"{name} = runner.hosts.{name}:SPEC", "distribution": "seedbatch",
+               "version": __version__} for name in ("pixwith", "wiro")}
     plan = json.loads((first.run_dir / "plan.json").read_text(encoding="utf-8"))
     assert (plan["axes"], plan["description"]) == (["light"], None)
     assert report["axes"] == ["light"]
@@ -59,6 +64,7 @@ def test_emulated_run_then_rerun(tmp_path: Path) -> None:
     again = json.loads((second.run_dir / "report.json").read_text(encoding="utf-8"))
     assert again["totals"]["reused"] == 4
     assert again["totals"]["cost_usd"] == 0
+    assert again["run"]["providers"] == {}  # every job reused: no provider was used
     assert {j["reused_from"] for j in again["jobs"]} == {report["run"]["id"]}
     assert verify_run(second.run_dir).intact
     assert not lock_path.exists()

@@ -119,16 +119,15 @@ def _job(key: str, model: str) -> dict[str, Any]:
 
 def test_the_lock_names_the_package_behind_each_provider_of_its_jobs() -> None:
     origin = {"distribution": "acme-dist", "version": "1.0", "entry_point": "acme = a:SPEC"}
-    report = {"run": {"id": "r1"}, "manifest": {"path": "m.yaml"},
-              "providers": {"acme": origin, "beta": {"distribution": "beta-dist",
-                                                     "version": "2.0"}},
+    report = {"run": {"id": "r1", "providers": {
+                  "acme": origin, "beta": {"distribution": "beta-dist", "version": "2.0"}}},
+              "manifest": {"path": "m.yaml"},
               "jobs": [_job("k1", "acme/fast"), _job("k2", "beta/slow")]}
     lock = merge_lock(None, report, ["k1", "k2"])
     assert lock["providers"] == {"acme": {"distribution": "acme-dist", "version": "1.0"},
                                  "beta": {"distribution": "beta-dist", "version": "2.0"}}
     # a later run of acme only, with a newer plugin: acme's entry follows it, beta's stays
-    later = {**report, "run": {"id": "r2"},
-             "providers": {"acme": {**origin, "version": "1.1"}},
+    later = {**report, "run": {"id": "r2", "providers": {"acme": {**origin, "version": "1.1"}}},
              "jobs": [_job("k1", "acme/fast")]}
     lock = merge_lock(lock, later, ["k1", "k2"])
     assert lock["providers"]["acme"]["version"] == "1.1"
