@@ -46,7 +46,8 @@ class ModelSpec:
     ``schema`` is the JSON Schema (2020-12) of its parameters — a dict, or the path of a JSON
     file (a bare file name is looked up in seedbatch's own ``schemas/models/``). Its
     ``x-seedbatch`` object holds limits: ``max_input_images``, ``max_total_images``,
-    ``min_pixels``/``max_pixels``, ``max_aspect`` (checked by :meth:`check`); ``rules`` adds
+    ``min_pixels``/``max_pixels`` (with an optional ``pixels_hint`` shown in the error),
+    ``max_aspect`` (checked by :meth:`check`); ``rules`` adds
     checks of the plugin's own."""
 
     id: str  # "<provider>/<model>", e.g. "acme/fast-v1"
@@ -140,9 +141,10 @@ class ModelSpec:
             if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
                 px = w * h
                 if not lim["min_pixels"] <= px <= lim["max_pixels"]:
+                    hint = f" ({lim['pixels_hint']})" if lim.get("pixels_hint") else ""
                     problems.append(("params.width", f"{self.id}: width × height = {w}×{h} = "
                                      f"{px:,} pixels; it must be between {lim['min_pixels']:,} "
-                                     f"and {lim['max_pixels']:,} (e.g. 2560×1440 to 4096×4096)"))
+                                     f"and {lim['max_pixels']:,}{hint}"))
                 ratio = w / h
                 if not 1 / lim["max_aspect"] <= ratio <= lim["max_aspect"]:
                     problems.append(("params.height", f"{self.id}: aspect ratio {w}:{h} is "
