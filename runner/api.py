@@ -679,7 +679,7 @@ class RunStatus:
 
     def ran_on_cost(self) -> tuple[float, float]:
         """What the jobs that ran on after a cancel cost (their estimate until reported)."""
-        return spent_so_far([r for r in self.ran_on_after_cancel()], committed=True)
+        return spent_so_far(self.ran_on_after_cancel(), committed=True)
 
     def to_dict(self) -> dict[str, Any]:
         meta = {k: v for k, v in self.meta.items() if k != "options"}

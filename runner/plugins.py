@@ -48,10 +48,12 @@ class Registry:
     origins: dict[str, Origin] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # one line per plugin that failed
     skipped: tuple[str, ...] = ()  # entry points present but not loaded (SEEDBATCH_PLUGINS)
+    # every model by id, kept with ``providers`` (looked up on every submit): add providers
+    # with :meth:`add`
+    models: dict[str, ModelSpec] = field(init=False, default_factory=dict)
 
-    @property
-    def models(self) -> dict[str, ModelSpec]:
-        return {m.id: m for spec in self.providers.values() for m in spec.models}
+    def __post_init__(self) -> None:
+        self.models = {m.id: m for spec in self.providers.values() for m in spec.models}
 
     def add(self, spec: ProviderSpec, origin: Origin) -> None:
         if spec.name in self.providers:
@@ -66,6 +68,7 @@ class Registry:
                                      f"'{spec.name}/…'; provider ignored")
                 return
         self.providers[spec.name] = spec
+        self.models.update((m.id, m) for m in spec.models)
         self.origins[spec.name] = origin
 
     def provider(self, name: str) -> ProviderSpec:

@@ -846,13 +846,14 @@ class Executor:
             on_cancelled=lambda key: self._track(key, JobState.CANCELLED), why=why)
         self.cancel_report = report
         # Tasks that could not be stopped run on and are billed: follow and download them.
+        attached = set(report.attached)
         keep = [rec for rec in self.journal.jobs()
-                if rec.key in set(report.attached) and rec.state.attached and rec.task_id
+                if rec.key in attached and rec.state.attached and rec.task_id
                 and rec.key in self.jobs]
         if not keep:
             return
         self._awaited_after_cancel = [rec.key for rec in keep]
-        running_on = sum(1 for rec in keep if rec.key in set(report.running_on))
+        running_on = len(set(report.running_on) & {rec.key for rec in keep})
         what = (f"{running_on} task{'s' if running_on != 1 else ''} cannot be cancelled "
                 f"(they run on and are billed)") if running_on else ""
         refused = len(keep) - running_on
