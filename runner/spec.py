@@ -38,6 +38,96 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 #: ``(json_path_suffix, message)`` problems, e.g. ``("params.width", "… too small")``.
 ModelRule = Callable[["ModelSpec", Mapping[str, Any], int], list[tuple[str, str]]]
 
+#: The portable settings a manifest may give beside ``params:``, in the order shown.
+PORTABLE_SETTINGS: tuple[str, ...] = ("size", "count", "seed")
+
+
+@dataclass(frozen=True)
+class Portable:
+    """A job's portable settings — the manifest's ``size: WxH``, ``count: N`` (images per
+    job) and ``seed: N`` — before a model turns them into its own parameters. ``None``:
+    not given."""
+
+    size: tuple[int, int] | None = None
+    count: int | None = None
+    seed: int | None = None
+
+    def given(self) -> tuple[str, ...]:
+        return tuple(n for n in PORTABLE_SETTINGS if getattr(self, n) is not None)
+
+
+#: What a model makes of portable settings: (model, settings, number of reference images) →
+#: (its own parameters, problems). A problem is ``(setting, message)`` with ``setting`` one
+#: of ``PORTABLE_SETTINGS``; a setting the model cannot honour exactly is a problem that says
+#: what it can do ("… cannot make 2000x1000; nearest: …"), never a silent approximation.
+#: Only the settings given are passed (the others are ``None``) and only they are translated.
+PortableTranslator = Callable[["ModelSpec", Portable, int],
+                              tuple[dict[str, Any], list[tuple[str, str]]]]
+
+
+def size_label(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def nearest_sizes(want: tuple[int, int], choices: Mapping[str, tuple[int, int]],
+                  k: int = 3) -> list[str]:
+    """The ``k`` labels of ``choices`` (label → width, height) closest to ``want``: nearest
+    aspect ratio first, then nearest pixel count — for "cannot make …; nearest: …"."""
+    import math
+
+    w, h = want
+
+    def distance(item: tuple[str, tuple[int, int]]) -> tuple[float, float]:
+        cw, ch = item[1]
+        return (round(abs(math.log((cw / ch) / (w / h))), 3), abs(math.log((cw * ch) / (w * h))))
+
+    return [f"{label} ({size_label(size)})" if label != size_label(size) else label
+            for label, size in sorted(choices.items(), key=distance)[:k]]
+
+
+def free_size_problem(model: ModelSpec, size: tuple[int, int], *, min_side: int = 1,
+                      max_side: int | None = None, min_pixels: int = 1,
+                      max_pixels: int | None = None, max_aspect: float | None = None,
+                      multiple: int = 1) -> str | None:
+    """Why a model that takes any ``WxH`` within bounds cannot make ``size`` (None: it can).
+    The message names the bounds and the nearest size the model can make."""
+    w, h = size
+    lo_px, hi_px = min_pixels, max_pixels if max_pixels is not None else 1 << 62
+    hi_side = max_side if max_side is not None else 1 << 31
+    bad: list[str] = []
+    if not min_side <= w <= hi_side or not min_side <= h <= hi_side:
+        bad.append(f"each side must be {min_side}–{hi_side}" if max_side else
+                   f"each side must be at least {min_side}")
+    if not lo_px <= w * h <= hi_px:
+        bad.append(f"width × height must be {lo_px:,}–{hi_px:,} pixels" if max_pixels else
+                   f"width × height must be at least {lo_px:,} pixels")
+    if max_aspect is not None and not 1 / max_aspect <= w / h <= max_aspect:
+        bad.append(f"the aspect ratio must be between 1:{max_aspect:g} and {max_aspect:g}:1")
+    if multiple > 1 and (w % multiple or h % multiple):
+        bad.append(f"each side must be a multiple of {multiple}")
+    if not bad:
+        return None
+    # the nearest size it can make: same aspect ratio, scaled into the pixel range, clamped
+    import math
+
+    scale = 1.0
+    if w * h < lo_px:
+        scale = math.sqrt(lo_px / (w * h))
+    elif w * h > hi_px:
+        scale = math.sqrt(hi_px / (w * h))
+    nw, nh = w * scale, h * scale
+    if max_aspect is not None:
+        ratio = min(max(nw / nh, 1 / max_aspect), max_aspect)
+        area = nw * nh
+        nw, nh = math.sqrt(area * ratio), math.sqrt(area / ratio)
+    step = max(multiple, 1)
+    nw = min(max(math.ceil(nw / step) * step, min_side), hi_side)
+    nh = min(max(math.ceil(nh / step) * step, min_side), hi_side)
+    while nw * nh > hi_px and nw > min_side and nh > min_side:
+        nw, nh = nw - step, nh - step
+    return (f"{model.id} cannot make {size_label(size)}: {'; '.join(bad)}; nearest: "
+            f"{nw}x{nh}")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -60,6 +150,13 @@ class ModelSpec:
     price_source: str = ""
     outputs_param: str | None = None  # the parameter that sets how many images come back
     rules: Sequence[ModelRule] = ()
+    # portable settings (size / count / seed): the translator, and what each setting it
+    # supports can do, in words (``seedbatch models``); a setting absent here is refused
+    portable: PortableTranslator | None = None
+    portable_support: Mapping[str, str] = field(default_factory=dict)
+    # how many images final params ask for at most, when one parameter cannot say it
+    # (e.g. num_images × max_images); default: the value of ``outputs_param``
+    count_outputs: Callable[[Mapping[str, Any]], int] | None = None
 
     @cached_property
     def schema(self) -> dict[str, Any]:
@@ -95,8 +192,29 @@ class ModelSpec:
         merged.update(params)
         return merged
 
+    def translate(self, settings: Portable, n_images: int
+                  ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """This model's own parameters for portable ``settings`` (and ``n_images`` reference
+        images), and the problems: ``(setting, message)``. Settings the model does not
+        support are problems naming those it does."""
+        given = settings.given()
+        if not given:
+            return {}, []
+        unsupported = [n for n in given
+                       if self.portable is None or n not in self.portable_support]
+        if unsupported:
+            can = ", ".join(n for n in PORTABLE_SETTINGS if n in self.portable_support
+                            and self.portable is not None)
+            does = f"it supports: {can}" if can else "it supports none of size, count, seed"
+            return {}, [(n, f"{self.id} has no portable {n!r} setting ({does}); set its own "
+                         f"parameter under params: instead") for n in unsupported]
+        assert self.portable is not None
+        return self.portable(self, settings, n_images)
+
     def images_per_job(self, params: Mapping[str, Any]) -> int:
         """How many images a job asks for at most (what estimates are based on)."""
+        if self.count_outputs is not None:
+            return max(1, int(self.count_outputs(self.with_defaults(params))))
         if self.outputs_param is None:
             return 1
         value = params.get(self.outputs_param, self.defaults.get(self.outputs_param, 1))
@@ -130,11 +248,12 @@ class ModelSpec:
             else:
                 problems.append(("images", f"{self.id} takes at most {self.max_input_images} "
                                  f"reference images ({n_images} given)"))
-        if "max_total_images" in lim and self.outputs_param:
+        if "max_total_images" in lim and (self.outputs_param or self.count_outputs):
             outputs = self.images_per_job(params)
             if n_images + outputs > lim["max_total_images"]:
-                problems.append((f"params.{self.outputs_param}", f"{self.id}: reference images "
-                                 f"({n_images}) + {self.outputs_param} ({outputs}) must be ≤ "
+                label = self.outputs_param or "outputs"
+                problems.append((f"params.{label}", f"{self.id}: reference images "
+                                 f"({n_images}) + {label} ({outputs}) must be ≤ "
                                  f"{lim['max_total_images']}"))
         if "min_pixels" in lim:
             w, h = params.get("width"), params.get("height")

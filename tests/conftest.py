@@ -12,7 +12,11 @@ with other providers on purpose).
 from __future__ import annotations
 
 import os
+from importlib.metadata import entry_points
 
-from runner.plugins import PLUGINS_VAR
+from runner.plugins import GROUP, PLUGINS_VAR
 
-os.environ.setdefault(PLUGINS_VAR, "wiro,pixwith")
+#: seedbatch's own hosts: the entry points that point into ``runner.hosts``.
+BUILTINS = sorted(ep.name for ep in entry_points(group=GROUP)
+                  if ep.value.startswith("runner.hosts."))
+os.environ.setdefault(PLUGINS_VAR, ",".join(BUILTINS))
