@@ -164,7 +164,26 @@ def _by_model(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not job["reused"]:
             row["estimate_usd"] = _sum([row["estimate_usd"], job["estimate"]["usd"]])
             row["estimate_credits"] = _sum([row["estimate_credits"], job["estimate"]["credits"]])
+    for (alias, model), row in rows.items():
+        ran = [j for j in jobs if (j["alias"], j["model"]) == (alias, model)
+               and not j["reused"] and j["status"] == JobStatus.SUCCEEDED]
+        images = sum(len(j["outputs"]) for j in ran)
+        usd = _sum(j["cost_usd"] for j in ran)
+        row["usd_per_image"] = round(usd / images, 9) if images and usd else None
+        row["latency"] = _latency([j["times"]["duration_seconds"] for j in ran])
     return list(rows.values())
+
+
+def _latency(durations: Iterable[float | None]) -> dict[str, Any] | None:
+    """Median, 90th percentile (nearest rank) and slowest of ``durations``; None if none."""
+    known = sorted(d for d in durations if d is not None)
+    if not known:
+        return None
+    n = len(known)
+    median = known[n // 2] if n % 2 else (known[n // 2 - 1] + known[n // 2]) / 2
+    p90 = known[max(0, -(-9 * n // 10) - 1)]
+    return {"jobs": n, "median_s": round(median, 3), "p90_s": round(p90, 3),
+            "max_s": round(known[-1], 3)}
 
 
 def _totals(jobs: list[dict[str, Any]]) -> dict[str, Any]:

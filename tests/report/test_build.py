@@ -93,6 +93,28 @@ def test_totals_are_the_sums_of_the_jobs(report_of) -> None:
     assert sum(r["credits"] for r in by_model.values()) == pytest.approx(totals["credits"])
     assert by_model["pix"]["credits"] == 6.0 * 4  # six pix jobs: one failed, one pending
     assert sum(r["jobs"] for r in by_model.values()) == 12
+    # latency and USD per image from this run's own succeeded jobs only
+    for alias, row in by_model.items():
+        ran = [j for j in jobs if j["alias"] == alias and not j["reused"]
+               and j["status"] == "succeeded"]
+        durations = sorted(j["times"]["duration_seconds"] for j in ran)
+        assert row["latency"]["jobs"] == len(durations)
+        assert row["latency"]["max_s"] == pytest.approx(durations[-1])
+        assert min(durations) <= row["latency"]["median_s"] <= row["latency"]["p90_s"]
+        usd = sum(j["cost_usd"] or 0 for j in ran)
+        images = sum(len(j["outputs"]) for j in ran)
+        assert row["usd_per_image"] == (pytest.approx(usd / images) if usd else None)
+
+
+def test_latency_summary_is_nearest_rank() -> None:
+    from runner.report.build import _latency
+
+    assert _latency([]) is None
+    assert _latency([None]) is None
+    assert _latency([3.0, 1.0, 2.0]) == {"jobs": 3, "median_s": 2.0, "p90_s": 3.0,
+                                         "max_s": 3.0}
+    ten = _latency([float(i) for i in range(1, 11)])
+    assert ten == {"jobs": 10, "median_s": 5.5, "p90_s": 9.0, "max_s": 10.0}
 
 
 def test_job_record_carries_request_outcome_and_outputs(report_of, kit) -> None:
