@@ -164,6 +164,29 @@ def test_reused_job_costs_nothing_in_this_run_and_names_its_origin(synthetic, ki
     assert reused["outputs"]
 
 
+def test_a_host_that_reports_no_cost_is_charged_its_estimate_marked(synthetic, kit,
+                                                                     validator) -> None:
+    records = synthetic.records
+    ran = next(j for j in records.jobs if j.status == "succeeded" and not j.reused
+               and len(j.outputs) >= 1)
+    silent = replace(ran, cost_usd=None, credits=None, estimate_images=4, estimate_usd=0.16,
+                     estimate_credits=0.0)
+    jobs = tuple(silent if j.key == ran.key else j for j in records.jobs)
+    report = build_report(RunRecords(records.meta, jobs), environment=kit.ENVIRONMENT)
+    assert errors(validator, report) == []
+    job = next(j for j in report["jobs"] if j["key"] == ran.key)
+    # four images were asked for at $0.04; what came back is charged at the same rate
+    assert job["cost_estimated"] is True
+    assert job["cost_usd"] == pytest.approx(0.04 * len(ran.outputs))
+    assert job["credits"] is None
+    assert report["totals"]["estimated_usd"] == pytest.approx(0.04 * len(ran.outputs))
+    others = [j for j in report["jobs"] if j["key"] != ran.key]
+    assert not any(j["cost_estimated"] for j in others)
+    # a failed job that reported nothing is not charged
+    failed = next(j for j in report["jobs"] if j["status"] == "failed")
+    assert failed["cost_estimated"] is False
+
+
 def test_build_is_deterministic(synthetic, kit) -> None:
     a = build_report(synthetic.records, environment=kit.ENVIRONMENT)
     b = build_report(synthetic.records, environment=kit.ENVIRONMENT)
