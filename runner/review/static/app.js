@@ -414,21 +414,31 @@ function move(delta) {
   if (next) { state.viewerAt = next[1]; renderViewer(); }
 }
 
-async function sendVerdict(change) {
+// Verdicts are sent one after another, in the order given: a note typed in bursts can
+// never be overwritten by an older version of itself that arrived late.
+function sendVerdict(change) {
   const item = state.items[state.viewerAt];
-  if (!item || !item.output) return;
-  const { job, output } = item;
+  if (!item || !item.output) return Promise.resolve();
+  state.pending = (state.pending || 0) + 1;
   setStatus("saving…");
+  state.chain = (state.chain || Promise.resolve()).then(() => postVerdict(item, change));
+  return state.chain;
+}
+
+async function postVerdict(item, change) {
+  const { job, output } = item;
   try {
     const response = await fetch("/api/verdict", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ run: state.run.run.id, key: job.key, index: output.index, ...change }) });
     const body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
     Object.assign(output, { verdict: body.verdict, stars: body.stars, note: body.note, previous: body.previous });
-    setStatus(`saved to ${body.picks_file}`);
+    state.pending -= 1;
+    if (!state.pending) setStatus(`saved to ${body.picks_file}`);
     if (state.items[state.viewerAt] === item) renderViewerVerdict(output);
     refreshCard(job, output);
   } catch (err) {
+    state.pending -= 1;
     setStatus("not saved: " + (err.message || err), true);
   }
 }
