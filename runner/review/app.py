@@ -23,8 +23,6 @@ rebinding), and a verdict must come as JSON from this origin (no cross-site form
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -40,7 +38,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runner.emulator.server import bind_socket, make_server, url_for
+from runner.emulator.server import app_in_thread, bind_socket, make_server, url_for
 from runner.errors import ConfigError, RunDirError
 from runner.review.compare import compare_runs, compare_values
 from runner.review.picks import Change, set_verdict, verdict_for
@@ -212,31 +210,8 @@ def serve_in_thread(runs_dir: str | Path, host: str = "127.0.0.1",
     """The app on ``host:port`` (a free port by default) in a background thread, until the
     block ends."""
     app = create_app(runs_dir, allowed_hosts=allowed_hosts_for(host))
-    sock = bind_socket(host, port)
-    server = make_server(app)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            server.run(sockets=[sock])
-        except BaseException as exc:  # reported to the waiting caller
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, name="seedbatch-view", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if failure or not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"the viewer did not start: {failure[0] if failure else '?'}")
-        time.sleep(0.01)
-    try:
-        yield ViewServer(url_for(host, sock.getsockname()[1]), app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with app_in_thread(app, host, port, what="the viewer") as url:
+        yield ViewServer(url, app)
 
 
 def serve(runs_dir: str | Path, host: str, port: int,
