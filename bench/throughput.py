@@ -1,6 +1,7 @@
 """Throughput of the executor against the emulator, and two naive baselines.
 
     python bench/throughput.py --jobs 1000 --latency 2 --concurrency 8 --json
+    python bench/throughput.py --jobs 200 --latency 2 --jitter 0.5 --realtime off
 
 Runs N Seedream 4.0 jobs on Wiro's emulated API (in-process thread server on loopback,
 ``image_size=small``, no faults, no latency jitter unless ``--jitter``) through the real
@@ -10,7 +11,14 @@ same client driven by:
 * ``sequential``: one job at a time — submit, poll every second until done, download
   (measured on ``--sequential-jobs`` jobs and extrapolated linearly to N);
 * ``fixed_2s``: the same concurrency, polling every 2 seconds (measured on
-  ``--baseline-jobs`` jobs, N by default, and extrapolated when fewer).
+  ``--baseline-jobs`` jobs, N by default, and extrapolated when fewer);
+* ``wiro_client``: the same concurrency, polling like Wiro's official client (Wiro-MCP
+  ``WiroClient``): every 2 s for the first 15 s, every 5 s up to 60 s, then every 10 s
+  (measured like ``fixed_2s``).
+
+``--realtime on`` (the default) lets the executor's Wiro client take completion from the
+emulator's websocket (one Task/Detail per task once the end is pushed); ``off`` polls.
+The baselines always poll.
 
 Figures: ``makespan_s`` (the executor's run, start to last download), ``lower_bound_s`` =
 max(N·S/C, request-rate bound), ``ratio``, ``requests_per_job`` (API calls and downloads),
@@ -33,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +150,12 @@ class CpuMeter:
         self.seconds = self.process - (_thread_cpu(self.thread) - self.e0)
 
 
-def provider_for(server: Any, concurrency: int) -> Provider:
+def provider_for(server: Any, concurrency: int, *, realtime: bool = False) -> Provider:
     env = {"WIRO_API_KEY": "demo-wiro-key", "WIRO_API_SECRET": "demo-wiro-secret"}
-    settings = resolve("wiro", None, env, demo=True, base_url=server.wiro_base_url)
+    settings = resolve("wiro", None, env, demo=True, base_url=server.wiro_base_url,
+                       push_url=server.wiro_push_url if realtime else None)
+    if not realtime:
+        settings = replace(settings, push_url=None)
     return make_provider(settings, concurrency=concurrency)
 
 
@@ -198,7 +210,7 @@ async def _run_executor(provider: Provider, jobs: list[Job], concurrency: int,
 
 def bench_executor(args: argparse.Namespace, server: Any, work: Path) -> dict[str, Any]:
     jobs = make_jobs(args.jobs)
-    provider = provider_for(server, args.concurrency)
+    provider = provider_for(server, args.concurrency, realtime=args.realtime == "on")
     with CpuMeter() as cpu:
         makespan, journal = asyncio.run(_run_executor(provider, jobs, args.concurrency,
                                                       args.rpm, work))
@@ -236,28 +248,44 @@ async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
             await asyncio.sleep(1.0)
 
 
-async def _naive_job(provider: Provider, job: Job, interval: float, first: float,
-                     dest: Path) -> None:
+Interval = Callable[[float], float]  # seconds since the submit's answer → wait before a poll
+
+
+def every(seconds: float) -> Interval:
+    return lambda _elapsed: seconds
+
+
+def wiro_client_interval(elapsed: float) -> float:
+    """Wiro's official client (Wiro-MCP src/client.ts): every 2 s for the first 15 s, every
+    5 s up to 60 s, then every 10 s."""
+    if elapsed < 15:
+        return 2.0
+    if elapsed < 60:
+        return 5.0
+    return 10.0
+
+
+async def _naive_job(provider: Provider, job: Job, interval: Interval, dest: Path) -> None:
     task_id = await _submit_retrying(provider, job)
-    await asyncio.sleep(first)
+    t0 = time.monotonic()
     while True:
+        await asyncio.sleep(interval(time.monotonic() - t0))
         status = await _retrying(lambda: provider.poll(task_id))
         if status.state.terminal:
             break
-        await asyncio.sleep(interval)
     if status.state is TaskState.SUCCEEDED:
         for i, out in enumerate(status.outputs):
             await _retrying(lambda out=out, i=i: _download(provider, out.url,
                                                            dest / f"{job.name}-{i}.png"))
 
 
-async def _naive(provider: Provider, jobs: list[Job], concurrency: int, interval: float,
+async def _naive(provider: Provider, jobs: list[Job], concurrency: int, interval: Interval,
                  dest: Path) -> float:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(job: Job) -> None:
         async with sem:
-            await _naive_job(provider, job, interval, interval, dest)
+            await _naive_job(provider, job, interval, dest)
 
     t0 = time.monotonic()
     await asyncio.gather(*(one(j) for j in jobs))
@@ -298,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequential-jobs", type=int, default=10,
                     help="jobs measured for the sequential baseline")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--realtime", choices=("on", "off"), default="on",
+                    help="the executor's Wiro client takes completion from the websocket "
+                         "(on) or polls (off)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     cfg = EmulatorConfig(latency=args.latency, jitter=args.jitter,
@@ -307,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         result: dict[str, Any] = {
             "jobs": args.jobs, "latency_s": args.latency, "jitter": args.jitter,
-            "concurrency": args.concurrency, "rpm": args.rpm,
+            "concurrency": args.concurrency, "rpm": args.rpm, "realtime": args.realtime,
         }
         result.update(bench_executor(args, server, work))
         print(f"executor: makespan {result['makespan_s']} s, ratio {result['ratio']}, "
@@ -320,18 +351,23 @@ def main(argv: list[str] | None = None) -> int:
             dest.mkdir()
             seq_n = max(1, min(args.sequential_jobs, args.jobs))
             baselines["sequential"] = bench_baseline(
-                "sequential", lambda p, js: _naive(p, js, 1, 1.0, dest), args.jobs, seq_n,
+                "sequential", lambda p, js: _naive(p, js, 1, every(1.0), dest), args.jobs, seq_n,
                 server, 1, lb, offset=args.jobs)
             fixed_n = max(1, min(args.baseline_jobs or args.jobs, args.jobs))
             baselines["fixed_2s"] = bench_baseline(
-                "fixed_2s", lambda p, js: _naive(p, js, args.concurrency, 2.0, dest),
+                "fixed_2s", lambda p, js: _naive(p, js, args.concurrency, every(2.0), dest),
                 args.jobs, fixed_n, server, args.concurrency, lb,
                 offset=args.jobs + seq_n)
+            baselines["wiro_client"] = bench_baseline(
+                "wiro_client",
+                lambda p, js: _naive(p, js, args.concurrency, wiro_client_interval, dest),
+                args.jobs, fixed_n, server, args.concurrency, lb,
+                offset=args.jobs + seq_n + fixed_n)
         result["baselines"] = baselines
         stats = server.stats()
         result["emulator"] = {"tasks_created": stats["tasks_created_total"],
                               "duplicate_paid": stats["duplicate_paid"],
-                              "rejections": stats["rejections"]}
+                              "rejections": stats["rejections"], "push": stats["push"]}
         result["machine"] = machine()
     if args.json:
         print(json.dumps(result, indent=2))
