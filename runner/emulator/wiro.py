@@ -747,15 +747,16 @@ async def socket(websocket: WebSocket, state: EmulatorState,
     try:
         while not reader.done():
             wake.clear()
-            state.settle()
             now = state.now()
+            state.settle(now)
             out: list[dict[str, Any]] = []
+            later: list[WiroTask] = []  # looked at again next round
             while subs.due and (subs.due[0][0] <= now or wiro.tokens[subs.due[0][1]].terminal):
                 _, tok = heapq.heappop(subs.due)
                 task = wiro.tokens[tok]
                 index = _stage_index(task, now)
                 if index <= subs.sent[tok]:
-                    subs.schedule(task, subs.sent[tok], wiro.ends_at(task))
+                    later.append(task)
                     continue
                 first = subs.sent[tok] + 1 if subs.sent[tok] >= 0 else index
                 for i in range(first, index + 1):
@@ -764,6 +765,8 @@ async def socket(websocket: WebSocket, state: EmulatorState,
                     out.extend(socket_frames(task, i, base))
                 subs.sent[tok] = index
                 subs.schedule(task, index, wiro.ends_at(task))
+            for task in later:
+                subs.schedule(task, subs.sent[task.token], wiro.ends_at(task))
             if out and fault != "socket_silent":
                 for doc in out:
                     await websocket.send_text(json.dumps(doc))
@@ -774,7 +777,7 @@ async def socket(websocket: WebSocket, state: EmulatorState,
                         return
             wait = 0.25
             if subs.due and state.frozen_at is None:
-                wait = min(wait, max(0.0, subs.due[0][0] - state.now()))
+                wait = min(wait, max(0.001, subs.due[0][0] - state.now()))
             waiter = asyncio.get_running_loop().create_task(wake.wait())
             await asyncio.wait({reader, waiter}, timeout=wait,
                                return_when=asyncio.FIRST_COMPLETED)
