@@ -22,6 +22,7 @@ output, and its files are gone.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -30,6 +31,7 @@ import json
 import math
 import secrets
 import string
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -436,7 +438,30 @@ async def create(request: Request, state: EmulatorState) -> Response:
                           height=height, cls=ReplicateTask, version=VERSIONS[endpoint],
                           input=doc["input"])
     assert isinstance(task, ReplicateTask)
-    return JSONResponse(prediction_json(task, state, base_url(request)), status_code=201)
+    wait = prefer_wait(request.headers.get("prefer", ""))
+    headers = None
+    if wait is not None:
+        # Sync mode: the answer is held until the prediction ends or ``wait`` seconds of
+        # real time pass (the emulator's clock may stand still), then given as it stands.
+        headers = {"Preference-Applied": f"wait={wait}"}
+        deadline = time.monotonic() + wait
+        while not task.terminal and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            state.settle()
+        await _render_outputs(task)
+    return JSONResponse(prediction_json(task, state, base_url(request)), status_code=201,
+                        headers=headers)
+
+
+def prefer_wait(header: str) -> int | None:
+    """Seconds a ``Prefer: wait`` / ``wait=N`` header asks to hold the create (at most 60,
+    Replicate's default and limit); None without one."""
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() == "wait":
+            value = value.strip()
+            return min(int(value), 60) if value.isdigit() and int(value) > 0 else 60
+    return None
 
 
 def _find(request: Request, state: EmulatorState) -> ReplicateTask | Response:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.jobs import Limits, Price
-from runner.spec import EmulatorSpec, ModelSpec, Portable, ProviderSpec, free_size_problem
+from runner.spec import EmulatorSpec, ModelSpec, Portable, ProviderSpec
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     import httpx
@@ -30,6 +30,18 @@ def outputs_of(params: Mapping[str, Any]) -> int:
     return 1
 
 
+def nearest_size(w: int, h: int) -> tuple[int, int]:
+    """The size closest to ``w`` × ``h`` with both sides in bounds: the same aspect ratio
+    scaled into them where it fits, else clamped."""
+    scale = 1.0
+    if max(w, h) > MAX_SIDE:
+        scale = MAX_SIDE / max(w, h)
+    if min(w, h) * scale < MIN_SIDE:
+        scale = MIN_SIDE / min(w, h)
+    return (min(max(round(w * scale), MIN_SIDE), MAX_SIDE),
+            min(max(round(h * scale), MIN_SIDE), MAX_SIDE))
+
+
 def portable(model: ModelSpec, settings: Portable, n_images: int
              ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``size: WxH`` → ``size: custom`` + ``width``/``height`` (each side 1024–4096);
@@ -38,11 +50,13 @@ def portable(model: ModelSpec, settings: Portable, n_images: int
     params: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
     if settings.size is not None:
-        problem = free_size_problem(model, settings.size, min_side=MIN_SIDE, max_side=MAX_SIDE)
-        if problem:
-            problems.append(("size", problem))
+        w, h = settings.size
+        if MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE:
+            params.update(size="custom", width=w, height=h)
         else:
-            params.update(size="custom", width=settings.size[0], height=settings.size[1])
+            nw, nh = nearest_size(w, h)
+            problems.append(("size", f"{model.id} cannot make {w}x{h}: each side must be "
+                             f"{MIN_SIDE}–{MAX_SIDE}; nearest: {nw}x{nh}"))
     if settings.count is not None:
         count = settings.count
         if not 1 <= count <= MAX_IMAGES:
