@@ -554,11 +554,17 @@ def routes(kit: Any) -> list[Route]:
     """Replicate's routes; ``kit`` wraps handlers with the emulator's faults and counters."""
     P = PATH
     return [
-        Route(f"{P}/models/{{owner}}/{{name}}/predictions", kit.api(create), methods=["POST"]),
-        Route(f"{P}/predictions/{{id}}", kit.api(get), methods=["GET"]),
-        Route(f"{P}/predictions/{{id}}/cancel", kit.api(cancel), methods=["POST"]),
+        # labelled by template: /__stats counts one endpoint, not one per prediction id
+        Route(f"{P}/models/{{owner}}/{{name}}/predictions",
+              kit.api(create, f"POST {P}/models/{{owner}}/{{name}}/predictions"),
+              methods=["POST"]),
+        Route(f"{P}/predictions/{{id}}", kit.api(get, f"GET {P}/predictions/{{id}}"),
+              methods=["GET"]),
+        Route(f"{P}/predictions/{{id}}/cancel",
+              kit.api(cancel, f"POST {P}/predictions/{{id}}/cancel"), methods=["POST"]),
         Route(f"{P}/files", kit.api(upload), methods=["POST"]),
-        Route(f"{P}/files/{{id}}", kit.api(get_file), methods=["GET"]),
+        Route(f"{P}/files/{{id}}", kit.api(get_file, f"GET {P}/files/{{id}}"),
+              methods=["GET"]),
         Route(f"{P}/{{rest:path}}", kit.api(unknown, f"* {P}/(unknown)"),
               methods=kit.ALL_METHODS),
     ]
