@@ -172,17 +172,29 @@ jobs:
 """
 
 
-def test_cancel_stops_the_predictions_and_nothing_is_billed(tmp_path: Path) -> None:
+def start_held(server: Any, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """``run`` of TWO_JOBS in a process, the emulator's clock frozen (the predictions stay
+    unfinished); returns once both predictions are created, with the runs folder."""
     manifest = tmp_path / "two.yaml"
     manifest.write_text(TWO_JOBS, encoding="utf-8")
     runs = tmp_path / "runs"
+    set_clock(server, freeze=True)
+    proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs),
+                     env=env_at(server))
+    try:
+        wait_for(lambda: sum(s.attached for s in journal_states(only_run_dir(runs))
+                             .values()) == 2, "both predictions created")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, runs
+
+
+def test_cancel_stops_the_predictions_and_nothing_is_billed(tmp_path: Path) -> None:
     with serve_in_thread(EmulatorConfig(latency=0.3, seed=2)) as server:
         env = env_at(server)
-        set_clock(server, freeze=True)  # the predictions stay unfinished…
-        proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs), env=env)
+        proc, runs = start_held(server, tmp_path)
         try:
-            wait_for(lambda: sum(s.attached for s in journal_states(only_run_dir(runs))
-                                 .values()) == 2, "both predictions created")
             cancel = cli("cancel", str(only_run_dir(runs)), "--wait", "120", env=env)
             _, err = proc.communicate(timeout=HANG_GUARD)
         finally:
@@ -201,19 +213,11 @@ def test_cancel_stops_the_predictions_and_nothing_is_billed(tmp_path: Path) -> N
 
 
 def test_kill_9_then_resume_pays_once_and_delivers_every_output(tmp_path: Path) -> None:
-    manifest = tmp_path / "two.yaml"
-    manifest.write_text(TWO_JOBS, encoding="utf-8")
-    runs = tmp_path / "runs"
     with serve_in_thread(EmulatorConfig(latency=0.3, seed=3)) as server:
         env = env_at(server)
-        set_clock(server, freeze=True)
-        proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs), env=env)
-        try:
-            wait_for(lambda: sum(s.attached for s in journal_states(only_run_dir(runs))
-                                 .values()) == 2, "both predictions created")
-        finally:
-            proc.kill()  # kill -9: nothing survives but the journal
-            proc.communicate(timeout=60)
+        proc, runs = start_held(server, tmp_path)
+        proc.kill()  # kill -9: nothing survives but the journal
+        proc.communicate(timeout=60)
         run_dir = only_run_dir(runs)
         set_clock(server, freeze=False, advance=60)  # they ended while nobody watched
         resumed = cli("resume", str(run_dir), env=env)
