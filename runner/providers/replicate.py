@@ -41,7 +41,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from runner.catalog import ModelSpec, by_endpoint
 from runner.errors import (
     AuthError,
     InsufficientBalance,
@@ -149,10 +148,9 @@ def output_urls(output: Any) -> list[str]:
     return [str(u) for u in items if isinstance(u, str) and u]
 
 
-def parse_prediction(doc: Mapping[str, Any], task_id: str,
-                     usd_per_image: float | None) -> TaskStatus:
-    """A prediction object → TaskStatus. Replicate reports no cost: it is estimated as list
-    price × images returned."""
+def parse_prediction(doc: Mapping[str, Any], task_id: str) -> TaskStatus:
+    """A prediction object → TaskStatus. Replicate reports no cost: the status carries none,
+    and the report charges the images at the plan's price per image (``cost_estimated``)."""
     raw = str(doc.get("status") or "")
     tid = str(doc.get("id") or task_id)
     metrics = as_mapping(doc.get("metrics"))
@@ -168,9 +166,7 @@ def parse_prediction(doc: Mapping[str, Any], task_id: str,
                    "hour)" if doc.get("data_removed") else "it listed no output")
             return TaskStatus(tid, TaskState.FAILED, raw, error=f"Replicate reported "
                               f"success but {why}", elapsed_seconds=elapsed)
-        cost = usd_per_image * len(outputs) if usd_per_image is not None else None
-        return TaskStatus(tid, state, raw, outputs=outputs, cost_usd=cost,
-                          elapsed_seconds=elapsed)
+        return TaskStatus(tid, state, raw, outputs=outputs, elapsed_seconds=elapsed)
     if state is TaskState.FAILED:
         error = doc.get("error")
         reason = str(error).strip() if error else ""
@@ -201,7 +197,6 @@ class ReplicateProvider(HttpProvider):
                          timeout=timeout, concurrency=concurrency)
         self._token = api_token
         self._urls: dict[str, tuple[str, str]] = {}  # prediction id → (get, cancel)
-        self._models: dict[str, ModelSpec] = {}  # prediction id → model (for its price)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -323,14 +318,7 @@ class ReplicateProvider(HttpProvider):
         derived = self.urls_for(task_id)
         self._urls[task_id] = (self._same_origin(urls.get("get")) or derived[0],
                                self._same_origin(urls.get("cancel")) or derived[1])
-        self._models[task_id] = spec
         return SubmitResult(task_id=task_id)
-
-    def _usd_per_image(self, task_id: str, doc: Mapping[str, Any]) -> float | None:
-        spec = self._models.get(task_id)
-        if spec is None and isinstance(doc.get("model"), str):
-            spec = by_endpoint(PROVIDER, doc["model"])
-        return spec.price.usd_per_image if spec is not None else None
 
     async def poll(self, task_id: str) -> TaskStatus:
         task_id = str(task_id)
@@ -338,7 +326,7 @@ class ReplicateProvider(HttpProvider):
         response = await self.send("poll", "GET", get, headers=self._headers(),
                                    what=f"prediction {task_id}")
         doc = self._check(response, op="poll", subject=task_id)
-        return parse_prediction(doc, task_id, self._usd_per_image(task_id, doc))
+        return parse_prediction(doc, task_id)
 
     async def cancel(self, task_id: str, state: TaskState) -> None:
         """``POST urls.cancel``; nothing to do for a prediction that has ended."""

@@ -140,8 +140,12 @@ def test_a_run_delivers_fails_what_failed_and_sends_every_kind_of_reference(
     assert jobs["doomed"]["error"] == f"task failed: {FAILURE_TEXT}"
     assert not jobs["doomed"]["cost_usd"]
     assert [len(jobs[n]["outputs"]) for n in ("plain", "set", "edit")] == [1, 2, 1]
-    # Replicate reports no cost: list price × images, which is what the emulator billed
+    # Replicate reports no cost: the report charges list price × images, marked estimated,
+    # which is what the emulator billed
+    assert [jobs[n]["cost_estimated"] for n in ("plain", "set", "edit", "doomed")] == [
+        True, True, True, False]
     assert report["totals"]["cost_usd"] == pytest.approx(0.04 + 2 * 0.03 + 0.04)
+    assert report["totals"]["estimated_usd"] == pytest.approx(report["totals"]["cost_usd"])
     assert report["totals"]["cost_usd"] == pytest.approx(stats["billed_usd"])
     assert verify_run(run_dir).intact
 
