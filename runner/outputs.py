@@ -16,6 +16,9 @@ One image, from the provider to the record::
     ReusedOutput     (here)                    such a file, handed to the executor to link
                                                into a new run (its type settled).
 
+A store hit (``runner.store.sync``) is a ``ReuseHit`` too, ``via="store"``, whose outputs
+carry a ``fetch`` that writes the checked object into the run directory.
+
 ``CachedOutput`` and ``ReusedOutput`` say nearly the same; they stay two while the rules of
 which earlier outputs may be reused are being changed in ``runner/report/cache.py``.
 
@@ -66,12 +69,16 @@ class ReusedOutput:
     width: int | None = None
     height: int | None = None
     url: str | None = None
+    # Writes the file to the path it is given (a store's object, fetched and checked);
+    # None: ``source`` is a local file to link or copy. Raises OSError when it cannot.
+    fetch: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ReuseHit:
-    origin: str  # where the outputs come from (an earlier run directory)
+    origin: str  # the run that made the outputs (an earlier run directory's id)
     outputs: tuple[ReusedOutput, ...]
+    via: str = ""  # "store" when they come from a shared store, "" from a local run
 
 
 ReuseLookup = Callable[[Job], ReuseHit | None]

@@ -246,8 +246,19 @@ def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]
                 jobs=tuple(jobs), limits=dict(manifest.limits), budget=manifest.budget,
                 providers={k: dict(v) for k, v in manifest.providers.items()},
                 axes=matrix_axes(doc.data), description=description_of(doc.data),
-                output_namer=namer)
+                output_namer=namer, store=store_of(doc.data, doc.path))
     return plan, []
+
+
+def store_of(data: Any, manifest_path: Path) -> str | None:
+    """The manifest's ``store:`` (the schema checked it is a string without credentials): a
+    URL as written, a path made absolute against the manifest's folder."""
+    store = data.get("store") if isinstance(data, dict) else None
+    if not isinstance(store, str) or not store:
+        return None
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", store):
+        return store
+    return str((Path(manifest_path).parent / Path(store).expanduser()).resolve())
 
 
 _GLOBAL_SECTIONS = ("$.vars", "$.prompts", "$.models")
