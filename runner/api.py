@@ -45,6 +45,7 @@ from runner.errors import (
     ConfigError,
     FatalProviderError,
     RunDirError,
+    StoreError,
 )
 from runner.execute.budget import spent_so_far
 from runner.execute.cancel import (
@@ -86,13 +87,11 @@ from runner.store.sync import (
     VIA_STORE,
     PushResult,
     RunUploads,
-    chain,
-    hit_of,
+    StoreHits,
+    fetch_hits,
     not_stored_message,
     pull_to,
     push_run,
-    store_lookup,
-    store_records,
 )
 from runner.store.sync import FolderPull as StoreFolderPull
 from runner.version import __version__
@@ -191,6 +190,7 @@ class Prepared:
     # and what there is to say about it before the run (it could not be read, …).
     store: Store | None = None
     store_notes: tuple[str, ...] = ()
+    staged: StoreHits | None = None  # the store hits' checked objects, until the run ends
 
     @property
     def from_store(self) -> int:
@@ -277,15 +277,16 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     shared = store if isinstance(store, Store) else open_store_for(store, env, plan.store)
     notes: list[str] = []
     lookup = None if force else _reuse_lookup(Path(runs_dir), emulated)
-    if shared is not None and not force:
-        from_store, problem = store_lookup(shared, selected, emulated)
-        lookup = chain(lookup, from_store)
-        notes += [problem] if problem else []
+    reused = {job.key: hit for job in selected
+              if lookup is not None and (hit := lookup(job)) is not None}
+    staged: StoreHits | None = None
+    if shared is not None and not force:  # what earlier local runs lack, from the store
+        staged = fetch_hits(shared, [j for j in selected if j.key not in reused], emulated)
+        reused.update(staged.hits)
+        notes += staged.notes
     if shared is not None and emulated:
         notes.append(f"store {shared.url}: jobs made through an emulator are neither looked "
                      f"up in nor uploaded to it")
-    reused = {job.key: hit for job in selected
-              if lookup is not None and (hit := lookup(job)) is not None}
     providers = tuple(sorted({job.provider for job in selected if job.key not in reused}))
     # Every credential needed, up front: a missing one stops the run before any submit.
     for name in providers:
@@ -297,7 +298,7 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
                     limits=_limits_for(providers, plan.limits, concurrency), budget=budget,
                     providers=providers, emulate=emulate, env=env, force=force, only=only,
                     max_usd_flag=max_usd, reused=reused, emulated_providers=emulated,
-                    store=shared, store_notes=tuple(notes))
+                    store=shared, store_notes=tuple(notes), staged=staged)
 
 
 def refuse_unemulated(providers: Sequence[str]) -> None:
@@ -513,6 +514,20 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
             handle_signals: bool = True, options: ExecutorOptions | None = None,
             on_run_dir: Any = None) -> RunResult:
     """Create the run directory and run the prepared plan (no questions asked)."""
+    try:
+        return _execute(prepared, runs_dir=runs_dir, quiet=quiet, progress=progress,
+                        transport=transport, emulate_latency=emulate_latency,
+                        emulate_faults=emulate_faults, handle_signals=handle_signals,
+                        options=options, on_run_dir=on_run_dir)
+    finally:
+        if prepared.staged is not None:
+            prepared.staged.close()
+
+
+def _execute(prepared: Prepared, *, runs_dir: str | Path, quiet: bool,
+             progress: ProgressSink | None, transport: httpx.AsyncBaseTransport | None,
+             emulate_latency: float, emulate_faults: str | None, handle_signals: bool,
+             options: ExecutorOptions | None, on_run_dir: Any) -> RunResult:
     started = time.monotonic()
     plan = prepared.plan
     runs = Path(runs_dir)
@@ -723,17 +738,17 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
                 emulated_set = frozenset(meta.get("emulated_providers") or ())
                 if meta.get("emulated") and not emulated_set:  # runs of seedbatch 0.1
                     emulated_set = frozenset(j.provider for j in jobs)
-                reuse, store_note = None, None
+                staged: StoreHits | None = None
                 if shared is not None:
                     journal.set_meta("store_url", shared.url)
                     pending = [j for j in active if by_key[j.key].state is JobState.PENDING]
-                    reuse, store_note = store_lookup(shared, pending, emulated_set)
+                    staged = fetch_hits(shared, pending, emulated_set)
                 uploads = _uploads(shared, journal, path, emulated_set)
                 executor = Executor(
                     run_dir=path, journal=journal, jobs=jobs, output_names=doc.output_names,
                     providers=providers_obj, limits=limits, budget=budget,
                     progress=progress if progress is not None else make_progress(quiet),
-                    options=opts, reuse=reuse,
+                    options=opts, reuse=staged.lookup if staged is not None else None,
                     on_succeeded=uploads.job_done if uploads is not None else None)
                 try:
                     outcome = asyncio.run(_execute_async(executor, providers_obj,
@@ -741,9 +756,11 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
                 finally:
                     if uploads is not None:
                         uploads.finish()
+                    if staged is not None:
+                        staged.close()
                 result = _finish(path, journal, outcome, estimate, started)
-                if store_note:
-                    result = replace(result, messages=(store_note, *result.messages))
+                if staged is not None and staged.notes:
+                    result = replace(result, messages=staged.notes + result.messages)
         report, warnings = _finalize_report(path)
     finally:
         lock.release()
@@ -813,18 +830,22 @@ def pull(manifest: str | Path, *, store: str | Store | None = None,
     if to is not None:
         folder = pull_to(plan, shared, to)
         return PullResult(shared.url, tuple(folder.missing), folder=folder)
-    found = store_records(shared, plan.jobs)
-    missing = tuple(job.name for job in plan.jobs if job.key not in found)
-    if not found:
+    staged = fetch_hits(shared, plan.jobs)
+    hits = staged.hits
+    missing = tuple(job.name for job in plan.jobs if job.key not in hits)
+    if not hits:
+        staged.close()
+        if staged.notes and not any("store not read" not in n for n in staged.notes):
+            raise StoreError(staged.notes[0])
         return PullResult(shared.url, missing)
-    hits = {key: hit_of(shared, record) for key, record in found.items()}
     selected = tuple(job for job in plan.jobs if job.key in hits)
     prepared = Prepared(
         plan=plan, selected=selected,
         skipped={job.key: "not in the store" for job in plan.jobs if job.key not in hits},
         names={job.key: output_names(plan, job) for job in plan.jobs}, limits={},
         budget=plan.budget, providers=(), emulate=False, env=env, reused=hits,
-        store=None)  # placed from the store; nothing made here to upload
+        store=None, store_notes=staged.notes,  # placed from the store: nothing to upload
+        staged=staged)
     result = execute(prepared, runs_dir=runs_dir, quiet=quiet, progress=progress)
     return PullResult(shared.url, missing, run=result)
 

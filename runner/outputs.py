@@ -16,8 +16,9 @@ One image, from the provider to the record::
     ReusedOutput     (here)                    such a file, handed to the executor to link
                                                into a new run (its type settled).
 
-A store hit (``runner.store.sync``) is a ``ReuseHit`` too, ``via="store"``, whose outputs
-carry a ``fetch`` that writes the checked object into the run directory.
+A store hit (``runner.store.sync``) is a ``ReuseHit`` too, ``via="store"``: its objects
+were fetched and checked against their sha256 before the run, into a staging folder the
+executor links or copies from like any earlier run's files.
 
 ``CachedOutput`` and ``ReusedOutput`` say nearly the same; they stay two while the rules of
 which earlier outputs may be reused are being changed in ``runner/report/cache.py``.
@@ -69,9 +70,6 @@ class ReusedOutput:
     width: int | None = None
     height: int | None = None
     url: str | None = None
-    # Writes the file to the path it is given (a store's object, fetched and checked);
-    # None: ``source`` is a local file to link or copy. Raises OSError when it cannot.
-    fetch: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -431,13 +431,10 @@ class Executor:
             dest = self.run_dir / rel
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                if out.fetch is not None:
-                    out.fetch(dest)
-                else:
-                    try:
-                        os.link(out.source, dest)
-                    except OSError:
-                        shutil.copy2(out.source, dest)
+                try:
+                    os.link(out.source, dest)
+                except OSError:
+                    shutil.copy2(out.source, dest)
             except OSError as exc:
                 self.journal.note("reuse_failed", {"from": hit.origin, "error": str(exc)},
                                   job.key)

@@ -1,9 +1,9 @@
 """A run and the store: look up before submitting, upload after downloading, push, pull.
 
-* :func:`store_lookup` — a :data:`~runner.outputs.ReuseLookup` over the store, for the
-  jobs of a plan that a run makes for real: a hit names the run that made the outputs and
-  fetches each object (checked against its sha256) into the run directory when the
-  executor places it. ``runner.api`` puts it after the lookup over earlier local runs.
+* :func:`fetch_hits` — the jobs of a plan made for real that the store holds, their
+  objects fetched and checked against their sha256 before the run; its ``lookup`` is a
+  :data:`~runner.outputs.ReuseLookup` whose hits name the run that made the outputs.
+  ``runner.api`` puts it after the lookup over earlier local runs.
 * :class:`RunUploads` — the executor's ``on_succeeded`` hook: each job downloaded for real
   is queued for upload (:mod:`runner.store.upload`); ``finish`` waits and records what was
   stored in the journal's ``store`` meta (report.json ``run.store``).
@@ -18,7 +18,9 @@ the run reaches through an emulator are neither looked up nor uploaded.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ from runner.execute.journal import Journal
 from runner.files import atomic_write_bytes
 from runner.jobs import Job, Plan, sha256_file
 from runner.media import ACCEPTED_TYPES
-from runner.outputs import OutputRecord, ReusedOutput, ReuseHit, ReuseLookup
+from runner.outputs import OutputRecord, ReusedOutput, ReuseHit
+from runner.report import finalize
 from runner.report.build import iso_utc
 from runner.report.source import records_from_journal
 from runner.rundir import JOURNAL_NAME, RunLock, check_record_dir, output_name_for, output_names
@@ -41,22 +44,13 @@ META_KEY = "store"  # the journal meta that says what of a run is in the store
 
 # -- looking up -------------------------------------------------------------------------------
 
-def _fetcher(store: Store, sha256: str) -> Any:
-    def fetch(dest: Path) -> None:
-        try:
-            data = store.get_object(sha256)
-        except StoreError as exc:
-            raise OSError(str(exc)) from exc
-        atomic_write_bytes(dest, data)
-    return fetch
-
-
-def hit_of(store: Store, record: StoreRecord) -> ReuseHit:
-    """What the executor needs to place a record's outputs into a run directory."""
+def hit_of(record: StoreRecord, staged: Mapping[str, Path]) -> ReuseHit:
+    """What the executor needs to place a record's outputs: ``staged`` maps each object's
+    sha256 to where its checked bytes wait."""
     return ReuseHit(record.run_id, tuple(
-        ReusedOutput(source=Path(store.object_path(o.sha256)), index=o.index, bytes=o.bytes,
+        ReusedOutput(source=staged[o.sha256], index=o.index, bytes=o.bytes,
                      sha256=o.sha256, content_type=o.content_type, width=o.width,
-                     height=o.height, fetch=_fetcher(store, o.sha256))
+                     height=o.height)
         for o in record.outputs), via=VIA_STORE)
 
 
@@ -68,33 +62,58 @@ def store_records(store: Store, jobs: Iterable[Job],
     return {key: rec for key, rec in store.newest_many(keys).items() if rec is not None}
 
 
-def store_lookup(store: Store, jobs: Iterable[Job],
-                 emulated_providers: Collection[str] = ()) -> tuple[ReuseLookup, str | None]:
-    """A lookup over the store for ``jobs`` (their records read now, all at once), and a
-    note when the store could not be read (then nothing is found in it)."""
+class StoreHits:
+    """The jobs a store provides, their objects fetched and checked (sha256) into a
+    staging folder that lives until :meth:`close`; ``lookup`` is the executor's hook."""
+
+    def __init__(self, hits: Mapping[str, ReuseHit], notes: Sequence[str] = (),
+                 staging: tempfile.TemporaryDirectory[str] | None = None) -> None:
+        self.hits = dict(hits)
+        self.notes = tuple(notes)
+        self._staging = staging
+
+    def lookup(self, job: Job) -> ReuseHit | None:
+        return self.hits.get(job.key)
+
+    def close(self) -> None:
+        if self._staging is not None:
+            self._staging.cleanup()
+            self._staging = None
+
+
+def fetch_hits(store: Store, jobs: Iterable[Job], emulated_providers: Collection[str] = (),
+               *, workers: int = 8) -> StoreHits:
+    """Look every job made for real up in the store and fetch the objects of those it
+    holds (``workers`` at once), each checked against its sha256. A job whose record or
+    object cannot be read, or is damaged, is not a hit: it runs (a note says why)."""
     try:
         found = store_records(store, jobs, emulated_providers)
     except StoreError as exc:
-        return (lambda job: None), (f"store not read ({exc}): every job runs as if it "
-                                    f"had none")
-    hits = {key: hit_of(store, rec) for key, rec in found.items()}
-    return (lambda job: hits.get(job.key)), None
+        return StoreHits({}, [f"store not read ({exc}): every job runs as if it had none"])
+    if not found:
+        return StoreHits({})
+    staging = tempfile.TemporaryDirectory(prefix="seedbatch-store-")
+    folder = Path(staging.name)
+    wanted = sorted({o.sha256 for rec in found.values() for o in rec.outputs})
 
+    def fetch(sha256: str) -> tuple[str, str | None]:
+        try:
+            atomic_write_bytes(folder / sha256, store.get_object(sha256))
+        except (StoreError, OSError) as exc:
+            return sha256, str(exc)
+        return sha256, None
 
-def chain(*lookups: ReuseLookup | None) -> ReuseLookup | None:
-    """The first hit of several lookups, in order."""
-    present = [lookup for lookup in lookups if lookup is not None]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-
-    def first(job: Job) -> ReuseHit | None:
-        for lookup in present:
-            if (hit := lookup(job)) is not None:
-                return hit
-        return None
-    return first
+    with ThreadPoolExecutor(max_workers=1 if store.local else workers) as pool:
+        problems = {sha: why for sha, why in pool.map(fetch, wanted) if why is not None}
+    staged = {sha: folder / sha for sha in wanted if sha not in problems}
+    hits, notes = {}, []
+    for key, record in found.items():
+        bad = [problems[o.sha256] for o in record.outputs if o.sha256 in problems]
+        if bad:
+            notes.append(f"{record.name}: not placed from the store ({bad[0]}); it runs")
+            continue
+        hits[key] = hit_of(record, staged)
+    return StoreHits(hits, notes, staging)
 
 
 # -- uploading --------------------------------------------------------------------------------
@@ -225,6 +244,10 @@ def push_run(run_dir: str | Path, store: Store,
         summary = Uploader(store, policy).run(items)
         with Journal.open(path / JOURNAL_NAME) as journal:
             record_outcome(journal, summary)
+        try:  # report.json's run.store says what is in the store now
+            finalize(path)
+        except Exception as exc:
+            summary.report_problem = f"report not rewritten: {type(exc).__name__}: {exc}"
         return PushResult(path, summary, len(items), emulated, from_store)
     finally:
         lock.release()

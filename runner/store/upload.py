@@ -57,6 +57,7 @@ class UploadSummary:
     failed: dict[str, str] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # key → job name, for messages
     error: str | None = None  # the failure that took the store down, if one did
+    report_problem: str | None = None  # push: the report could not be rewritten
 
     @property
     def stored(self) -> int:

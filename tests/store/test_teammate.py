@@ -65,7 +65,8 @@ def test_a_teammate_rebuilds_a_locked_batch_from_the_store_for_nothing(
     assert outputs_by_job(run_b) == outputs_by_job(run_a)  # byte-identical
     report_b = report_of(run_b)
     assert report_b["totals"]["from_store"] == JOBS
-    assert report_b["totals"]["cost_usd"] == 0 and report_b["totals"]["credits"] == 0
+    assert report_b["totals"]["cost_usd"] == 0
+    assert report_b["totals"]["credits"] == 0
     assert {j["reused_from"] for j in report_b["jobs"]} == {run_a.name}
     assert all(j["from_store"] for j in report_b["jobs"])
     verified = cli("verify", str(run_b), env=env)
