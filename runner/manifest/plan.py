@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from runner.errors import ManifestError, ManifestErrors
@@ -239,6 +240,7 @@ def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]
     jobs, errors = expand(manifest)
     namer = OutputNamer(manifest)
     errors += _check_outputs(manifest, jobs, namer)
+    errors += _check_store(manifest)
     if errors:
         return None, errors
     doc = manifest.doc
@@ -248,6 +250,23 @@ def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]
                 axes=matrix_axes(doc.data), description=description_of(doc.data),
                 output_namer=namer, store=store_of(doc.data, doc.path))
     return plan, []
+
+
+def _check_store(manifest: Manifest) -> list[ManifestError]:
+    """A ``store:`` URL never carries credentials (they would be in git and every run)."""
+    data = manifest.doc.data
+    store = data.get("store") if isinstance(data, dict) else None
+    if not isinstance(store, str) or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", store):
+        return []
+    parts = urlsplit(store)
+    if parts.username is None and parts.password is None:
+        return []
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return [manifest.doc.error(
+        f"store: {parts.scheme}://{host}{parts.path} is written with a user or password; "
+        f"credentials never live in a manifest: remove them and give them to the backend "
+        f"the usual way (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws; see "
+        f"docs/store.md)", ("store",))]
 
 
 def store_of(data: Any, manifest_path: Path) -> str | None:
