@@ -39,7 +39,7 @@ from runner.config import demo_credentials  # noqa: E402
 from runner.emulator import EmulatorConfig, serve_in_thread  # noqa: E402
 from runner.store.store import StoredOutput, StoreRecord, open_store  # noqa: E402
 from runner.store.sync import fetch_hits  # noqa: E402
-from runner.store.upload import UploadItem, Uploader  # noqa: E402
+from runner.store.upload import Uploader, UploadItem  # noqa: E402
 
 
 def manifest_text(jobs: int, concurrency: int) -> str:
