@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import S3Server, host_env, s3_setup
-from store_support import cli, report_of, tasks_created, write_manifest
+from store_support import (
+    S3Server,
+    cli,
+    host_env,
+    report_of,
+    s3_setup,
+    tasks_created,
+    write_manifest,
+)
 
 from runner import api
 from runner.errors import StoreError

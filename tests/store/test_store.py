@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StoreSetup, host_env
-from store_support import cli, write_manifest
+from store_support import StoreSetup, cli, host_env, write_manifest
 
 from runner.errors import ConfigError, StoreError
 from runner.store.store import (

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StoreSetup, host_env
 from store_support import (
     JOBS,
+    StoreSetup,
     cli,
+    host_env,
     only_run_dir,
     outputs_by_job,
     report_of,
