@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +133,7 @@ class Executor:
         progress: ProgressSink | None = None,
         options: ExecutorOptions | None = None,
         reuse: ReuseLookup | None = None,
+        on_succeeded: Callable[[str], None] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.journal = journal
@@ -141,6 +142,9 @@ class Executor:
         self.options = options or ExecutorOptions()
         self.progress = progress or NullProgress()
         self.reuse = reuse
+        # Told each job key whose outputs were downloaded (not reused), in the loop: it
+        # must return at once (the store's uploads queue work and go on).
+        self.on_succeeded = on_succeeded
         self.lanes = {
             name: Lane(name, provider, limits[name],
                        AdaptiveSlots(limits[name].concurrency, cooldown=self.options.cooldown),
@@ -434,11 +438,15 @@ class Executor:
             except OSError as exc:
                 self.journal.note("reuse_failed", {"from": hit.origin, "error": str(exc)},
                                   job.key)
+                if hit.via:
+                    self.notes.append(f"{job.name}: not placed from the {hit.via} ({exc}); "
+                                      f"submitted instead")
                 return False
             records.append(OutputRecord(job.key, out.index, rel, out.url, out.bytes, out.sha256,
                                         out.content_type, out.width, out.height))
-        self.journal.mark_reused(job.key, records, hit.origin)
-        self._track(job.key, JobState.REUSED, f"from {hit.origin}")
+        self.journal.mark_reused(job.key, records, hit.origin, via=hit.via)
+        self._track(job.key, JobState.REUSED,
+                    f"from {hit.via} (run {hit.origin})" if hit.via else f"from {hit.origin}")
         return True
 
     # -- dispatch -------------------------------------------------------------------------
@@ -770,6 +778,11 @@ class Executor:
                                                     got.height))
         self.journal.mark_succeeded(key)
         self._track(key, JobState.SUCCEEDED)
+        if self.on_succeeded is not None:
+            try:
+                self.on_succeeded(key)
+            except Exception as exc:  # a hook never fails the job it reports
+                self.notes.append(f"{job.name}: after download: {type(exc).__name__}: {exc}")
 
     # -- resume: follow tasks that exist ----------------------------------------------------
 

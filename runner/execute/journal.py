@@ -489,10 +489,13 @@ class Journal:
     def mark_skipped(self, key: str, reason: str) -> None:
         self._set(key, JobState.SKIPPED, {"reason": reason}, reason=reason)
 
-    def mark_reused(self, key: str, outputs: Sequence[OutputRecord], source: str) -> None:
+    def mark_reused(self, key: str, outputs: Sequence[OutputRecord], source: str,
+                    via: str = "") -> None:
+        """``source`` is the run that made the outputs; ``via`` how they came ("store")."""
         for out in outputs:
             self.record_output(out)
-        self._set(key, JobState.REUSED, {"from": source}, reason=f"reused from {source}",
+        detail = {"from": source, "via": via} if via else {"from": source}
+        self._set(key, JobState.REUSED, detail, reason=f"reused from {source}",
                   finished_at=utc_now())
 
     def set_pending(self, key: str, *, reason: str | None = None, clear_task: bool = False,
