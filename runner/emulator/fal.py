@@ -150,7 +150,7 @@ def check_auth(request: Request, state: EmulatorState) -> Response | None:
 # --- input validation ---------------------------------------------------------------------
 def _int_problem(name: str, prop: Mapping[str, Any], value: Any) -> dict[str, Any] | None:
     if isinstance(value, bool) or not (isinstance(value, int)
-                                       or isinstance(value, float) and value.is_integer()):
+                                       or (isinstance(value, float) and value.is_integer())):
         return problem([name], "Input should be a valid integer", "int_type")
     if "minimum" in prop and value < prop["minimum"]:
         return problem([name], f"Input should be greater than or equal to {prop['minimum']}",

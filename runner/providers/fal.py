@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from runner.catalog import ModelSpec, models
+from runner.catalog import ModelSpec
 from runner.errors import (
     CancelUnsupported,
     JobRejected,
@@ -248,17 +248,6 @@ def list_price(spec: ModelSpec | None, outputs: int) -> float | None:
     return spec.price.usd_per_image * outputs
 
 
-def model_of(request: QueueRequest, known: Mapping[str, ModelSpec]) -> ModelSpec | None:
-    """The model a request was for: remembered from this process's submit, else the only
-    fal model whose app the response URL names (both Seedreams share one app, so after a
-    restart the first is used: same price per image for what is only an estimate)."""
-    if request.request_id in known:
-        return known[request.request_id]
-    specs = [s for s in models().values() if s.provider == PROVIDER]
-    named = [s for s in specs if "/".join(s.endpoint.split("/")[:2]) in request.response_url]
-    return (named or specs or [None])[0]
-
-
 class FalProvider(HttpProvider):
     """fal's queue API over HTTP. A poll of a completed request also fetches its result."""
 
@@ -353,7 +342,9 @@ class FalProvider(HttpProvider):
                 return TaskStatus(task_id, TaskState.FAILED, word,
                                   error="fal completed the request without any image",
                                   elapsed_seconds=elapsed)
-            spec = model_of(request, self._models)
+            # the model is known to the process that submitted; after a restart the cost is
+            # left to the job's own estimate (both Seedreams share one app id)
+            spec = self._models.get(request.request_id)
             return TaskStatus(task_id, TaskState.SUCCEEDED, word, outputs=outputs,
                               cost_usd=list_price(spec, len(outputs)), elapsed_seconds=elapsed)
         err = http_status_error(response, PROVIDER, self._secrets)
