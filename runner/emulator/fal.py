@@ -306,10 +306,14 @@ def urls(base: str, app: str, request_id: str) -> dict[str, str]:
 
 
 def queue_position(state: EmulatorState, task: FalTask, now: float) -> int:
-    """Requests of the account queued ahead of this one."""
-    return sum(1 for t in state.active_tasks(NAME) if isinstance(t, FalTask) and t is not task
-               and t.created <= task.created and queue_state(t, now) == "IN_QUEUE"
-               and (t.created, t.id) < (task.created, task.id))
+    """Requests of the account queued ahead of this one (in the order they came)."""
+    ahead = 0
+    for other in state.active_tasks(NAME):  # in creation order
+        if other is task:
+            break
+        if isinstance(other, FalTask) and queue_state(other, now) == "IN_QUEUE":
+            ahead += 1
+    return ahead
 
 
 def _logs(task: FalTask, now: float) -> list[dict[str, Any]]:
