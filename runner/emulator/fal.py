@@ -116,6 +116,7 @@ class FalState(ProviderState):
         super().__init__(context)
         self.key = self.credentials[KEY_VAR]
         self.invalid: dict[str, InvalidRequest] = {}
+        self.failure_answers = 0  # results answered with a failed model's own HTTP 500
 
     def new_id(self) -> str:
         return str(uuid.uuid4())  # fal's request ids are UUIDs
@@ -464,6 +465,7 @@ async def result(request: Request, state: EmulatorState) -> Response:
         return fal_error(499, CANCELLED_TEXT, {"X-Fal-Error-Type": "client_cancelled"},
                          error_type="client_cancelled")
     if found.outcome == "failed":
+        account(state).failure_answers += 1
         return fal_error(500, [problem([], FAILED_TEXT, "downstream_service_error")],
                          {"X-Fal-Retryable": "false"})
     return JSONResponse(await result_json(found, base_url(request)))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from jsonschema import Draft202012Validator
 
 from runner.catalog import get_model
@@ -157,7 +158,7 @@ def audit(run_dir: Path, server: Any, jobs: int) -> tuple[dict[str, Any], Counte
             for out in job["outputs"]:
                 served = task.outputs[out["index"]].file
                 assert (out["sha256"], out["bytes"]) == (served.sha256, len(served.data))
-            assert job["cost_usd"] == task.cost_usd
+            assert job["cost_usd"] == pytest.approx(task.cost_usd), (job, task.cost_usd)
             usd += task.cost_usd
         else:
             assert task.outcome == "failed", (job["name"], task.outcome)

@@ -46,25 +46,27 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
 def test_a_documented_answer_becomes_its_readable_relative_response_url() -> None:
     rid = "80e732af-660e-45cd-bd63-580e4f2a94cc"
     response = f"https://queue.fal.run/fal-ai/bytedance/requests/{rid}"
-    request = QueueRequest(rid, response + "/status", response, response + "/cancel")
+    endpoint = "fal-ai/bytedance/seedream/v4.5/edit"
+    request = QueueRequest(rid, response + "/status", response, response + "/cancel", endpoint)
     task_id = encode_task_id("https://queue.fal.run", request)
-    assert task_id == f"fal-ai/bytedance/requests/{rid}"
+    assert task_id == f"fal-ai/bytedance/requests/{rid}#{endpoint}"
     # after a restart, against another base (fal's backup host), the same URLs there
     assert decode_task_id("https://queue.falrun.com/", task_id) == QueueRequest(
         rid, f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}/status",
         f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}",
-        f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}/cancel")
+        f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}/cancel", endpoint)
 
 
 def test_any_other_answer_is_kept_whole_and_decodes_exactly() -> None:
     request = QueueRequest("r1", "https://queue.fal.run/a/b/requests/r1/status?x=1",
                            "https://elsewhere.test/results/r1",
-                           "https://queue.fal.run/a/b/requests/r1/cancel")
+                           "https://queue.fal.run/a/b/requests/r1/cancel", "a/b/c/edit")
     task_id = encode_task_id("https://queue.fal.run", request)
     assert json.loads(task_id) == {"request_id": "r1",
                                    "status_url": "a/b/requests/r1/status?x=1",
                                    "response_url": "https://elsewhere.test/results/r1",
-                                   "cancel_url": "a/b/requests/r1/cancel"}
+                                   "cancel_url": "a/b/requests/r1/cancel",
+                                   "endpoint": "a/b/c/edit"}
     assert decode_task_id("https://queue.fal.run", task_id) == request
 
 
@@ -82,7 +84,8 @@ async def test_a_request_goes_queued_running_completed_and_is_priced_per_image()
         job = make_job(V4, params={"num_images": 2, "max_images": 2, "seed": 7})
         submitted = await client.submit(job)
         task = task_of(state, submitted.task_id)
-        assert submitted.task_id == f"fal-ai/bytedance/requests/{task.id}"
+        assert submitted.task_id == f"fal-ai/bytedance/requests/{task.id}" \
+                                    f"#fal-ai/bytedance/seedream/v4/text-to-image"
         assert task.endpoint == "fal-ai/bytedance/seedream/v4/text-to-image"
         assert task.params["enhance_prompt_mode"] == "standard"
         assert (await client.poll(submitted.task_id)).state is TaskState.QUEUED
@@ -113,7 +116,7 @@ async def test_a_resumed_client_follows_the_request_it_never_submitted() -> None
         clock.advance(LATENCY * 2)
         done = await fresh.poll(submitted.task_id)
         assert done.state is TaskState.SUCCEEDED
-        assert done.cost_usd is None  # both models share the app: the job's estimate holds
+        assert done.cost_usd == pytest.approx(0.04)  # the 4.5 endpoint, named in the id
         await fresh.aclose()
 
 
@@ -279,7 +282,7 @@ async def test_the_submitted_body_is_the_input_with_image_urls_last(tmp_path: Pa
     client = answering(httpx.MockTransport(queue))
     job = make_job(V4, images=(ImageRef(ref="a.png", path=str(local)),))
     result = await client.submit(job)
-    assert result.task_id == "fal-ai/bytedance/requests/r1"
+    assert result.task_id == "fal-ai/bytedance/requests/r1#fal-ai/bytedance/seedream/v4/edit"
     request = seen[0]
     assert str(request.url) == "https://queue.fal.test/fal-ai/bytedance/seedream/v4/edit"
     assert request.headers["Authorization"] == "Key id:secret"

@@ -120,7 +120,7 @@ async def test_each_model_pages_full_example_runs_to_its_images(
     running = await client.get(doc["status_url"], params={"logs": 1}, headers=HEADERS)
     assert running.status_code == 202
     assert running.json()["status"] == "IN_PROGRESS"
-    assert [e["message"] for e in running.json()["logs"]][0] == "Request queued"
+    assert next(e["message"] for e in running.json()["logs"]) == "Request queued"
     early = await client.get(doc["response_url"], headers=HEADERS)
     assert early.status_code == 400  # before completion the result is an error
     clock.advance(2.0)
