@@ -45,6 +45,7 @@ from runner.errors import (
     CancelUnsupported,
     JobRejected,
     ProviderError,
+    ServerError,
     UnknownOutcome,
 )
 from runner.jobs import ImageRef, Job
@@ -286,8 +287,9 @@ class FalProvider(HttpProvider):
         doc = self.json_body(response, what)
         detail = self._excerpt(detail_text(doc, response.text or ""))
         err = http_status_error(response, PROVIDER, self._secrets, detail=f"{what}: {detail}")
-        assert err is not None
-        return err
+        return err if err is not None else ServerError(
+            f"{what}: unexpected HTTP {response.status_code}", provider=PROVIDER,
+            http_status=response.status_code)
 
     # -- the Provider interface -----------------------------------------------------------
 
@@ -299,10 +301,10 @@ class FalProvider(HttpProvider):
                                    headers=self._headers(), creates=True,
                                    what=f"submit to {endpoint}")
         status = response.status_code
-        if status in SUBMIT_AMBIGUOUS_HTTP:
-            raise UnknownOutcome(f"submit to {endpoint} answered HTTP {status} from a gateway; "
-                                 f"a request may have been queued", provider=PROVIDER,
-                                 http_status=status)
+        if status in SUBMIT_AMBIGUOUS_HTTP or 300 <= status < 400:
+            raise UnknownOutcome(f"submit to {endpoint} answered HTTP {status} (a gateway's "
+                                 f"timeout, or a redirect not followed); a request may have "
+                                 f"been queued", provider=PROVIDER, http_status=status)
         if status >= 300:
             # 401/403 auth, 429 rate, 5xx server (fal bills no 5xx), other 4xx refused: the
             # queue answered, so no request exists.

@@ -237,6 +237,7 @@ def answering(handler: httpx.MockTransport) -> FalProvider:
 
 @pytest.mark.parametrize(("answer", "error"), [
     (httpx.Response(504, text="<html>gateway timeout</html>"), UnknownOutcome),
+    (httpx.Response(307, headers={"Location": "https://elsewhere.test/"}), UnknownOutcome),
     (httpx.Response(200, json={"request_id": "r1"}), UnknownOutcome),
     (httpx.Response(200, text="queued"), UnknownOutcome),
     (httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "3"}),

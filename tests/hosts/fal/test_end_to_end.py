@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fal_support import (
@@ -114,21 +115,26 @@ def test_a_run_delivers_text_to_image_and_edits_and_reports_a_failed_generation(
     assert harbour.endpoint == "fal-ai/bytedance/seedream/v4/text-to-image"
 
 
+def killed_with_requests_queued(server: Any, manifest: Path, runs: Path) -> Path:
+    """``seedbatch run`` killed with -9 once every job's request is queued (the emulator's
+    clock frozen: they stay queued until a test moves it); the run directory."""
+    set_clock(server, freeze=True)
+    proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs), env=env_at(server))
+    try:
+        wait_for(lambda: sum(s.attached for s in journal_states(only_run_dir(runs)).values())
+                 == 3, "all three requests queued")
+    finally:
+        proc.kill()  # kill -9: nothing of the process survives but its journal
+        proc.communicate(timeout=60)
+    return only_run_dir(runs)
+
+
 def test_a_killed_run_resumes_without_sending_anything_twice(tmp_path: Path) -> None:
     manifest = write(tmp_path, HELD)
     runs = tmp_path / "runs"
     with serve_in_thread(EmulatorConfig(latency=0.5, seed=2)) as server:
-        set_clock(server, freeze=True)  # requests stay queued…
-        proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs),
-                         env=env_at(server))
-        try:
-            wait_for(lambda: sum(s.attached for s in journal_states(only_run_dir(runs))
-                                 .values()) == 3, "all three requests queued")
-        finally:
-            proc.kill()  # kill -9: nothing of the process survives but its journal
-            proc.communicate(timeout=60)
-        run_dir = only_run_dir(runs)
-        set_clock(server, freeze=False, advance=60)  # …until now: they complete, billed
+        run_dir = killed_with_requests_queued(server, manifest, runs)
+        set_clock(server, freeze=False, advance=60)  # they complete, billed
         resumed = cli("resume", str(run_dir), env=env_at(server))
         assert resumed.returncode == 0, resumed.stderr
         _, statuses = audit(run_dir, server, jobs=3)
@@ -146,16 +152,7 @@ def test_cancel_removes_queued_requests_and_a_running_one_runs_on_to_be_download
     manifest = write(tmp_path, HELD)
     runs = tmp_path / "runs"
     with serve_in_thread(EmulatorConfig(latency=4.0, seed=3)) as server:
-        set_clock(server, freeze=True)
-        proc = start_cli("run", str(manifest), "--yes", "--runs-dir", str(runs),
-                         env=env_at(server))
-        try:
-            wait_for(lambda: sum(s.attached for s in journal_states(only_run_dir(runs))
-                                 .values()) == 3, "all three requests queued")
-        finally:
-            proc.kill()  # kill -9, then cancel from another process
-            proc.communicate(timeout=60)
-        run_dir = only_run_dir(runs)
+        run_dir = killed_with_requests_queued(server, manifest, runs)
         # one request has been picked up by a runner (IN_PROGRESS), two wait in the queue
         running = next(iter(fal_tasks(server).values()))
         running.created -= 2.0  # half its latency ago: past the queue's quarter
