@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from runner.plugins import registry
-from runner.spec import ModelSpec
+from runner.spec import PORTABLE_SETTINGS, ModelSpec
 
 __all__ = ["ModelSpec", "by_endpoint", "cross_field_rules", "describe_model", "get_model",
-           "models", "provider_names"]
+           "models", "portable_support", "provider_names"]
 
 
 def models() -> dict[str, ModelSpec]:
@@ -80,5 +80,13 @@ def describe_model(spec: ModelSpec) -> dict[str, Any]:
         "outputs_param": spec.outputs_param,
         "limits": spec.limits,
         "rules": cross_field_rules(spec),
+        "portable": portable_support(spec),
         "params": params,
     }
+
+
+def portable_support(spec: ModelSpec) -> dict[str, str | None]:
+    """Each portable setting (size, count, seed): what the model can do with it, in words,
+    or None when it takes none (the manifest must use its own parameter)."""
+    support = spec.portable_support if spec.portable is not None else {}
+    return {name: support.get(name) for name in PORTABLE_SETTINGS}

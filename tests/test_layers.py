@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[Group, ...], ...] = (
     (("journal", ("runner.execute.journal",)),),
     (("execute", ("runner.execute.*",)), ("report", ("runner.report.*",))),
     (("api", ("runner.api",)), ("testing", ("runner.testing",))),
+    (("review", ("runner.review.*",)),),
     (("cli", ("runner.cli.*", "runner.__main__", "runner")),),
 )
 

@@ -81,6 +81,12 @@ def main() -> None:
 
 
 # Each command module registers its commands on `main` when imported.
-from runner.cli import emulate_cmd, manifest_cmds, report_cmds, run_cmds  # noqa: E402
+from runner.cli import (  # noqa: E402
+    emulate_cmd,
+    manifest_cmds,
+    report_cmds,
+    review_cmds,
+    run_cmds,
+)
 
-__all__ = ["emulate_cmd", "main", "manifest_cmds", "report_cmds", "run_cmds"]
+__all__ = ["emulate_cmd", "main", "manifest_cmds", "report_cmds", "review_cmds", "run_cmds"]

@@ -271,12 +271,14 @@ def models(as_json: bool) -> None:
 
     For each model id: provider, endpoint, list price used for estimates, and each
     parameter with its type, default, allowed values or range and description, plus
-    the cross-field rules seedbatch checks (pixel ranges, reference image counts).
-    Parameters use the provider's own names; write them in a model alias:
+    the cross-field rules seedbatch checks (pixel ranges, reference image counts), and
+    what it makes of the portable settings size, count and seed. Parameters use the
+    provider's own names; portable settings work on every model that supports them:
 
     \b
       models:
         hero: {model: <model id>, params: {<name>: <value>, …}}
+        any:  {model: <model id>, size: 2048x2048, count: 2}
 
     \b
     Examples:
@@ -308,6 +310,13 @@ def models(as_json: bool) -> None:
         console.print(table)
         for rule in d["rules"]:
             console.print(f"  • {rule}")
+        portable = [f"{name}: {what}" for name, what in d["portable"].items() if what]
+        missing = [name for name, what in d["portable"].items() if not what]
+        if portable:
+            console.print(f"  portable — {'; '.join(portable)}"
+                          + (f" (no {', '.join(missing)})" if missing else ""))
+        else:
+            console.print("  portable — none: use its own params")
         console.print()
 
 

@@ -89,6 +89,44 @@ def make_server(app: Starlette, *, log_level: str = "warning",
 
 
 @contextlib.contextmanager
+def app_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0, *,
+                  what: str = "the emulator", log_level: str = "warning") -> Iterator[str]:
+    """Serve ``app`` on ``host:port`` (a free port by default) in a background thread.
+
+    Yields its URL once the socket accepts connections; stops the server and joins the
+    thread on exit. ``what`` names the app in the error raised when it does not start."""
+    sock = bind_socket(host, port)
+    server = make_server(app, log_level=log_level)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # reported to the waiting caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name=f"seedbatch: {what}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if failure or not thread.is_alive():
+            sock.close()
+            raise RuntimeError(f"{what} did not start: {failure[0] if failure else '?'}")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError(f"{what} did not start within 15 s")
+        time.sleep(0.01)
+    bound_host, bound_port = sock.getsockname()[:2]
+    try:
+        yield url_for(host if host else bound_host, bound_port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@contextlib.contextmanager
 def serve_in_thread(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
                     port: int = 0, *, log_level: str = "warning",
                     clock: Clock | None = None,
@@ -100,32 +138,5 @@ def serve_in_thread(config: EmulatorConfig | None = None, host: str = "127.0.0.1
     ``registry`` the installed providers, as for :func:`create_app`; the clock is called
     from the server's thread."""
     app = create_app(config or EmulatorConfig(), clock=clock, registry=registry)
-    sock = bind_socket(host, port)
-    server = make_server(app, log_level=log_level)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            server.run(sockets=[sock])
-        except BaseException as exc:  # reported to the waiting caller
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, name="seedbatch-emulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if failure or not thread.is_alive():
-            sock.close()
-            raise RuntimeError(f"the emulator did not start: {failure[0] if failure else '?'}")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError("the emulator did not start within 15 s")
-        time.sleep(0.01)
-    bound_host, bound_port = sock.getsockname()[:2]
-    try:
-        yield EmulatorServer(url_for(host if host else bound_host, bound_port), app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with app_in_thread(app, host, port, log_level=log_level) as url:
+        yield EmulatorServer(url, app)

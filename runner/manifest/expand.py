@@ -34,8 +34,10 @@ from runner.manifest.validate import (
     Manifest,
     Param,
     locate_template,
+    portable_value,
     suggest,
 )
+from runner.spec import ModelSpec, Portable
 
 _MISS = object()
 
@@ -220,9 +222,14 @@ class _EntryExpander:
             const = {k: p.value for k, p in merged.items() if p.template is None}
             param_slots = [(k, p, self.slot(p.template, p.parts))
                            for k, p in merged.items() if p.template is not None]
-            p_dc = any(s.dc for _, _, s in param_slots)
-            p_di = any(s.di for _, _, s in param_slots)
-            params_cache: dict[tuple[int, int], Any] = {}
+            # portable settings: the job's over the alias's; (name, Param, slot or None)
+            portable_spec = [(k, p, self.slot(p.template, p.parts) if p.template else None)
+                             for k, p in {**alias.portable, **e.portable}.items()]
+            p_dc = any(s.dc for _, _, s in param_slots) or any(
+                s.dc for _, _, s in portable_spec if s is not None)
+            p_di = any(s.di for _, _, s in param_slots) or any(
+                s.di for _, _, s in portable_spec if s is not None)
+            params_cache: dict[tuple[int, int, int], Any] = {}
             check_cache: dict[tuple[str, int], list[tuple[str, str]]] = {}
             estimates: dict[int, Estimate] = {}
             price = alias.price
@@ -270,26 +277,6 @@ class _EntryExpander:
                         else:
                             clean_prompt = prompt  # renders are cached: check each one once
 
-                    # params
-                    pk = (ci if p_dc else -1, index if p_di else -1)
-                    cached = params_cache.get(pk)
-                    if cached is None:
-                        values = dict(const)
-                        params_failed = False
-                        for pname, _p, s in param_slots:
-                            v = get(s)
-                            if v is _FAILED:
-                                params_failed = True
-                            values[pname] = v
-                        final = spec.with_defaults(values)
-                        cached = (final, canonical_json(final) if not params_failed else "",
-                                  spec.images_per_job(final))
-                        if not params_failed:
-                            params_cache[pk] = cached
-                    final, canon, n = cached
-                    params_ok = bool(canon)
-                    failed = failed or not params_ok
-
                     # images
                     if static_images is not None:
                         images = static_images
@@ -302,6 +289,35 @@ class _EntryExpander:
                             image_cache[ik] = images
                         if images is _FAILED:
                             failed = True
+
+                    # params: portable settings translated, explicit params over them
+                    n_refs = len(images) if images is not _FAILED else -1
+                    pk = (ci if p_dc else -1, index if p_di else -1,
+                          n_refs if portable_spec else -1)
+                    cached = params_cache.get(pk)
+                    if cached is None:
+                        values = dict(const)
+                        params_failed = False
+                        for pname, _p, s in param_slots:
+                            v = get(s)
+                            if v is _FAILED:
+                                params_failed = True
+                            values[pname] = v
+                        if portable_spec:
+                            translated = self.portable(spec, portable_spec, get, n_refs,
+                                                       alias, combo, index)
+                            if translated is None:
+                                params_failed = True
+                            else:
+                                values = {**translated, **values}
+                        final = spec.with_defaults(values)
+                        cached = (final, canonical_json(final) if not params_failed else "",
+                                  spec.images_per_job(final))
+                        if not params_failed:
+                            params_cache[pk] = cached
+                    final, canon, n = cached
+                    params_ok = bool(canon)
+                    failed = failed or not params_ok
 
                     # the model's own rules, once per distinct parameter set (checked even
                     # when the name or prompt failed, so every problem shows at once)
@@ -403,6 +419,36 @@ class _EntryExpander:
             raise ImageProblem(f"unknown image set {text!r}{suggest(text, sets)}")
         assert self.m.resolver is not None
         return self.m.resolver.resolve(text)
+
+    def portable(self, spec: ModelSpec, given: list[tuple[str, Param, _Slot | None]],
+                 get: Any, n_refs: int, alias: Alias, combo: Mapping[str, Any],
+                 index: int) -> dict[str, Any] | None:
+        """The model's own parameters for the portable settings ``given`` (None: a problem,
+        reported at the setting that caused it)."""
+        values: dict[str, Any] = {}
+        where = {name: p.parts for name, p, _ in given}
+        ok = True
+        for name, p, s in given:
+            if s is None:
+                values[name] = p.value
+                continue
+            v = get(s)
+            if v is _FAILED:
+                ok = False
+                continue
+            parsed, problem = portable_value(name, v)
+            if problem:
+                self.bag.add(p.parts, problem,
+                             describe_combo(alias.name, combo, index, self.entry.repeat))
+                ok = False
+            values[name] = parsed
+        if not ok or n_refs < 0:
+            return None
+        params, problems = spec.translate(Portable(**values), n_refs)
+        for setting, message in problems:
+            self.bag.add(where.get(setting, self.entry.parts), message,
+                         describe_combo(alias.name, combo, index, self.entry.repeat))
+        return None if problems else params
 
     def param_problem(self, where: str, message: str, merged: Mapping[str, Param],
                       name: str) -> None:

@@ -42,6 +42,7 @@ from runner.manifest.templates import (
     slug,
 )
 from runner.plugins import missing_provider_message, provider_of_model, registry
+from runner.spec import PORTABLE_SETTINGS
 
 RESERVED = ("model", "index", "prompts", "job", "image")
 DEFAULT_OUTPUT = "{{ job.name }}/{{ image.index }}.{{ image.ext }}"
@@ -245,6 +246,8 @@ class Alias:
     params: dict[str, Param]
     price: Price
     parts: Parts  # the alias's node, or the job's model entry for a bare model id
+    # portable settings (size / count / seed), each as written: value parsed, or a template
+    portable: dict[str, Param] = field(default_factory=dict)
 
 
 @dataclass
@@ -274,6 +277,7 @@ class JobEntry:
     images: list[ImageEntry]
     params: dict[str, Param]
     repeat: int
+    portable: dict[str, Param] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -413,6 +417,52 @@ def _params(ck: _Checker, raw: Any, parts: Parts, prompts: Sequence[str]) -> dic
     return out
 
 
+_SIZE = re.compile(r"\s*([0-9]+)\s*[xX×]\s*([0-9]+)\s*")
+
+
+def portable_value(name: str, value: Any) -> tuple[Any, str | None]:
+    """A portable setting's value as the translators take it (``size`` → (width, height),
+    ``count`` and ``seed`` → int), or why it is not one. For constants here and for
+    templates' renders in expansion alike."""
+    if name == "size":
+        m = _SIZE.fullmatch(value) if isinstance(value, str) else None
+        if m is None:
+            return None, (f"size must be WIDTHxHEIGHT in pixels, e.g. 2048x1536 (got "
+                          f"{value!r})")
+        w, h = int(m.group(1)), int(m.group(2))
+        if w < 1 or h < 1:
+            return None, f"size {value!r}: width and height must be at least 1"
+        return (w, h), None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None, f"{name} must be a whole number (got {value!r})"
+    if name == "count" and value < 1:
+        return None, f"count must be at least 1 (got {value})"
+    if name == "seed" and value < 0:
+        return None, f"seed must be 0 or more (got {value})"
+    return value, None
+
+
+def _portable(ck: _Checker, body: Mapping[str, Any], parts: Parts,
+              prompts: Sequence[str]) -> dict[str, Param]:
+    """The portable settings written at ``parts`` (a model alias or a job)."""
+    out: dict[str, Param] = {}
+    for name in PORTABLE_SETTINGS:
+        if name not in body or not ck.ok((*parts, name)):
+            continue
+        value, p = body[name], (*parts, name)
+        if isinstance(value, str) and has_markup(value):
+            t = ck.compile(value, p, prompts, native=True)
+            if t is not None:
+                out[name] = Param(name, p, template=t)
+            continue
+        parsed, problem = portable_value(name, value)
+        if problem:
+            ck.error(problem, p)
+        else:
+            out[name] = Param(name, p, value=parsed)
+    return out
+
+
 def _resolve_entry(ck: _Checker, text: str, parts: Parts,
                    sets: dict[str, tuple[ImageRef, ...] | None]) -> tuple[ImageRef, ...] | None:
     if text in sets:
@@ -470,7 +520,8 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
     if isinstance(raw_models, dict):
         for alias, body in raw_models.items():
             p = ("models", alias)
-            if not ck.ok_fields(p, ("model", "params", "price")) or not isinstance(body, dict):
+            if not ck.ok_fields(p, ("model", "params", "price", *PORTABLE_SETTINGS)) or \
+                    not isinstance(body, dict):
                 continue
             spec = get_model(body.get("model", ""))
             if spec is None:
@@ -481,8 +532,9 @@ def validate_document(doc: Document) -> tuple[Manifest | None, list[ManifestErro
                 price = Price(given.get("usd_per_image"), given.get("credits_per_image"))
             n_errors = len(ck.errors)
             params = _params(ck, body.get("params") or {}, (*p, "params"), prompt_names)
+            portable = _portable(ck, body, p, prompt_names)
             if len(ck.errors) == n_errors:  # else jobs using it are skipped, not misjudged
-                aliases[alias] = Alias(alias, spec, params, price, p)
+                aliases[alias] = Alias(alias, spec, params, price, p, portable)
 
     # image sets
     sets: dict[str, tuple[ImageRef, ...] | None] = {}
@@ -585,7 +637,7 @@ def _job_entry(ck: _Checker, i: int, body: Any, aliases: dict[str, Alias],
     if not isinstance(body, dict):
         return None
     usable = ck.ok_fields(p, ("name", "model", "prompt", "matrix", "images", "params",
-                              "repeat"))
+                              "repeat", *PORTABLE_SETTINGS))
     line = ck.doc.pos(p).line
 
     # models: aliases or bare model ids
@@ -662,10 +714,12 @@ def _job_entry(ck: _Checker, i: int, body: Any, aliases: dict[str, Alias],
 
     n_errors = len(ck.errors)
     params = _params(ck, body.get("params") or {}, (*p, "params"), prompt_names)
+    portable = _portable(ck, body, p, prompt_names)
     usable = usable and len(ck.errors) == n_errors and ck.ok((*p, "params"))
     repeat = body.get("repeat", 1)
     if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
         usable = False
     if not usable or matrix is None or prompt_t is None:
         return None
-    return JobEntry(i, p, line, name_t, chosen, prompt_t, matrix, images, params, repeat)
+    return JobEntry(i, p, line, name_t, chosen, prompt_t, matrix, images, params, repeat,
+                    portable)

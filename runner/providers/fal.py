@@ -23,7 +23,8 @@ Wire facts (docs/hosts/fal.md has the whole story and the sources):
 * reference images go in ``image_urls``: URLs as they are, local files as ``data:`` URIs
   (fal accepts base64 data URIs wherever it takes a file URL).
 
-fal answers no cost: a success is priced at the model's list price per image returned.
+fal answers no cost: a status carries none, and the report charges the images at the plan's
+price per image, marked as an estimate.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from runner.catalog import ModelSpec, by_endpoint
+from runner.catalog import ModelSpec
 from runner.errors import (
     CancelUnsupported,
     JobRejected,
@@ -78,14 +79,12 @@ SUBMIT_AMBIGUOUS_HTTP = frozenset({504})
 
 @dataclass(frozen=True, slots=True)
 class QueueRequest:
-    """One queued request: its id, the three URLs its submit answered with, and the
-    endpoint it was submitted to (which says the model, hence the price)."""
+    """One queued request: its id and the three URLs its submit answered with."""
 
     request_id: str
     status_url: str
     response_url: str
     cancel_url: str
-    endpoint: str = ""
 
 
 def _relative(base: str, url: str) -> str:
@@ -104,29 +103,26 @@ def encode_task_id(base: str, request: QueueRequest) -> str:
 
     The journal stores one string per job, and a resumed run (after kill -9) must poll,
     fetch and cancel through the very URLs the submit answered with — fal says never to
-    build them — and price what comes back (fal answers no cost, and both Seedreams share
-    the app id those URLs name). So the id *is* those URLs, made relative to the base URL (a
-    resumed ``--emulate`` run serves the emulator on a new port; a real run may move
-    ``FAL_BASE_URL`` to fal's backup host), with the endpoint submitted to after a ``#``.
-    When the answer has fal's documented shape — status and cancel URLs are the response
-    URL plus ``/status`` and ``/cancel``, and the response URL ends with the request id —
-    the id reads ``fal-ai/bytedance/requests/<request id>#fal-ai/bytedance/seedream/v4/
-    text-to-image``. Any other shape is kept whole as JSON, so nothing the host said is
-    ever guessed back. Decoding is exact either way (:func:`decode_task_id`)."""
+    build them. So the id *is* those URLs, made relative to the base URL (a resumed
+    ``--emulate`` run serves the emulator on a new port; a real run may move
+    ``FAL_BASE_URL`` to fal's backup host). When the answer has fal's documented shape —
+    status and cancel URLs are the response URL plus ``/status`` and ``/cancel``, and the
+    response URL ends with the request id — the id is just the relative response URL,
+    readable in reports: ``fal-ai/bytedance/requests/<request id>``. Any other shape is kept
+    whole as JSON, so nothing the host said is ever guessed back. Decoding is exact either
+    way (:func:`decode_task_id`)."""
     response = _relative(base, request.response_url)
     compact = (request.status_url == request.response_url + "/status"
                and request.cancel_url == request.response_url + "/cancel"
                and request.response_url.endswith("/" + request.request_id)
-               and not response.startswith(("http://", "https://", "{"))
-               and "?" not in response and "#" not in response
-               and "#" not in request.endpoint)
+               and not response.startswith(("http://", "https://", "{")))
     if compact:
-        return f"{response}#{request.endpoint}" if request.endpoint else response
+        return response
     return json.dumps({"request_id": request.request_id,
                        "status_url": _relative(base, request.status_url),
                        "response_url": response,
-                       "cancel_url": _relative(base, request.cancel_url),
-                       "endpoint": request.endpoint}, separators=(",", ":"))
+                       "cancel_url": _relative(base, request.cancel_url)},
+                      separators=(",", ":"))
 
 
 def decode_task_id(base: str, task_id: str) -> QueueRequest:
@@ -138,18 +134,16 @@ def decode_task_id(base: str, task_id: str) -> QueueRequest:
             doc = json.loads(text)
             return QueueRequest(str(doc["request_id"]), _absolute(base, doc["status_url"]),
                                 _absolute(base, doc["response_url"]),
-                                _absolute(base, doc["cancel_url"]),
-                                str(doc.get("endpoint") or ""))
+                                _absolute(base, doc["cancel_url"]))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise JobRejected(f"task id {excerpt(task_id)!r} is not a fal request",
                               provider=PROVIDER) from None
-    path, _, endpoint = text.partition("#")
-    if not path or path.startswith(("http://", "https://")):
+    if not text or text.startswith(("http://", "https://")):
         raise JobRejected(f"task id {excerpt(task_id)!r} is not a fal request",
                           provider=PROVIDER)
-    response = _absolute(base, path)
-    return QueueRequest(path.rsplit("/", 1)[-1], response + "/status", response,
-                        response + "/cancel", endpoint)
+    response = _absolute(base, text)
+    return QueueRequest(text.rsplit("/", 1)[-1], response + "/status", response,
+                        response + "/cancel")
 
 
 # -- the wire form of a job (pure) ------------------------------------------------------------
@@ -206,20 +200,14 @@ def input_body(job: Job, urls: list[str]) -> dict[str, Any]:
 
 # -- answers (pure) ---------------------------------------------------------------------------
 
-def parse_submit(doc: Mapping[str, Any], endpoint: str) -> QueueRequest:
+def parse_submit(doc: Mapping[str, Any]) -> QueueRequest:
     fields = [doc.get(k) for k in ("request_id", "status_url", "response_url", "cancel_url")]
     if not all(isinstance(v, str) and v for v in fields):
         raise UnknownOutcome("the queue answered without request_id, status_url, response_url "
                              "and cancel_url; a request may have been queued",
                              provider=PROVIDER)
     rid, status, response, cancel = (str(v) for v in fields)
-    return QueueRequest(rid, status, response, cancel, endpoint)
-
-
-def model_of(request: QueueRequest) -> ModelSpec | None:
-    """The model a request was submitted for, from its endpoint (None when unknown)."""
-    return by_endpoint(PROVIDER, request.endpoint.rpartition("/")[0]) \
-        if request.endpoint else None
+    return QueueRequest(rid, status, response, cancel)
 
 
 def detail_text(doc: Mapping[str, Any] | None, fallback: str) -> str:
@@ -253,13 +241,6 @@ def parse_images(doc: Mapping[str, Any]) -> tuple[RemoteOutput, ...]:
                                         content_type=item.get("content_type") or None,
                                         size=as_int(item.get("file_size"))))
     return tuple(outputs)
-
-
-def list_price(spec: ModelSpec | None, outputs: int) -> float | None:
-    """What ``outputs`` images cost at the model's list price (fal reports no cost)."""
-    if spec is None or spec.price.usd_per_image is None:
-        return None
-    return spec.price.usd_per_image * outputs
 
 
 class FalProvider(HttpProvider):
@@ -314,7 +295,7 @@ class FalProvider(HttpProvider):
             raise UnknownOutcome(f"submit to {endpoint} answered HTTP {status} without JSON; "
                                  f"a request may have been queued", provider=PROVIDER,
                                  http_status=status)
-        request = parse_submit(doc, endpoint)
+        request = parse_submit(doc)
         return SubmitResult(task_id=encode_task_id(self.base_url, request))
 
     async def poll(self, task_id: str) -> TaskStatus:
@@ -355,8 +336,9 @@ class FalProvider(HttpProvider):
                 return TaskStatus(task_id, TaskState.FAILED, word,
                                   error="fal completed the request without any image",
                                   elapsed_seconds=elapsed)
+            # fal answers no cost: the status carries none, and the report charges the
+            # images at the plan's price per image (marked as an estimate)
             return TaskStatus(task_id, TaskState.SUCCEEDED, word, outputs=outputs,
-                              cost_usd=list_price(model_of(request), len(outputs)),
                               elapsed_seconds=elapsed)
         err = http_status_error(response, PROVIDER, self._secrets)
         # The result replays the model's own answer. Credentials, throttling and, for a

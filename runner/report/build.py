@@ -91,6 +91,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _cost(record: JobRecord, status: str) -> dict[str, Any]:
+    """What a job cost in this run: reported by its host, or — when a succeeded job's host
+    reports nothing — its images × the price per image its estimate used."""
+    if record.reused:
+        return {"cost_usd": 0.0, "credits": 0.0, "cost_estimated": False}
+    if (status == JobStatus.SUCCEEDED and record.cost_usd is None and record.credits is None
+            and record.estimate_images > 0):
+        images = len(record.outputs) or record.estimate_images
+        per = images / record.estimate_images
+        return {"cost_usd": _money(record.estimate_usd * per) if record.estimate_usd else None,
+                "credits": (_money(record.estimate_credits * per)
+                            if record.estimate_credits else None),
+                "cost_estimated": bool(record.estimate_usd or record.estimate_credits)}
+    return {"cost_usd": _money(record.cost_usd), "credits": _money(record.credits),
+            "cost_estimated": False}
+
+
 def _job(record: JobRecord) -> dict[str, Any]:
     submitted = iso_utc(record.submitted_at)
     started = iso_utc(record.started_at)
@@ -121,8 +138,7 @@ def _job(record: JobRecord) -> dict[str, Any]:
             "finished_at": finished,
             "duration_seconds": _seconds_between(submitted, finished),
         },
-        "cost_usd": 0.0 if record.reused else _money(record.cost_usd),
-        "credits": 0.0 if record.reused else _money(record.credits),
+        **_cost(record, status),
         "estimate": {
             "images": record.estimate_images,
             "usd": _money(record.estimate_usd) or 0.0,
@@ -164,7 +180,26 @@ def _by_model(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not job["reused"]:
             row["estimate_usd"] = _sum([row["estimate_usd"], job["estimate"]["usd"]])
             row["estimate_credits"] = _sum([row["estimate_credits"], job["estimate"]["credits"]])
+    for (alias, model), row in rows.items():
+        ran = [j for j in jobs if (j["alias"], j["model"]) == (alias, model)
+               and not j["reused"] and j["status"] == JobStatus.SUCCEEDED]
+        images = sum(len(j["outputs"]) for j in ran)
+        usd = _sum(j["cost_usd"] for j in ran)
+        row["usd_per_image"] = round(usd / images, 9) if images and usd else None
+        row["latency"] = _latency([j["times"]["duration_seconds"] for j in ran])
     return list(rows.values())
+
+
+def _latency(durations: Iterable[float | None]) -> dict[str, Any] | None:
+    """Median, 90th percentile (nearest rank) and slowest of ``durations``; None if none."""
+    known = sorted(d for d in durations if d is not None)
+    if not known:
+        return None
+    n = len(known)
+    median = known[n // 2] if n % 2 else (known[n // 2 - 1] + known[n // 2]) / 2
+    p90 = known[max(0, -(-9 * n // 10) - 1)]
+    return {"jobs": n, "median_s": round(median, 3), "p90_s": round(p90, 3),
+            "max_s": round(known[-1], 3)}
 
 
 def _totals(jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -181,6 +216,7 @@ def _totals(jobs: list[dict[str, Any]]) -> dict[str, Any]:
         "images": sum(len(j["outputs"]) for j in jobs),
         "bytes": sum(o["bytes"] for j in jobs for o in j["outputs"]),
         "cost_usd": _sum(j["cost_usd"] for j in jobs),
+        "estimated_usd": _sum(j["cost_usd"] for j in jobs if j["cost_estimated"]),
         "credits": _sum(j["credits"] for j in jobs),
         "estimate": {
             "images": sum(j["estimate"]["images"] for j in ran),

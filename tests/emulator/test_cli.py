@@ -96,7 +96,7 @@ def test_set_and_the_credits_alias_become_provider_options() -> None:
     answer, index = asyncio.run(ask())
     assert answer.json()["data"] == {"credits": 20}
     options = index.json()["config"]["options"]
-    assert {name: options[name] for name in ("pixwith", "wiro")} == {
+    assert {k: options[k] for k in ("pixwith", "wiro")} == {
         "pixwith": {"credits": 20, "upload_ttl": 600.0}, "wiro": {"balance_usd": 1000.0}}
 
 

@@ -18,7 +18,8 @@ def test_unknown_key_names_it_suggests_and_lists_allowed(only) -> None:
     err = only(HEAD + "  - model: v4\n    prompt: hi\n    parms: {maxImages: 2}\n")
     assert (err.line, err.col, err.path) == (9, 5, "$.jobs[0].parms")
     assert "unknown key 'parms'; did you mean 'params'?" in err.message
-    assert "allowed here: images, matrix, model, name, params, prompt, repeat" in err.message
+    assert ("allowed here: count, images, matrix, model, name, params, prompt, repeat, seed, "
+            "size") in err.message
     assert str(err) == f"m.yaml:9:5: {err.message} (at $.jobs[0].parms)"
 
 

@@ -93,6 +93,28 @@ def test_totals_are_the_sums_of_the_jobs(report_of) -> None:
     assert sum(r["credits"] for r in by_model.values()) == pytest.approx(totals["credits"])
     assert by_model["pix"]["credits"] == 6.0 * 4  # six pix jobs: one failed, one pending
     assert sum(r["jobs"] for r in by_model.values()) == 12
+    # latency and USD per image from this run's own succeeded jobs only
+    for alias, row in by_model.items():
+        ran = [j for j in jobs if j["alias"] == alias and not j["reused"]
+               and j["status"] == "succeeded"]
+        durations = sorted(j["times"]["duration_seconds"] for j in ran)
+        assert row["latency"]["jobs"] == len(durations)
+        assert row["latency"]["max_s"] == pytest.approx(durations[-1])
+        assert min(durations) <= row["latency"]["median_s"] <= row["latency"]["p90_s"]
+        usd = sum(j["cost_usd"] or 0 for j in ran)
+        images = sum(len(j["outputs"]) for j in ran)
+        assert row["usd_per_image"] == (pytest.approx(usd / images) if usd else None)
+
+
+def test_latency_summary_is_nearest_rank() -> None:
+    from runner.report.build import _latency
+
+    assert _latency([]) is None
+    assert _latency([None]) is None
+    assert _latency([3.0, 1.0, 2.0]) == {"jobs": 3, "median_s": 2.0, "p90_s": 3.0,
+                                         "max_s": 3.0}
+    ten = _latency([float(i) for i in range(1, 11)])
+    assert ten == {"jobs": 10, "median_s": 5.5, "p90_s": 9.0, "max_s": 10.0}
 
 
 def test_job_record_carries_request_outcome_and_outputs(report_of, kit) -> None:
@@ -140,6 +162,29 @@ def test_reused_job_costs_nothing_in_this_run_and_names_its_origin(synthetic, ki
     assert reused["credits"] == 0.0
     assert reused["status"] == "succeeded"
     assert reused["outputs"]
+
+
+def test_a_host_that_reports_no_cost_is_charged_its_estimate_marked(synthetic, kit,
+                                                                     validator) -> None:
+    records = synthetic.records
+    ran = next(j for j in records.jobs if j.status == "succeeded" and not j.reused
+               and len(j.outputs) >= 1)
+    silent = replace(ran, cost_usd=None, credits=None, estimate_images=4, estimate_usd=0.16,
+                     estimate_credits=0.0)
+    jobs = tuple(silent if j.key == ran.key else j for j in records.jobs)
+    report = build_report(RunRecords(records.meta, jobs), environment=kit.ENVIRONMENT)
+    assert errors(validator, report) == []
+    job = next(j for j in report["jobs"] if j["key"] == ran.key)
+    # four images were asked for at $0.04; what came back is charged at the same rate
+    assert job["cost_estimated"] is True
+    assert job["cost_usd"] == pytest.approx(0.04 * len(ran.outputs))
+    assert job["credits"] is None
+    assert report["totals"]["estimated_usd"] == pytest.approx(0.04 * len(ran.outputs))
+    others = [j for j in report["jobs"] if j["key"] != ran.key]
+    assert not any(j["cost_estimated"] for j in others)
+    # a failed job that reported nothing is not charged
+    failed = next(j for j in report["jobs"] if j["status"] == "failed")
+    assert failed["cost_estimated"] is False
 
 
 def test_build_is_deterministic(synthetic, kit) -> None:

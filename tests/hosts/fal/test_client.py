@@ -46,27 +46,25 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
 def test_a_documented_answer_becomes_its_readable_relative_response_url() -> None:
     rid = "80e732af-660e-45cd-bd63-580e4f2a94cc"
     response = f"https://queue.fal.run/fal-ai/bytedance/requests/{rid}"
-    endpoint = "fal-ai/bytedance/seedream/v4.5/edit"
-    request = QueueRequest(rid, response + "/status", response, response + "/cancel", endpoint)
+    request = QueueRequest(rid, response + "/status", response, response + "/cancel")
     task_id = encode_task_id("https://queue.fal.run", request)
-    assert task_id == f"fal-ai/bytedance/requests/{rid}#{endpoint}"
+    assert task_id == f"fal-ai/bytedance/requests/{rid}"
     # after a restart, against another base (fal's backup host), the same URLs there
     assert decode_task_id("https://queue.falrun.com/", task_id) == QueueRequest(
         rid, f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}/status",
         f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}",
-        f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}/cancel", endpoint)
+        f"https://queue.falrun.com/fal-ai/bytedance/requests/{rid}/cancel")
 
 
 def test_any_other_answer_is_kept_whole_and_decodes_exactly() -> None:
     request = QueueRequest("r1", "https://queue.fal.run/a/b/requests/r1/status?x=1",
                            "https://elsewhere.test/results/r1",
-                           "https://queue.fal.run/a/b/requests/r1/cancel", "a/b/c/edit")
+                           "https://queue.fal.run/a/b/requests/r1/cancel")
     task_id = encode_task_id("https://queue.fal.run", request)
     assert json.loads(task_id) == {"request_id": "r1",
                                    "status_url": "a/b/requests/r1/status?x=1",
                                    "response_url": "https://elsewhere.test/results/r1",
-                                   "cancel_url": "a/b/requests/r1/cancel",
-                                   "endpoint": "a/b/c/edit"}
+                                   "cancel_url": "a/b/requests/r1/cancel"}
     assert decode_task_id("https://queue.fal.run", task_id) == request
 
 
@@ -84,8 +82,7 @@ async def test_a_request_goes_queued_running_completed_and_is_priced_per_image()
         job = make_job(V4, params={"num_images": 2, "max_images": 2, "seed": 7})
         submitted = await client.submit(job)
         task = task_of(state, submitted.task_id)
-        assert submitted.task_id == f"fal-ai/bytedance/requests/{task.id}" \
-                                    f"#fal-ai/bytedance/seedream/v4/text-to-image"
+        assert submitted.task_id == f"fal-ai/bytedance/requests/{task.id}"
         assert task.endpoint == "fal-ai/bytedance/seedream/v4/text-to-image"
         assert task.params["enhance_prompt_mode"] == "standard"
         assert (await client.poll(submitted.task_id)).state is TaskState.QUEUED
@@ -96,7 +93,7 @@ async def test_a_request_goes_queued_running_completed_and_is_priced_per_image()
         done = await client.poll(submitted.task_id)
         assert done.state is TaskState.SUCCEEDED
         assert len(done.outputs) == 4  # num_images × max_images
-        assert done.cost_usd == pytest.approx(4 * 0.03)
+        assert done.cost_usd is None  # fal reports no cost: the report estimates it
         assert done.elapsed_seconds == pytest.approx(LATENCY * 0.75)
         async with client.stream(done.outputs[0].url) as response:
             data = b"".join([c async for c in response.aiter_bytes()])
@@ -116,7 +113,6 @@ async def test_a_resumed_client_follows_the_request_it_never_submitted() -> None
         clock.advance(LATENCY * 2)
         done = await fresh.poll(submitted.task_id)
         assert done.state is TaskState.SUCCEEDED
-        assert done.cost_usd == pytest.approx(0.04)  # the 4.5 endpoint, named in the id
         await fresh.aclose()
 
 
@@ -283,7 +279,7 @@ async def test_the_submitted_body_is_the_input_with_image_urls_last(tmp_path: Pa
     client = answering(httpx.MockTransport(queue))
     job = make_job(V4, images=(ImageRef(ref="a.png", path=str(local)),))
     result = await client.submit(job)
-    assert result.task_id == "fal-ai/bytedance/requests/r1#fal-ai/bytedance/seedream/v4/edit"
+    assert result.task_id == "fal-ai/bytedance/requests/r1"
     request = seen[0]
     assert str(request.url) == "https://queue.fal.test/fal-ai/bytedance/seedream/v4/edit"
     assert request.headers["Authorization"] == "Key id:secret"

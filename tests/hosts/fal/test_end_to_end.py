@@ -101,6 +101,8 @@ def test_a_run_delivers_text_to_image_and_edits_and_reports_a_failed_generation(
     jobs = {j["name"]: j for j in report["jobs"]}
     assert len(jobs["harbour-v4"]["outputs"]) == 2
     assert report["totals"]["cost_usd"] == pytest.approx(2 * 0.03 + 0.04 + 0.04)
+    assert report["totals"]["estimated_usd"] == pytest.approx(report["totals"]["cost_usd"])
+    assert jobs["doomed"]["cost_estimated"] is False
     assert stats["tasks_billed"] == 3
     assert stats["paid_outputs_unfetched"] == 0
     doomed = jobs["doomed"]
