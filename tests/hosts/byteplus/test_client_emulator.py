@@ -51,7 +51,7 @@ def test_the_request_sends_every_parameter_watermark_included() -> None:
                     "response_format": "url", "watermark": False}
     ep = request_body(SPEC.models[1], job(model=MODEL_45, params={"model": "ep-2025-x"}),
                       ["https://a.example/1.png", "https://a.example/2.png"])
-    assert ep["model"] == "ep-2025-x" and "model" not in {k for k in ep if k != "model"}
+    assert ep["model"] == "ep-2025-x"
     assert ep["image"] == ["https://a.example/1.png", "https://a.example/2.png"]
 
 
@@ -66,12 +66,15 @@ async def _one(params: dict[str, object] | None = None, prompt: str = "a kite",
 def test_a_set_of_images_comes_back_as_a_finished_task_costed_per_image(stream: bool) -> None:
     result, stats, _ = asyncio.run(_one({"stream": stream, **SET_OF_3}, model=MODEL_45))
     final = result.final
-    assert final is not None and final.state is TaskState.SUCCEEDED
+    assert final is not None
+    assert final.state is TaskState.SUCCEEDED
     assert len(final.outputs) == 3
     assert final.cost_usd == pytest.approx(3 * 0.04)
     assert final.error is None
-    assert stats["images_billed"] == 3 and stats["tasks_created_total"] == 1
-    assert result.task_id and result.task_id == final.task_id
+    assert stats["images_billed"] == 3
+    assert stats["tasks_created_total"] == 1
+    assert result.task_id
+    assert result.task_id == final.task_id
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -79,7 +82,8 @@ def test_a_partial_failure_delivers_the_images_made_and_bills_only_them(stream: 
     result, stats, _ = asyncio.run(_one({"stream": stream, **SET_OF_3},
                                         prompt="a kite emulator:fail"))
     final = result.final
-    assert final is not None and final.state is TaskState.SUCCEEDED
+    assert final is not None
+    assert final.state is TaskState.SUCCEEDED
     assert len(final.outputs) == 2
     assert final.cost_usd == pytest.approx(2 * 0.03)
     assert final.provider_status == "2 generated, 1 failed"
@@ -148,7 +152,7 @@ def test_every_refused_parameter_is_named() -> None:
     assert answer["error"]["type"] == "BadRequest"
 
 
-@pytest.mark.parametrize("body, param, code", [
+@pytest.mark.parametrize(("body", "param", "code"), [
     ({"prompt": "x"}, "model", "MissingParameter"),
     ({"model": "seedream-9"}, "model", "InvalidEndpointOrModel.NotFound"),
     ({"model": "seedream-4-0-250828"}, "prompt", "MissingParameter"),
@@ -194,7 +198,7 @@ def test_a_refused_request_is_a_rejection_naming_the_parameter() -> None:
         asyncio.run(_one({"optimize_prompt_options": {"mode": "fast"}}, model=MODEL_45))
 
 
-@pytest.mark.parametrize("faults, error", [
+@pytest.mark.parametrize(("faults", "error"), [
     ("429=1", RateLimited), ("5xx=1", ServerError), ("drop=1", UnknownOutcome)])
 def test_faults_become_the_error_that_says_whether_images_may_exist(
         faults: str, error: type[Exception]) -> None:
@@ -281,7 +285,8 @@ def test_the_documented_answers_parse() -> None:
     reader.feed("data: [DONE]")
     reader.close()
     status = reader.status("t", 0.03)
-    assert reader.done and status.state is TaskState.SUCCEEDED
+    assert reader.done
+    assert status.state is TaskState.SUCCEEDED
     assert [o.url for o in status.outputs] == ["https://x/0.jpeg"]
     assert status.cost_usd == pytest.approx(0.03)
     assert status.error == "1 image failed: OutputImageSensitiveContentDetected: blocked"

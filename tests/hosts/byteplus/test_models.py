@@ -17,13 +17,15 @@ def test_the_models_defaults_are_valid_and_say_what_is_sent() -> None:
         "sequential_image_generation": "disabled", "stream": False, "response_format": "url",
         "watermark": False}
     assert M45.with_defaults({})["model"] == "seedream-4-5-251128"
-    assert M40.price.usd_per_image == 0.03 and M45.price.usd_per_image == 0.04
+    assert M40.price.usd_per_image == 0.03
+    assert M45.price.usd_per_image == 0.04
 
 
 def test_an_endpoint_id_may_replace_the_model_id() -> None:
     assert M40.check(M40.with_defaults({"model": "ep-20250101-abcde"}), 0) == []
     [(where, message)] = M40.check(M40.with_defaults({"model": "gpt-image-1"}), 0)
-    assert where == "params.model" and "does not match" in message
+    assert where == "params.model"
+    assert "does not match" in message
 
 
 def test_sizes_follow_each_models_pixel_range_and_named_sizes() -> None:
