@@ -26,6 +26,7 @@ emulator serves exactly those. docs/plugins.md tells the whole story.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -270,6 +271,27 @@ async def check_provider_contract(
             await client.aclose()
 
 
+async def _check_unknown_poll(name: str, client: Provider, unknown_task_id: str) -> None:
+    """Step 8: polling an id the host never gave raises JobRejected."""
+    try:
+        await client.poll(unknown_task_id)
+    except JobRejected:
+        return
+    except ProviderError as exc:
+        raise _fail(name, "poll (unknown id)", f"{type(exc).__name__}, not JobRejected: "
+                    f"{exc}") from exc
+    raise _fail(name, "poll (unknown id)", f"task {unknown_task_id!r} was reported, not "
+                f"refused with JobRejected")
+
+
+def _wrong_client(spec: ProviderSpec, settings: ProviderSettings,
+                  transport: httpx.AsyncBaseTransport | None) -> Provider:
+    """Step 10's client: every credential wrong."""
+    wrong = replace(settings, api_key=f"wrong-{settings.api_key}",
+                    api_secret=f"wrong-{settings.api_secret}" if settings.api_secret else "")
+    return spec.make_client(wrong, transport=transport)
+
+
 async def _stream_outputs(name: str, client: Provider, status: TaskStatus) -> list[int]:
     """Step 6: every output streams as a whole PNG (of the listed size, if one is listed)."""
     sizes = []
@@ -338,16 +360,7 @@ async def _run_contract(spec: ProviderSpec, client: Provider, settings: Provider
     await call("cancel (ended task)", client.cancel(task_id, status.state))
 
     # 8: an id the host never gave
-    try:
-        await client.poll(unknown_task_id)
-    except JobRejected:
-        pass
-    except ProviderError as exc:
-        raise _fail(name, "poll (unknown id)", f"{type(exc).__name__}, not JobRejected: "
-                    f"{exc}") from exc
-    else:
-        raise _fail(name, "poll (unknown id)", f"task {unknown_task_id!r} was reported, not "
-                    f"refused with JobRejected")
+    await _check_unknown_poll(name, client, unknown_task_id)
 
     # 9: cancel, as spec.can_cancel promises
     second = await call("submit", client.submit(_contract_job(model, params, prompt + " (2)", 2)))
@@ -381,9 +394,7 @@ async def _run_contract(spec: ProviderSpec, client: Provider, settings: Provider
                     f"{after.state}, not {expected}")
 
     # 10: wrong credentials
-    wrong = replace(settings, api_key=f"wrong-{settings.api_key}",
-                    api_secret=f"wrong-{settings.api_secret}" if settings.api_secret else "")
-    bad = spec.make_client(wrong, transport=transport)
+    bad = _wrong_client(spec, settings, transport)
     try:
         attempts: tuple[tuple[str, Callable[[], Awaitable[Any]]], ...] = (
             ("submit", lambda: bad.submit(_contract_job(model, params, prompt, 3))),
@@ -423,8 +434,6 @@ async def _run_synchronous_contract(
        ``can_cancel`` must be False, ``cancel`` raises CancelUnsupported and the call runs
        on to its answer;
     10. with every credential wrong, ``submit`` raises AuthError."""
-    import asyncio
-
     name = spec.name
     if spec.can_cancel:
         raise _fail(name, "cancel", "a synchronous host has no task to stop while its call is "
@@ -476,24 +485,13 @@ async def _run_synchronous_contract(
         await client.cancel(status.task_id, status.state)
     except ProviderError as exc:
         raise _fail(name, "cancel (ended task)", f"{type(exc).__name__}: {exc}") from exc
-    try:
-        await client.poll(unknown_task_id)
-    except JobRejected:
-        pass
-    except ProviderError as exc:
-        raise _fail(name, "poll (unknown id)", f"{type(exc).__name__}, not JobRejected: "
-                    f"{exc}") from exc
-    else:
-        raise _fail(name, "poll (unknown id)", f"task {unknown_task_id!r} was reported, not "
-                    f"refused with JobRejected")
+    await _check_unknown_poll(name, client, unknown_task_id)
     after = await held(_contract_job(model, params, prompt + " (2)", 2),
                        "cancel (call in flight)")
     if after.state is not TaskState.SUCCEEDED:
         raise _fail(name, "cancel", f"after cancel (runs on) the call answered {after.state}, "
                     f"not succeeded")
-    wrong = replace(settings, api_key=f"wrong-{settings.api_key}",
-                    api_secret=f"wrong-{settings.api_secret}" if settings.api_secret else "")
-    bad = spec.make_client(wrong, transport=transport)
+    bad = _wrong_client(spec, settings, transport)
     try:
         await bad.submit(_contract_job(model, params, prompt, 3))
     except AuthError:
