@@ -345,6 +345,9 @@ class ProviderSpec:
         default_factory=lambda: Limits(concurrency=4, requests_per_minute=600.0))
     can_cancel: bool = True  # False: tasks run to their end once submitted (and are billed)
     push_completion: bool = False  # the host can push completion (else it is polled)
+    # a submit holds the call until the task ends and answers with its end
+    # (``SubmitResult.final``): there is no task to poll, and a lost answer loses the outputs
+    synchronous: bool = False
     initial_latency: float = 1.0  # seconds: the first poll's guess before anything is learnt
     emulator: EmulatorSpec | None = None
     docs: str = ""  # where the host's API is documented
