@@ -48,6 +48,7 @@ def plan_summary(prepared: object) -> str:
     if prepared.store is not None:
         lines.append(f"Store: {prepared.store.url}")
     lines += [f"note: {note}" for note in prepared.store_notes]
+    width = max((len(p) for p in prepared.providers), default=8)
     for provider in prepared.providers:
         jobs = [j for j in prepared.to_run if j.provider == provider]
         models = Counter(j.model for j in jobs)
@@ -55,7 +56,7 @@ def plan_summary(prepared: object) -> str:
         credits = sum(j.estimate.credits for j in jobs)
         lim = prepared.limits[provider]
         rate = f", {lim.requests_per_minute:g} req/min" if lim.requests_per_minute else ""
-        lines.append(f"  {provider:<8} {len(jobs):>4} job{'s' if len(jobs) != 1 else ' '}  "
+        lines.append(f"  {provider:<{width}} {len(jobs):>4} job{'s' if len(jobs) != 1 else ' '}  "
                      + ", ".join(f"{m} ×{n}" for m, n in sorted(models.items()))
                      + f"  {spend(usd, credits, approx=True)}"
                      + f"  (≤ {lim.concurrency} in flight{rate})")

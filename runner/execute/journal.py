@@ -444,8 +444,14 @@ class Journal:
         detail: dict[str, Any] = {"task_id": task_id}
         if ended is not None:
             detail["answered"] = ended
+            # the task ran while the call was held: it was sent (and started) when the job
+            # became submitting, so its time is the call's, not the download's alone
+            row = self._conn.execute("SELECT updated_at FROM jobs WHERE key = ?",
+                                     (key,)).fetchone()
+            sent = row[0] if row is not None and row[0] else now
             columns.update(task_state=ended, provider_status=provider_status,
-                           cost_usd=cost_usd, credits=credits)
+                           cost_usd=cost_usd, credits=credits, submitted_at=sent,
+                           started_at=sent)
             if ended == TASK_SUCCEEDED:
                 state = JobState.DOWNLOADING
                 columns["remote_outputs"] = json.dumps(list(outputs))
