@@ -10,9 +10,11 @@ has the whole story.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from runner.hosts import emulator_parts
 from runner.jobs import Limits, Price
 from runner.spec import EmulatorSpec, ModelSpec, Portable, ProviderSpec, free_size_problem
 
@@ -146,22 +148,10 @@ def client(settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | 
                             transport=transport, timeout=timeout, concurrency=concurrency)
 
 
-def emulator_routes(kit: Any) -> Sequence[Any]:
-    from runner.emulator.byteplus import routes
+def _emulator() -> ModuleType:
+    from runner.emulator import byteplus
 
-    return routes(kit)
-
-
-def emulator_state(context: Any) -> Any:
-    from runner.emulator.byteplus import make_state
-
-    return make_state(context)
-
-
-def emulator_errors(status: int, message: str, headers: Mapping[str, str] | None) -> Any:
-    from runner.emulator.byteplus import error_response
-
-    return error_response(status, message, headers)
+    return byteplus
 
 
 SPEC = ProviderSpec(
@@ -182,10 +172,9 @@ SPEC = ProviderSpec(
     can_cancel=False,
     synchronous=True,
     initial_latency=20.0,
-    emulator=EmulatorSpec(path="/byteplus/api/v3", routes=emulator_routes,
+    emulator=EmulatorSpec(path="/byteplus/api/v3", **emulator_parts(_emulator),
                           credentials={"ARK_API_KEY": "demo-ark-key"},
                           # the model an endpoint id (ep-…) is served as
-                          options={"endpoint_model": "seedream-4-5-251128"},
-                          make_state=emulator_state, errors=emulator_errors),
+                          options={"endpoint_model": "seedream-4-5-251128"},),
     docs="https://docs.byteplus.com/en/docs/ModelArk",
 )

@@ -8,9 +8,11 @@ images, never a parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from runner.hosts import emulator_parts
 from runner.jobs import Limits, Price
 from runner.spec import EmulatorSpec, ModelSpec, Portable, ProviderSpec, free_size_problem
 
@@ -132,22 +134,10 @@ def client(settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | 
                        transport=transport, timeout=timeout, concurrency=concurrency)
 
 
-def emulator_routes(kit: Any) -> Sequence[Any]:
-    from runner.emulator.fal import routes
+def _emulator() -> ModuleType:
+    from runner.emulator import fal
 
-    return routes(kit)
-
-
-def emulator_state(context: Any) -> Any:
-    from runner.emulator.fal import make_state
-
-    return make_state(context)
-
-
-def emulator_errors(status: int, message: str, headers: Mapping[str, str] | None) -> Any:
-    from runner.emulator.fal import error_response
-
-    return error_response(status, message, headers)
+    return fal
 
 
 SPEC = ProviderSpec(
@@ -164,9 +154,8 @@ SPEC = ProviderSpec(
     can_cancel=True,  # PUT cancel_url removes a queued request; a running one may run on
     push_completion=True,  # webhooks exist (fal_webhook); polled today
     initial_latency=5.0,  # Seedream takes tens of seconds on fal
-    emulator=EmulatorSpec(path="/fal", routes=emulator_routes,
+    emulator=EmulatorSpec(path="/fal", **emulator_parts(_emulator),
                           # fal keys are "<key id>:<key secret>"
-                          credentials={"FAL_KEY": "demo-fal-key-id:demo-fal-key-secret"},
-                          make_state=emulator_state, errors=emulator_errors),
+                          credentials={"FAL_KEY": "demo-fal-key-id:demo-fal-key-secret"},),
     docs="https://docs.fal.ai/model-apis/inference/queue",
 )

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from runner.hosts import emulator_parts
 from runner.jobs import Limits, Price
 from runner.spec import EmulatorSpec, ModelSpec, Portable, ProviderSpec
 
@@ -99,22 +101,10 @@ def client(settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | 
                              transport=transport, timeout=timeout, concurrency=concurrency)
 
 
-def emulator_routes(kit: Any) -> Sequence[Any]:
-    from runner.emulator.replicate import routes
+def _emulator() -> ModuleType:
+    from runner.emulator import replicate
 
-    return routes(kit)
-
-
-def emulator_state(context: Any) -> Any:
-    from runner.emulator.replicate import make_state
-
-    return make_state(context)
-
-
-def emulator_errors(status: int, message: str, headers: Mapping[str, str] | None) -> Any:
-    from runner.emulator.replicate import error_response
-
-    return error_response(status, message, headers)
+    return replicate
 
 
 SPEC = ProviderSpec(
@@ -133,12 +123,11 @@ SPEC = ProviderSpec(
     push_completion=True,  # webhooks exist; polled here
     initial_latency=5.0,  # Seedream takes several seconds to a minute
     docs="https://replicate.com/docs/reference/http",
-    emulator=EmulatorSpec(path="/replicate/v1", routes=emulator_routes,
+    emulator=EmulatorSpec(path="/replicate/v1", **emulator_parts(_emulator),
                           credentials={"REPLICATE_API_TOKEN": "r8_demo0emulator0token0000000000"},
                           # seconds a finished prediction keeps its input and output
                           # (Replicate: one hour); then data_removed and the files are gone
                           # the account's credit: below list price × images a create
                           # answers 402 Insufficient credit
-                          options={"retention_seconds": 3600.0, "credit_usd": 1000.0},
-                          make_state=emulator_state, errors=emulator_errors),
+                          options={"retention_seconds": 3600.0, "credit_usd": 1000.0},),
 )
