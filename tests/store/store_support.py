@@ -3,7 +3,6 @@ line in a process of its own, run directories, and the emulator's task count."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cli_support import report_of
 
 from runner.config import demo_credentials
 from runner.store.store import Store, open_store
@@ -47,10 +48,6 @@ def only_run_dir(runs: Path) -> Path:
     dirs = sorted(d for d in runs.iterdir() if d.is_dir())
     assert len(dirs) == 1, dirs
     return dirs[0]
-
-
-def report_of(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
 
 
 def outputs_by_job(run_dir: Path) -> dict[str, list[bytes]]:

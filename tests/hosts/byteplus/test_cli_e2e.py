@@ -10,7 +10,6 @@ are hang guards only."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_support import report_of
 from PIL import Image
 
 from runner.config import demo_credentials
@@ -114,10 +114,6 @@ def states(run_dir: Path) -> dict[str, JobState]:
             return {r.name: r.state for r in journal.jobs()}
     except RunDirError:
         return {}
-
-
-def report_of(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture

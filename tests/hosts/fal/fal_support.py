@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -22,8 +18,6 @@ from runner.catalog import get_model
 from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig
 from runner.emulator.fal import FalTask
-from runner.errors import RunDirError
-from runner.execute.journal import JobState, Journal
 from runner.jobs import ImageRef, Job
 from runner.providers.fal import FalProvider, decode_task_id
 from runner.report.verify import verify_run
@@ -74,41 +68,6 @@ def env_at(server: Any) -> dict[str, str]:
     env.update(demo_credentials())
     env["FAL_BASE_URL"] = server.fal_base_url
     return env
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, check=False)
-
-
-def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def set_clock(server: Any, **change: Any) -> None:
-    httpx.post(f"{server.url}/__clock", json=change, timeout=10).raise_for_status()
-
-
-def wait_for(check: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit  # a hang guard, not a speed claim
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def only_run_dir(runs: Path) -> Path:
-    dirs = [d for d in runs.iterdir() if d.is_dir()] if runs.is_dir() else []
-    return dirs[0] if len(dirs) == 1 else Path("/nonexistent")
-
-
-def journal_states(run_dir: Path) -> dict[str, JobState]:
-    try:
-        with Journal.open(run_dir / "journal.sqlite") as journal:
-            return {r.name: r.state for r in journal.jobs()}
-    except RunDirError:  # not there yet, or being created
-        return {}
 
 
 # -- the audit --------------------------------------------------------------------------------

@@ -18,18 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fal_support import (
-    audit,
-    cli,
-    env_at,
-    fal_submits,
-    fal_tasks,
-    journal_states,
-    only_run_dir,
-    set_clock,
-    start_cli,
-    wait_for,
-)
+from cli_support import cli, journal_states, only_run_dir, set_clock, start_cli, wait_for
+from fal_support import audit, env_at, fal_submits, fal_tasks
 
 from runner import api
 from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread

@@ -14,12 +14,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from cli_support import journal_states, only_run_dir, set_clock, wait_for
 from replicate_support import png_file
 
 from runner import api
@@ -27,9 +26,8 @@ from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread
 from runner.emulator.faults import expected_faults
 from runner.emulator.replicate import FAILURE_TEXT
-from runner.errors import RunDirError
 from runner.execute.executor import ExecutorOptions
-from runner.execute.journal import JobState, Journal
+from runner.execute.journal import JobState
 from runner.execute.policy import PollSettings
 from runner.report.verify import verify_run
 
@@ -55,31 +53,6 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "runner", *args], env=env, cwd=ROOT,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def set_clock(server: Any, **change: Any) -> None:
-    httpx.post(f"{server.url}/__clock", json=change, timeout=10).raise_for_status()
-
-
-def wait_for(check: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit  # a hang guard, not a speed claim
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def only_run_dir(runs: Path) -> Path:
-    dirs = [d for d in runs.iterdir() if d.is_dir()] if runs.is_dir() else []
-    return dirs[0] if len(dirs) == 1 else Path("/nonexistent")
-
-
-def journal_states(run_dir: Path) -> dict[str, JobState]:
-    try:
-        with Journal.open(run_dir / "journal.sqlite") as journal:
-            return {r.name: r.state for r in journal.jobs()}
-    except RunDirError:
-        return {}
 
 
 def report_of(run_dir: Path) -> dict[str, Any]:
