@@ -45,6 +45,7 @@ from runner.errors import (
     ConfigError,
     FatalProviderError,
     RunDirError,
+    StoreError,
 )
 from runner.execute.budget import spent_so_far
 from runner.execute.cancel import (
@@ -73,12 +74,26 @@ from runner.rundir import (
     JOURNAL_NAME,
     OUTPUTS_DIR,
     RunLock,
+    check_record_dir,
     check_run_dir,
     create_run_files,
     new_run_dir,
     output_names,
     read_plan,
 )
+from runner.store.store import STORE_VAR, Store, open_store, store_location
+from runner.store.sync import (
+    META_KEY,
+    VIA_STORE,
+    PushResult,
+    RunUploads,
+    StoreHits,
+    fetch_hits,
+    not_stored_message,
+    pull_to,
+    push_run,
+)
+from runner.store.sync import FolderPull as StoreFolderPull
 from runner.version import __version__
 
 DEFAULT_EMULATE_LATENCY = 1.0
@@ -102,6 +117,8 @@ class RunResult:
     fatal: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
     report: Path | None = None
+    from_store: int = 0  # jobs whose outputs were placed from the shared store
+    store: Mapping[str, Any] | None = None  # the journal's store meta: what was stored
 
     def _count(self, states: Iterable[JobState]) -> int:
         return sum(self.counts.get(str(s), 0) for s in states)
@@ -143,6 +160,9 @@ class RunResult:
                          "credits": self.estimate.credits},
             "elapsed_seconds": round(self.elapsed, 3), "interrupted": self.interrupted,
             "fatal": list(self.fatal), "messages": list(self.messages),
+            "from_store": self.from_store,
+            "store": None if self.store is None else
+            {k: v for k, v in self.store.items() if not k.endswith("_keys")},
         }
 
 
@@ -166,6 +186,16 @@ class Prepared:
     # Providers this run reaches through an emulator (all under --emulate; else those whose
     # base URL is a `seedbatch emulate` server): their outputs are placeholders.
     emulated_providers: frozenset[str] = frozenset()
+    # The shared output store (--store > SEEDBATCH_STORE > the manifest's store:), if any,
+    # and what there is to say about it before the run (it could not be read, …).
+    store: Store | None = None
+    store_notes: tuple[str, ...] = ()
+    staged: StoreHits | None = None  # the store hits' checked objects, until the run ends
+
+    @property
+    def from_store(self) -> int:
+        """Selected jobs whose outputs the store provides."""
+        return sum(1 for hit in self.reused.values() if hit.via == VIA_STORE)
 
     @property
     def emulated(self) -> bool:
@@ -218,14 +248,24 @@ def select_jobs(jobs: Sequence[Job], only: str | None) -> tuple[tuple[Job, ...],
     return chosen, {j.key: f"not selected by --only {only}" for j in jobs if j.key not in picked}
 
 
+def open_store_for(flag: str | None, env: Mapping[str, str],
+                   manifest_store: str | None) -> Store | None:
+    """The store a command uses: ``--store`` > ``SEEDBATCH_STORE`` > the manifest's."""
+    location = store_location(flag, env, manifest_store)
+    return open_store(location) if location else None
+
+
 def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | None = None,
             concurrency: int | None = None, only: str | None = None, force: bool = False,
-            env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs") -> Prepared:
+            env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs",
+            store: str | Store | None = None) -> Prepared:
     """Load and check everything a run needs before anything is created or sent.
 
     Unless ``force``, jobs whose outputs an earlier run under ``runs_dir`` already holds
-    (same key, files intact) are found here: they are reused, not submitted, and neither
-    counted in the estimate nor needing credentials."""
+    (same key, files intact), or else the shared store (``store``: a URL or path, else
+    ``SEEDBATCH_STORE``, else the manifest's ``store:``), are found here: they are reused,
+    not submitted, and neither counted in the estimate nor needing credentials. Jobs made
+    through an emulator are never looked up in a store."""
     _check_max_usd(max_usd)
     env = dict(os.environ if env is None else env)
     plan = load_plan(manifest)
@@ -234,9 +274,19 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
         refuse_unemulated(sorted({job.provider for job in selected}))
     emulated = emulated_providers(sorted({job.provider for job in selected}), plan.providers,
                                   env, emulate=emulate)
+    shared = store if isinstance(store, Store) else open_store_for(store, env, plan.store)
+    notes: list[str] = []
     lookup = None if force else _reuse_lookup(Path(runs_dir), emulated)
     reused = {job.key: hit for job in selected
               if lookup is not None and (hit := lookup(job)) is not None}
+    staged: StoreHits | None = None
+    if shared is not None and not force:  # what earlier local runs lack, from the store
+        staged = fetch_hits(shared, [j for j in selected if j.key not in reused], emulated)
+        reused.update(staged.hits)
+        notes += staged.notes
+    if shared is not None and emulated:
+        notes.append(f"store {shared.url}: jobs made through an emulator are neither looked "
+                     f"up in nor uploaded to it")
     providers = tuple(sorted({job.provider for job in selected if job.key not in reused}))
     # Every credential needed, up front: a missing one stops the run before any submit.
     for name in providers:
@@ -247,7 +297,8 @@ def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | Non
     return Prepared(plan=plan, selected=selected, skipped=skipped, names=names,
                     limits=_limits_for(providers, plan.limits, concurrency), budget=budget,
                     providers=providers, emulate=emulate, env=env, force=force, only=only,
-                    max_usd_flag=max_usd, reused=reused, emulated_providers=emulated)
+                    max_usd_flag=max_usd, reused=reused, emulated_providers=emulated,
+                    store=shared, store_notes=tuple(notes), staged=staged)
 
 
 def refuse_unemulated(providers: Sequence[str]) -> None:
@@ -431,6 +482,9 @@ def _messages(outcome: Outcome, journal: Journal, run_dir: Path) -> list[str]:
         notes.append(f"{n} task{'s' if n != 1 else ''} still running remotely (billed): "
                      f"download {'their' if n != 1 else 'its'} outputs with: {resume_cmd}")
     notes.extend(outcome.notes)
+    stored = not_stored_message(journal.get_meta(META_KEY), run_dir)
+    if stored:
+        notes.append(stored)
     return notes
 
 
@@ -451,11 +505,16 @@ def _finish(run_dir: Path, journal: Journal, outcome: Outcome, estimate: Estimat
     code = _exit_code(outcome, counts)
     journal.set_meta("exit_code", code)
     messages = _messages(outcome, journal, run_dir)
+    store_meta = journal.get_meta(META_KEY)
+    from_store = 0 if not journal.get_meta("store_url") else sum(
+        1 for e in journal.events(kind="state")
+        if e.state == "reused" and e.detail.get("via") == VIA_STORE)
     return RunResult(
         run_dir=run_dir, counts=counts, exit_code=code, spent_usd=outcome.spent_usd,
         spent_credits=outcome.spent_credits, estimate=estimate, images=outcome.images,
         elapsed=time.monotonic() - started, interrupted=outcome.interrupted,
-        fatal=tuple(str(f) for f in outcome.fatal), messages=tuple(messages))
+        fatal=tuple(str(f) for f in outcome.fatal), messages=tuple(messages),
+        from_store=from_store, store=store_meta)
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -467,6 +526,20 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
             handle_signals: bool = True, options: ExecutorOptions | None = None,
             on_run_dir: Any = None) -> RunResult:
     """Create the run directory and run the prepared plan (no questions asked)."""
+    try:
+        return _execute(prepared, runs_dir=runs_dir, quiet=quiet, progress=progress,
+                        transport=transport, emulate_latency=emulate_latency,
+                        emulate_faults=emulate_faults, handle_signals=handle_signals,
+                        options=options, on_run_dir=on_run_dir)
+    finally:
+        if prepared.staged is not None:
+            prepared.staged.close()
+
+
+def _execute(prepared: Prepared, *, runs_dir: str | Path, quiet: bool,
+             progress: ProgressSink | None, transport: httpx.AsyncBaseTransport | None,
+             emulate_latency: float, emulate_faults: str | None, handle_signals: bool,
+             options: ExecutorOptions | None, on_run_dir: Any) -> RunResult:
     started = time.monotonic()
     plan = prepared.plan
     runs = Path(runs_dir)
@@ -506,10 +579,14 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                                        for n, lim in prepared.limits.items()}},
                 "estimate": {"images": prepared.estimate.images, "usd": prepared.estimate.usd,
                              "credits": prepared.estimate.credits},
+                # the shared store, as shown (never a credential): resume uses it again
+                "store_url": prepared.store.url if prepared.store is not None else None,
             }
             with Journal.create(run_dir / JOURNAL_NAME, plan.jobs, meta,
                                 skipped=prepared.skipped) as journal:
                 providers = _make_providers(settings, prepared.limits, transport)
+                uploads = _uploads(prepared.store, journal, run_dir,
+                                   prepared.emulated_providers)
                 executor = Executor(
                     run_dir=run_dir, journal=journal, jobs=plan.jobs,
                     output_names=prepared.names, providers=providers, limits=prepared.limits,
@@ -517,13 +594,27 @@ def execute(prepared: Prepared, *, runs_dir: str | Path = "runs", quiet: bool = 
                     progress=progress if progress is not None else make_progress(quiet),
                     options=_emulated_options(options, transport is None and prepared.emulate,
                                               emulate_latency),
-                    reuse=_reuse_from(prepared.reused))
-                outcome = asyncio.run(_execute_async(executor, providers, handle_signals))
+                    reuse=_reuse_from(prepared.reused),
+                    on_succeeded=uploads.job_done if uploads is not None else None)
+                try:
+                    outcome = asyncio.run(_execute_async(executor, providers, handle_signals))
+                finally:
+                    if uploads is not None:
+                        uploads.finish()
                 result = _finish(run_dir, journal, outcome, prepared.estimate, started)
             report, warnings = _finalize_report(run_dir)
         finally:
             lock.release()
-    return replace(result, report=report, messages=result.messages + tuple(warnings))
+    return replace(result, report=report,
+                   messages=prepared.store_notes + result.messages + tuple(warnings))
+
+
+def _uploads(store: Store | None, journal: Journal, run_dir: Path,
+             emulated: frozenset[str]) -> RunUploads | None:
+    """Background uploads of what a run downloads for real, when it has a store."""
+    if store is None:
+        return None
+    return RunUploads(store, journal, run_dir, run_dir.name, emulated)
 
 
 def run(manifest: str | Path, *, emulate: bool = False, runs_dir: str | Path = "runs",
@@ -533,14 +624,15 @@ def run(manifest: str | Path, *, emulate: bool = False, runs_dir: str | Path = "
         env: Mapping[str, str] | None = None,
         emulate_latency: float = DEFAULT_EMULATE_LATENCY, emulate_faults: str | None = None,
         progress: ProgressSink | None = None, handle_signals: bool = True,
-        options: ExecutorOptions | None = None) -> RunResult:
+        options: ExecutorOptions | None = None, store: str | Store | None = None) -> RunResult:
     """Run a manifest end to end; returns where the run directory is and how it went.
 
     ``transport`` replaces the network for every provider (tests pass
     ``httpx.ASGITransport(app=create_app(cfg))``); ``env`` replaces ``os.environ`` for
-    credentials and base URLs."""
+    credentials and base URLs; ``store`` is the shared output store (a URL or path, or an
+    open :class:`~runner.store.store.Store`; see :func:`prepare`)."""
     prepared = prepare(manifest, emulate=emulate, max_usd=max_usd, concurrency=concurrency,
-                       only=only, force=force, env=env, runs_dir=runs_dir)
+                       only=only, force=force, env=env, runs_dir=runs_dir, store=store)
     return execute(prepared, runs_dir=runs_dir, quiet=quiet, progress=progress,
                    transport=transport, emulate_latency=emulate_latency,
                    emulate_faults=emulate_faults, handle_signals=handle_signals,
@@ -592,10 +684,14 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
            env: Mapping[str, str] | None = None,
            emulate_latency: float = DEFAULT_EMULATE_LATENCY, emulate_faults: str | None = None,
            progress: ProgressSink | None = None, handle_signals: bool = True,
-           options: ExecutorOptions | None = None) -> RunResult:
+           options: ExecutorOptions | None = None,
+           store: str | Store | None = None) -> RunResult:
     """Pick a run up where it stopped: tasks that exist are followed and downloaded (never
     sent again), pending jobs are submitted, jobs left mid-submit become ``unknown`` (sent
-    again only with ``retry_unknown``)."""
+    again only with ``retry_unknown``).
+
+    The shared store is ``store``, else ``SEEDBATCH_STORE``, else the one the run used:
+    pending jobs it holds are placed from it, and what is downloaded is uploaded to it."""
     started = time.monotonic()
     _check_max_usd(max_usd)
     env = dict(os.environ if env is None else env)
@@ -656,13 +752,34 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
                     if by_key.get(job.key) and by_key[job.key].state is not JobState.SKIPPED:
                         estimate = estimate + job.estimate
                 discard_partials(path / OUTPUTS_DIR)
+                shared = store if isinstance(store, Store) else \
+                    open_store_for(store, env, meta.get("store_url"))
+                emulated_set = frozenset(meta.get("emulated_providers") or ())
+                if meta.get("emulated") and not emulated_set:  # runs of seedbatch 0.1
+                    emulated_set = frozenset(j.provider for j in jobs)
+                staged: StoreHits | None = None
+                if shared is not None:
+                    journal.set_meta("store_url", shared.url)
+                    pending = [j for j in active if by_key[j.key].state is JobState.PENDING]
+                    staged = fetch_hits(shared, pending, emulated_set)
+                uploads = _uploads(shared, journal, path, emulated_set)
                 executor = Executor(
                     run_dir=path, journal=journal, jobs=jobs, output_names=doc.output_names,
                     providers=providers_obj, limits=limits, budget=budget,
                     progress=progress if progress is not None else make_progress(quiet),
-                    options=opts)
-                outcome = asyncio.run(_execute_async(executor, providers_obj, handle_signals))
+                    options=opts, reuse=staged.lookup if staged is not None else None,
+                    on_succeeded=uploads.job_done if uploads is not None else None)
+                try:
+                    outcome = asyncio.run(_execute_async(executor, providers_obj,
+                                                         handle_signals))
+                finally:
+                    if uploads is not None:
+                        uploads.finish()
+                    if staged is not None:
+                        staged.close()
                 result = _finish(path, journal, outcome, estimate, started)
+                if staged is not None and staged.notes:
+                    result = replace(result, messages=staged.notes + result.messages)
         report, warnings = _finalize_report(path)
     finally:
         lock.release()
@@ -675,6 +792,81 @@ def _forget_emulated_tasks(journal: Journal) -> None:
         if rec.has_work(retry_unknown=True) and rec.state is not JobState.PENDING:
             journal.set_pending(rec.key, clear_task=True,
                                 detail="the emulator that ran this task is gone")
+
+
+# -- the shared store: push, pull ---------------------------------------------------------------
+
+def push(run_dir: str | Path, *, store: str | Store | None = None,
+         env: Mapping[str, str] | None = None) -> PushResult:
+    """Upload a run's real outputs and records that the store lacks (``seedbatch push``).
+    The store is ``store``, else ``SEEDBATCH_STORE``, else the one the run used."""
+    env = dict(os.environ if env is None else env)
+    path = check_record_dir(Path(run_dir))
+    recorded = None
+    if (path / JOURNAL_NAME).is_file():
+        with Journal.open(path / JOURNAL_NAME) as journal:
+            recorded = journal.get_meta("store_url")
+    shared = store if isinstance(store, Store) else open_store_for(store, env, recorded)
+    if shared is None:
+        raise ConfigError(f"no store to push {path} to: pass --store URL or set "
+                          f"{STORE_VAR} (the run used none)")
+    return push_run(path, shared)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What ``seedbatch pull`` placed, and which jobs the store lacks."""
+
+    store_url: str
+    missing: tuple[str, ...]  # names of jobs the store has no outputs for
+    run: RunResult | None = None  # the run directory made (without --to)
+    folder: StoreFolderPull | None = None  # what --to wrote
+
+    @property
+    def exit_code(self) -> int:
+        if self.missing:
+            return EXIT_FAILED
+        if self.folder is not None and self.folder.damaged:
+            return EXIT_FAILED
+        return self.run.exit_code if self.run is not None else EXIT_OK
+
+
+def pull(manifest: str | Path, *, store: str | Store | None = None,
+         runs_dir: str | Path = "runs", to: str | Path | None = None,
+         env: Mapping[str, str] | None = None, quiet: bool = True,
+         progress: ProgressSink | None = None) -> PullResult:
+    """Place the plan's outputs from the store without running anything.
+
+    Without ``to``, into a new run directory under ``runs_dir`` (journal, report and
+    lockfile as for a run; the jobs the store lacks are skipped); with ``to``, as files
+    named by ``output.filename`` under that folder. Nothing is sent to a provider."""
+    env = dict(os.environ if env is None else env)
+    plan = load_plan(manifest)
+    shared = store if isinstance(store, Store) else open_store_for(store, env, plan.store)
+    if shared is None:
+        raise ConfigError(f"no store to pull from: pass --store URL, set {STORE_VAR}, or "
+                          f"add store: to {plan.manifest_path.name}")
+    if to is not None:
+        folder = pull_to(plan, shared, to)
+        return PullResult(shared.url, tuple(folder.missing), folder=folder)
+    staged = fetch_hits(shared, plan.jobs)
+    hits = staged.hits
+    missing = tuple(job.name for job in plan.jobs if job.key not in hits)
+    if not hits:
+        staged.close()
+        if staged.notes and not any("store not read" not in n for n in staged.notes):
+            raise StoreError(staged.notes[0])
+        return PullResult(shared.url, missing)
+    selected = tuple(job for job in plan.jobs if job.key in hits)
+    prepared = Prepared(
+        plan=plan, selected=selected,
+        skipped={job.key: "not in the store" for job in plan.jobs if job.key not in hits},
+        names={job.key: output_names(plan, job) for job in plan.jobs}, limits={},
+        budget=plan.budget, providers=(), emulate=False, env=env, reused=hits,
+        store=None, store_notes=staged.notes,  # placed from the store: nothing to upload
+        staged=staged)
+    result = execute(prepared, runs_dir=runs_dir, quiet=quiet, progress=progress)
+    return PullResult(shared.url, missing, run=result)
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -811,11 +1003,14 @@ def cancel(run_dir: str | Path, *, env: Mapping[str, str] | None = None,
 __all__ = [
     "CancelResult",
     "Prepared",
+    "PullResult",
     "RunResult",
     "RunStatus",
     "cancel",
     "execute",
     "prepare",
+    "pull",
+    "push",
     "resume",
     "run",
     "status",

@@ -8,6 +8,7 @@ everything below raises one of these::
     ├── ManifestErrors                  exit 2 — every problem found in a manifest, at once
     ├── ConfigError                     exit 2 — missing credential variable, refused base URL, …
     ├── RunDirError                     exit 2 — not a run directory, or one that is locked
+    ├── StoreError                      exit 1 — the output store failed (never fails a job)
     └── ProviderError                   what a remote API answered (or failed to)
         ├── FatalProviderError          exit 3 — stops the whole run
         │   ├── AuthError               wrong key, secret or signature
@@ -101,6 +102,13 @@ class RunDirError(SeedbatchError):
     """A run directory that is missing, damaged or in use by another process."""
 
     exit_code = EXIT_INPUT
+
+
+class StoreError(SeedbatchError):
+    """The shared output store could not be read or written, or served damaged bytes.
+
+    A run never fails for it: uploads are retried, then reported (``seedbatch push``
+    finishes them); a store hit that cannot be read is submitted instead."""
 
 
 class ProviderError(SeedbatchError):

@@ -131,6 +131,8 @@ class Plan:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # `providers:`
     axes: tuple[str, ...] = ()  # matrix variable names in the order the manifest writes them
     description: str | None = None  # the manifest's `description:`
+    # the manifest's `store:`: a URL, or a path made absolute against the manifest's folder
+    store: str | None = None
     # Renders output.filename for (job, image index, extension without dot) into a relative
     # POSIX path under outputs/; raises ManifestError for a name that would escape it.
     output_namer: Any = None

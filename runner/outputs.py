@@ -16,6 +16,10 @@ One image, from the provider to the record::
     ReusedOutput     (here)                    such a file, handed to the executor to link
                                                into a new run (its type settled).
 
+A store hit (``runner.store.sync``) is a ``ReuseHit`` too, ``via="store"``: its objects
+were fetched and checked against their sha256 before the run, into a staging folder the
+executor links or copies from like any earlier run's files.
+
 ``CachedOutput`` and ``ReusedOutput`` say nearly the same; they stay two while the rules of
 which earlier outputs may be reused are being changed in ``runner/report/cache.py``.
 
@@ -70,8 +74,9 @@ class ReusedOutput:
 
 @dataclass(frozen=True, slots=True)
 class ReuseHit:
-    origin: str  # where the outputs come from (an earlier run directory)
+    origin: str  # the run that made the outputs (an earlier run directory's id)
     outputs: tuple[ReusedOutput, ...]
+    via: str = ""  # "store" when they come from a shared store, "" from a local run
 
 
 ReuseLookup = Callable[[Job], ReuseHit | None]

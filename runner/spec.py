@@ -350,6 +350,9 @@ class ProviderSpec:
     # it, and the public address used with the public base URL
     push_url_var: str | None = None
     default_push_url: str | None = None
+    # a submit holds the call until the task ends and answers with its end
+    # (``SubmitResult.final``): there is no task to poll, and a lost answer loses the outputs
+    synchronous: bool = False
     initial_latency: float = 1.0  # seconds: the first poll's guess before anything is learnt
     emulator: EmulatorSpec | None = None
     docs: str = ""  # where the host's API is documented

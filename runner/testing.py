@@ -26,6 +26,7 @@ emulator serves exactly those. docs/plugins.md tells the whole story.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -270,6 +271,45 @@ async def check_provider_contract(
             await client.aclose()
 
 
+async def _check_unknown_poll(name: str, client: Provider, unknown_task_id: str) -> None:
+    """Step 8: polling an id the host never gave raises JobRejected."""
+    try:
+        await client.poll(unknown_task_id)
+    except JobRejected:
+        return
+    except ProviderError as exc:
+        raise _fail(name, "poll (unknown id)", f"{type(exc).__name__}, not JobRejected: "
+                    f"{exc}") from exc
+    raise _fail(name, "poll (unknown id)", f"task {unknown_task_id!r} was reported, not "
+                f"refused with JobRejected")
+
+
+def _wrong_client(spec: ProviderSpec, settings: ProviderSettings,
+                  transport: httpx.AsyncBaseTransport | None) -> Provider:
+    """Step 10's client: every credential wrong."""
+    wrong = replace(settings, api_key=f"wrong-{settings.api_key}",
+                    api_secret=f"wrong-{settings.api_secret}" if settings.api_secret else "")
+    return spec.make_client(wrong, transport=transport)
+
+
+async def _stream_outputs(name: str, client: Provider, status: TaskStatus) -> list[int]:
+    """Step 6: every output streams as a whole PNG (of the listed size, if one is listed)."""
+    sizes = []
+    for output in status.outputs:
+        try:
+            async with client.stream(output.url) as response:
+                data = b"".join([chunk async for chunk in response.aiter_bytes()])
+        except ProviderError as exc:
+            raise _fail(name, "stream", f"{output.url}: {type(exc).__name__}: {exc}") from exc
+        if not _is_whole_png(data):
+            raise _fail(name, "stream", f"{output.url}: {len(data)} bytes that are not a whole "
+                        f"PNG (starting {data[:8]!r})")
+        if output.size is not None and output.size != len(data):
+            raise _fail(name, "stream", f"{output.url}: {len(data)} bytes, {output.size} listed")
+        sizes.append(len(data))
+    return sizes
+
+
 async def _run_contract(spec: ProviderSpec, client: Provider, settings: ProviderSettings,
                         transport: httpx.AsyncBaseTransport | None, clock: ManualClock,
                         cfg: EmulatorConfig, model: ModelSpec, params: Mapping[str, Any],
@@ -281,6 +321,10 @@ async def _run_contract(spec: ProviderSpec, client: Provider, settings: Provider
                     f"protocol (name, submit, poll, cancel, stream, aclose)")
     if client.name != name:
         raise _fail(name, "client", f"its name is {client.name!r}, not {name!r}")
+    if spec.synchronous:
+        return await _run_synchronous_contract(spec, client, settings, transport, clock, cfg,
+                                               model, params, prompt, unknown_task_id,
+                                               models_checked)
 
     async def call(step: str, coro: Awaitable[Any]) -> Any:
         try:
@@ -311,34 +355,12 @@ async def _run_contract(spec: ProviderSpec, client: Provider, settings: Provider
         raise _fail(name, "poll", f"{len(status.outputs)} outputs listed; 1 to {most} expected")
 
     # 6: every output, streamed
-    sizes = []
-    for output in status.outputs:
-        try:
-            async with client.stream(output.url) as response:
-                data = b"".join([chunk async for chunk in response.aiter_bytes()])
-        except ProviderError as exc:
-            raise _fail(name, "stream", f"{output.url}: {type(exc).__name__}: {exc}") from exc
-        if not _is_whole_png(data):
-            raise _fail(name, "stream", f"{output.url}: {len(data)} bytes that are not a whole "
-                        f"PNG (starting {data[:8]!r})")
-        if output.size is not None and output.size != len(data):
-            raise _fail(name, "stream", f"{output.url}: {len(data)} bytes, {output.size} listed")
-        sizes.append(len(data))
-
+    sizes = await _stream_outputs(name, client, status)
     # 7: nothing to cancel once a task has ended
     await call("cancel (ended task)", client.cancel(task_id, status.state))
 
     # 8: an id the host never gave
-    try:
-        await client.poll(unknown_task_id)
-    except JobRejected:
-        pass
-    except ProviderError as exc:
-        raise _fail(name, "poll (unknown id)", f"{type(exc).__name__}, not JobRejected: "
-                    f"{exc}") from exc
-    else:
-        raise _fail(name, "poll (unknown id)", f"task {unknown_task_id!r} was reported, not "
-                    f"refused with JobRejected")
+    await _check_unknown_poll(name, client, unknown_task_id)
 
     # 9: cancel, as spec.can_cancel promises
     second = await call("submit", client.submit(_contract_job(model, params, prompt + " (2)", 2)))
@@ -372,9 +394,7 @@ async def _run_contract(spec: ProviderSpec, client: Provider, settings: Provider
                     f"{after.state}, not {expected}")
 
     # 10: wrong credentials
-    wrong = replace(settings, api_key=f"wrong-{settings.api_key}",
-                    api_secret=f"wrong-{settings.api_secret}" if settings.api_secret else "")
-    bad = spec.make_client(wrong, transport=transport)
+    bad = _wrong_client(spec, settings, transport)
     try:
         attempts: tuple[tuple[str, Callable[[], Awaitable[Any]]], ...] = (
             ("submit", lambda: bad.submit(_contract_job(model, params, prompt, 3))),
@@ -395,3 +415,94 @@ async def _run_contract(spec: ProviderSpec, client: Provider, settings: Provider
                           outputs=len(status.outputs), output_bytes=tuple(sizes), polls=polls,
                           cancel=outcome, models_checked=models_checked)
 
+
+
+async def _run_synchronous_contract(
+        spec: ProviderSpec, client: Provider, settings: ProviderSettings,
+        transport: httpx.AsyncBaseTransport | None, clock: ManualClock, cfg: EmulatorConfig,
+        model: ModelSpec, params: Mapping[str, Any], prompt: str, unknown_task_id: str,
+        models_checked: tuple[str, ...]) -> ContractResult:
+    """The contract of a host whose submit holds the call until the task ends
+    (``spec.synchronous``): the answer is the finished task (``SubmitResult.final``).
+
+    3. a submit is still in flight while no time passes (the emulator holds the call by its
+       clock), and once the clock is past the latency it answers with a task id and its
+       final status: succeeded, with 1 to ``images_per_job`` outputs;
+    4-8. as for every host: outputs stream as whole PNGs, cancel of the ended task does
+       nothing, poll of ``unknown_task_id`` raises JobRejected;
+    9. nothing can be cancelled while the call is in flight (there is no task id yet):
+       ``can_cancel`` must be False, ``cancel`` raises CancelUnsupported and the call runs
+       on to its answer;
+    10. with every credential wrong, ``submit`` raises AuthError."""
+    name = spec.name
+    if spec.can_cancel:
+        raise _fail(name, "cancel", "a synchronous host has no task to stop while its call is "
+                    "in flight: can_cancel must be False")
+    latency = cfg.latency * (1 + cfg.jitter) + 1
+
+    async def held(job: Job, step: str) -> TaskStatus:
+        call = asyncio.ensure_future(client.submit(job))
+        await asyncio.sleep(0.05)  # the clock stands still: the call cannot have ended
+        if call.done():
+            exc = call.exception()
+            raise _fail(name, step, f"with no time passed the call already ended "
+                        f"({exc!r}); the emulator must hold it until state.now() is past "
+                        f"its latency" if exc else "with no time passed the call already "
+                        "answered; the emulator must hold it by its clock")
+        if step == "cancel (call in flight)":
+            try:
+                await client.cancel(f"{job.key}-in-flight", TaskState.RUNNING)
+            except CancelUnsupported:
+                pass
+            except ProviderError as exc:
+                call.cancel()
+                raise _fail(name, step, f"{type(exc).__name__}, not CancelUnsupported: "
+                            f"{exc}") from exc
+            else:
+                call.cancel()
+                raise _fail(name, step, "cancel returned as if the call had been stopped; it "
+                            "must raise CancelUnsupported")
+        clock.advance(latency)
+        try:
+            result = await asyncio.wait_for(call, 60)  # a hang guard only
+        except ProviderError as exc:
+            raise _fail(name, step, f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(result.task_id, str) or not result.task_id or result.final is None:
+            raise _fail(name, step, f"no task id, or no final status, in {result!r}")
+        return result.final
+
+    # 3: the call's whole life, the clock moved by hand
+    status = await held(_contract_job(model, params, prompt, 1), "submit")
+    if status.state is not TaskState.SUCCEEDED:
+        raise _fail(name, "submit", f"past its latency the call answered {status.state} "
+                    f"({status.provider_status!r}, error {status.error!r}), not succeeded")
+    most = model.images_per_job(params)
+    if not 1 <= len(status.outputs) <= most:
+        raise _fail(name, "submit", f"{len(status.outputs)} outputs listed; 1 to {most} "
+                    f"expected")
+    sizes = await _stream_outputs(name, client, status)
+    try:
+        await client.cancel(status.task_id, status.state)
+    except ProviderError as exc:
+        raise _fail(name, "cancel (ended task)", f"{type(exc).__name__}: {exc}") from exc
+    await _check_unknown_poll(name, client, unknown_task_id)
+    after = await held(_contract_job(model, params, prompt + " (2)", 2),
+                       "cancel (call in flight)")
+    if after.state is not TaskState.SUCCEEDED:
+        raise _fail(name, "cancel", f"after cancel (runs on) the call answered {after.state}, "
+                    f"not succeeded")
+    bad = _wrong_client(spec, settings, transport)
+    try:
+        await bad.submit(_contract_job(model, params, prompt, 3))
+    except AuthError:
+        pass
+    except ProviderError as exc:
+        raise _fail(name, "submit (wrong credentials)", f"{type(exc).__name__}, not "
+                    f"AuthError: {exc}") from exc
+    else:
+        raise _fail(name, "submit (wrong credentials)", "it succeeded")
+    finally:
+        await bad.aclose()
+    return ContractResult(provider=name, model=model.id, task_id=status.task_id,
+                          outputs=len(status.outputs), output_bytes=tuple(sizes), polls=0,
+                          cancel="runs on", models_checked=models_checked)

@@ -12,6 +12,7 @@ with other providers on purpose).
 from __future__ import annotations
 
 import os
+import sys
 from importlib.metadata import entry_points
 
 from runner.plugins import GROUP, PLUGINS_VAR
@@ -20,3 +21,8 @@ from runner.plugins import GROUP, PLUGINS_VAR
 BUILTINS = sorted(ep.name for ep in entry_points(group=GROUP)
                   if ep.value.startswith("runner.hosts."))
 os.environ.setdefault(PLUGINS_VAR, ",".join(BUILTINS))
+
+# tests/cli_support.py (helpers for the suites that run seedbatch as a process)
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[Group, ...], ...] = (
     (("hosts", ("runner.hosts.*",)),),
     (("journal", ("runner.execute.journal",)),),
     (("execute", ("runner.execute.*",)), ("report", ("runner.report.*",))),
+    (("store", ("runner.store.*",)),),
     (("api", ("runner.api",)), ("testing", ("runner.testing",))),
     (("review", ("runner.review.*",)),),
     (("cli", ("runner.cli.*", "runner.__main__", "runner")),),

@@ -87,6 +87,8 @@ from runner.cli import (  # noqa: E402
     report_cmds,
     review_cmds,
     run_cmds,
+    store_cmds,
 )
 
-__all__ = ["emulate_cmd", "main", "manifest_cmds", "report_cmds", "review_cmds", "run_cmds"]
+__all__ = ["emulate_cmd", "main", "manifest_cmds", "report_cmds", "review_cmds", "run_cmds",
+           "store_cmds"]

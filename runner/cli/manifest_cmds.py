@@ -160,9 +160,12 @@ def print_plan(plan: Plan, console: Console, *, rows: int = SHOWN_ROWS,
               help="Plan as `seedbatch run --force` would: every job runs, none is cached.")
 @click.option("--emulate", is_flag=True,
               help="Plan as `seedbatch run --emulate` would: only emulated outputs are cached.")
+@click.option("--store", "store", metavar="URL", default=None,
+              help="The shared output store (a path or fsspec URL); wins over SEEDBATCH_STORE "
+                   "and the manifest's store:. Jobs it holds show as 'from store'.")
 @handles_errors
 def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
-         force: bool, emulate: bool) -> None:
+         force: bool, emulate: bool, store: str | None) -> None:
     """Expand a manifest into jobs and estimate their cost, without running anything.
 
     Shows jobs grouped by model with counts, images and estimated USD/credits, the
@@ -175,13 +178,16 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
       seedbatch plan manifests/ab-sweep.yaml
       seedbatch plan manifests/ab-sweep.yaml --json | jq '.estimate'
       seedbatch plan big-sweep.yaml --yes --rows 50
+      seedbatch plan hero.yaml --store s3://team-bucket/seedbatch   # what a teammate made
 
     Each job is marked cached (verified outputs of an earlier run under --runs-dir, or
     listed in the manifest's lockfile, are reused for free), changed (a job of that name
     ran before with a different request) or new; the cost shown to run counts only the
     jobs that will be submitted. Reuse never crosses between the emulator and the real
     providers: outputs of an emulated rehearsal are not cached for a real run (the job
-    shows as new, with why), and real ones are not cached under --emulate.
+    shows as new, with why), and real ones are not cached under --emulate. With a shared
+    store (--store, SEEDBATCH_STORE or the manifest's store:), a job it holds is cached
+    "from store" (placed from it for $0 by `seedbatch run`).
 
     Plans of more than 10,000 jobs ask for confirmation first; without a terminal,
     pass --yes. Exit status: 0, or 2 for an invalid manifest.
@@ -200,24 +206,31 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
     result, errors = plan_manifest(m)
     if errors or result is None:
         raise ManifestErrors(errors)
-    decisions = None if force else cache_decisions(result, runs_dir, emulate=emulate)
+    decisions = None if force else cache_decisions(result, runs_dir, emulate=emulate,
+                                                   store=store)
     status = None if decisions is None else {k: d.status for k, d in decisions.items()}
+    stored = set() if decisions is None else {k for k, d in decisions.items()
+                                              if d.reason.startswith(FROM_STORE)}
     if as_json:
         doc = plan_document(result, status)
         doc["estimate"]["to_run"] = _to_run(result, status)
         if decisions is not None:
             for job_doc in doc["jobs"]:
                 job_doc["status_reason"] = decisions[job_doc["key"]].reason
+                job_doc["from_store"] = job_doc["key"] in stored
         click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
     console = _console()
-    print_plan(result, console, rows=rows, status=status)
+    shown = None if status is None else {k: ("from store" if k in stored else s)
+                                         for k, s in status.items()}
+    print_plan(result, console, rows=rows, status=shown)
     if status is not None:
         from runner.report.cache import ONLY_EMULATED, ONLY_REAL
 
         counts = Counter(status.values())
         todo = _to_run(result, status)
-        console.print(f"cached {counts['cached']:,} (reused, no cost) · changed "
+        console.print(f"cached {counts['cached']:,} (reused, no cost"
+                      + (f"; {len(stored):,} from store" if stored else "") + ") · changed "
                       f"{counts['changed']:,} · new {counts['new']:,} — to run: "
                       f"{todo['jobs']:,} job{'s' if todo['jobs'] != 1 else ''}, "
                       f"≈ {usd_precise(todo['usd'])} + {credits_fixed(todo['credits'])} credits")
@@ -227,21 +240,37 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
             console.print(f"note: {n:,} new job{'s' if n != 1 else ''} — {reason}")
 
 
-def cache_decisions(plan: Plan, runs_dir: Path, *,
-                    emulate: bool = False) -> dict[str, CacheDecision]:
+FROM_STORE = "from store"  # how a decision's reason starts when the store has the job
+
+
+def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,
+                    store: str | None = None) -> dict[str, CacheDecision]:
     """Job key → cached / changed / new (with why), against earlier runs and the manifest's
-    lockfile, for a run made as ``run`` would make it (emulated or not)."""
-    from runner.api import emulated_providers
+    lockfile, then the shared store, for a run made as ``run`` would make it (emulated or
+    not)."""
+    from runner.api import emulated_providers, open_store_for
     from runner.report.cache import CacheDecision, classify_in
     from runner.report.lock import lock_path_for, read_lock
+    from runner.store.sync import store_records
 
-    if not runs_dir.is_dir():
-        return {job.key: CacheDecision(job.key, job.name, "new", reason="no earlier outputs")
-                for job in plan.jobs}
     emulated = emulated_providers(sorted({j.provider for j in plan.jobs}), plan.providers,
                                   os.environ, emulate=emulate)
-    lock = read_lock(lock_path_for(plan.manifest_path))
-    return classify_in(plan.jobs, runs_dir, lock, emulated)
+    if not runs_dir.is_dir():
+        decisions = {job.key: CacheDecision(job.key, job.name, "new",
+                                            reason="no earlier outputs")
+                     for job in plan.jobs}
+    else:
+        lock = read_lock(lock_path_for(plan.manifest_path))
+        decisions = classify_in(plan.jobs, runs_dir, lock, emulated)
+    shared = open_store_for(store, os.environ, plan.store)
+    if shared is None:
+        return decisions
+    wanted = [job for job in plan.jobs if decisions[job.key].status != "cached"]
+    for key, record in store_records(shared, wanted, emulated).items():
+        old = decisions[key]
+        decisions[key] = CacheDecision(key, old.name, "cached", run_id=record.run_id,
+                                       reason=f"{FROM_STORE} (run {record.run_id})")
+    return decisions
 
 
 def _to_run(plan: Plan, status: Mapping[str, str] | None) -> dict[str, Any]:

@@ -39,9 +39,16 @@ def plan_summary(prepared: object) -> str:
         head += f", {len(prepared.selected)} selected by --only {prepared.only}"
     if prepared.reused:
         n = len(prepared.reused)
-        head += (f"; {n} already made by an earlier run (reused, not submitted; --force "
-                 f"submits {'them' if n != 1 else 'it'} again)")
+        stored = prepared.from_store
+        head += (f"; {n} already made by an earlier run"
+                 + (f" ({stored} from store)" if stored else "")
+                 + f" (reused, not submitted; --force submits {'them' if n != 1 else 'it'} "
+                   f"again)")
     lines.append(head)
+    if prepared.store is not None:
+        lines.append(f"Store: {prepared.store.url}")
+    lines += [f"note: {note}" for note in prepared.store_notes]
+    width = max((len(p) for p in prepared.providers), default=8)
     for provider in prepared.providers:
         jobs = [j for j in prepared.to_run if j.provider == provider]
         models = Counter(j.model for j in jobs)
@@ -49,7 +56,7 @@ def plan_summary(prepared: object) -> str:
         credits = sum(j.estimate.credits for j in jobs)
         lim = prepared.limits[provider]
         rate = f", {lim.requests_per_minute:g} req/min" if lim.requests_per_minute else ""
-        lines.append(f"  {provider:<8} {len(jobs):>4} job{'s' if len(jobs) != 1 else ' '}  "
+        lines.append(f"  {provider:<{width}} {len(jobs):>4} job{'s' if len(jobs) != 1 else ' '}  "
                      + ", ".join(f"{m} ×{n}" for m, n in sorted(models.items()))
                      + f"  {spend(usd, credits, approx=True)}"
                      + f"  (≤ {lim.concurrency} in flight{rate})")
@@ -82,6 +89,8 @@ def result_summary(result: object) -> str:
     tail += f"; {result.skipped} skipped)" if result.skipped else ")"
     if c.get("reused"):
         tail += f"; {c['reused']} reused from earlier runs"
+        if result.from_store:
+            tail += f" ({result.from_store} from store)"
     est = result.estimate
     lines = [
         ", ".join(parts) + tail,
@@ -93,6 +102,10 @@ def result_summary(result: object) -> str:
     if result.report is not None:
         html = Path(result.report).with_name(REPORT_HTML)
         lines.append(f"report: {html if html.exists() else result.report}")
+    store = result.store
+    if store and store.get("jobs_stored") and not store.get("jobs_not_stored"):
+        lines.append(f"store: {store.get('url')} ({store.get('jobs_stored', 0)} "
+                     f"job{'s' if store.get('jobs_stored', 0) != 1 else ''} stored)")
     lines += [f"note: {m}" for m in result.messages]
     return "\n".join(lines)
 
@@ -122,23 +135,30 @@ def _echo_result(result: object, quiet: bool) -> None:
 @click.option("--force", is_flag=True,
               help="Submit every job again, even those with outputs from an earlier run.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final summary.")
+@click.option("--store", "store", metavar="URL", default=None,
+              help="The shared output store: a path or an fsspec URL (s3://…, gs://…, "
+                   "az://…). Wins over SEEDBATCH_STORE and the manifest's store:.")
 @handles_errors
 def run(manifest: Path, emulate: bool, emulate_latency: float, emulate_faults: str | None,
         runs_dir: Path, yes: bool, max_usd: float | None, concurrency: int | None,
-        only: str | None, force: bool, quiet: bool) -> None:
+        only: str | None, force: bool, quiet: bool, store: str | None) -> None:
     """Run MANIFEST: submit every job, follow it, download its outputs, record it all.
 
     Creates one new directory under --runs-dir holding manifest.yaml, plan.json,
     journal.sqlite and outputs/. Ctrl-C once: no new submits, tasks in flight finish.
     Twice: remote tasks are cancelled. `seedbatch resume RUN_DIR` picks up after any stop.
     Jobs whose verified outputs an earlier run under --runs-dir holds are reused for free
-    (see `seedbatch plan`); --force submits them again.
+    (see `seedbatch plan`); --force submits them again. With a shared store (--store,
+    SEEDBATCH_STORE or the manifest's store:) the jobs it holds are placed from it for $0
+    ("from store") and every output made for real is uploaded to it in the background; a
+    store failure never fails a job (`seedbatch push RUN_DIR` finishes the uploads).
 
     \b
     Examples:
       seedbatch run manifests/quickstart.yaml --emulate --yes     # offline, free
       seedbatch run hero.yaml --max-usd 5 --concurrency 4          # asks before spending
       seedbatch run hero.yaml --only 'tent-*' --yes --quiet        # a subset, no prompt
+      seedbatch run hero.yaml --store s3://team-bucket/seedbatch --yes  # share the outputs
     Credentials come from the environment only: each provider's variables
     (`seedbatch plugins` lists them).
 
@@ -149,7 +169,8 @@ def run(manifest: Path, emulate: bool, emulate_latency: float, emulate_faults: s
 
     emulate_faults = _faults_option(emulate_faults)
     prepared = api.prepare(manifest, emulate=emulate, max_usd=max_usd,
-                           concurrency=concurrency, only=only, force=force, runs_dir=runs_dir)
+                           concurrency=concurrency, only=only, force=force, runs_dir=runs_dir,
+                           store=store)
     if not quiet:
         click.echo(plan_summary(prepared), err=True)
     if not emulate and not yes and prepared.to_run:
@@ -177,9 +198,13 @@ def run(manifest: Path, emulate: bool, emulate_latency: float, emulate_faults: s
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               help="At most N tasks in flight per provider.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final summary.")
+@click.option("--store", "store", metavar="URL", default=None,
+              help="The shared output store: a path or an fsspec URL (s3://…, gs://…, "
+                   "az://…). Wins over SEEDBATCH_STORE and the store the run used.")
 @handles_errors
 def resume(run_dir: Path, retry_unknown: bool, emulate: bool, emulate_latency: float,
-           max_usd: float | None, concurrency: int | None, quiet: bool) -> None:
+           max_usd: float | None, concurrency: int | None, quiet: bool,
+           store: str | None) -> None:
     """Pick RUN_DIR up where it stopped, without submitting anything twice.
 
     Tasks that exist are followed and downloaded; jobs never submitted are submitted; a job
@@ -191,7 +216,7 @@ def resume(run_dir: Path, retry_unknown: bool, emulate: bool, emulate_latency: f
 
     result = api.resume(run_dir, retry_unknown=retry_unknown, emulate=emulate,
                         emulate_latency=emulate_latency, max_usd=max_usd,
-                        concurrency=concurrency, quiet=quiet)
+                        concurrency=concurrency, quiet=quiet, store=store)
     _echo_result(result, quiet)
     sys.exit(result.exit_code)
 

@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +50,7 @@ from runner.errors import (
 from runner.execute.budget import BudgetBook
 from runner.execute.cancel import CancelReport, cancel_remote_tasks
 from runner.execute.download import DownloadError, download
-from runner.execute.journal import TASK_SUCCEEDED, JobRecord, JobState, Journal
+from runner.execute.journal import RAN_ON_EVENT, TASK_SUCCEEDED, JobRecord, JobState, Journal
 from runner.execute.lanes import Lane, SlotHolder
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
@@ -112,6 +112,17 @@ class Outcome:
     left_attached: int = 0  # of those and of refused cancels: still running, for resume
 
 
+def _answered(result: SubmitResult) -> bool:
+    """The submit's answer holds the task's end (a synchronous host): nothing to poll."""
+    return result.final is not None and result.final.state.terminal
+
+
+def _output_rows(outputs: Sequence[RemoteOutput]) -> list[dict[str, Any]]:
+    """Remote outputs as the journal keeps them."""
+    return [{"url": o.url, "name": o.name, "content_type": o.content_type, "size": o.size}
+            for o in outputs]
+
+
 class _Stopped(Exception):
     """Submitting stopped (interrupt, fatal error, cancel): the job stays pending."""
 
@@ -140,6 +151,7 @@ class Executor:
         progress: ProgressSink | None = None,
         options: ExecutorOptions | None = None,
         reuse: ReuseLookup | None = None,
+        on_succeeded: Callable[[str], None] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.journal = journal
@@ -148,6 +160,9 @@ class Executor:
         self.options = options or ExecutorOptions()
         self.progress = progress or NullProgress()
         self.reuse = reuse
+        # Told each job key whose outputs were downloaded (not reused), in the loop: it
+        # must return at once (the store's uploads queue work and go on).
+        self.on_succeeded = on_succeeded
         self.lanes = {
             name: Lane(name, provider, limits[name],
                        AdaptiveSlots(limits[name].concurrency, cooldown=self.options.cooldown),
@@ -452,11 +467,15 @@ class Executor:
             except OSError as exc:
                 self.journal.note("reuse_failed", {"from": hit.origin, "error": str(exc)},
                                   job.key)
+                if hit.via:
+                    self.notes.append(f"{job.name}: not placed from the {hit.via} ({exc}); "
+                                      f"submitted instead")
                 return False
             records.append(OutputRecord(job.key, out.index, rel, out.url, out.bytes, out.sha256,
                                         out.content_type, out.width, out.height))
-        self.journal.mark_reused(job.key, records, hit.origin)
-        self._track(job.key, JobState.REUSED, f"from {hit.origin}")
+        self.journal.mark_reused(job.key, records, hit.origin, via=hit.via)
+        self._track(job.key, JobState.REUSED,
+                    f"from {hit.via} (run {hit.origin})" if hit.via else f"from {hit.origin}")
         return True
 
     # -- dispatch -------------------------------------------------------------------------
@@ -497,6 +516,12 @@ class Executor:
         try:
             result = await self._submit(job, lane, slot)
             if result is None:
+                return
+            if _answered(result):
+                # a synchronous host: the answer held the task's end, journaled with it
+                slot.release()
+                assert result.final is not None
+                await self._finish(job, lane, result.final, journaled=True)
                 return
             t0 = asyncio.get_running_loop().time()
             status = await self._follow(job, lane, slot, result.task_id, t0,
@@ -572,6 +597,15 @@ class Executor:
                 lane.gate.pause(exc.retry_after if exc.retry_after is not None else 1.0)
             raise
         lane.slots.on_success()
+        final = result.final
+        if _answered(result):
+            assert final is not None
+            self.journal.mark_submitted(
+                key, result.task_id, estimated_seconds=result.estimated_seconds,
+                ended=str(final.state), provider_status=final.provider_status,
+                outputs=_output_rows(final.outputs), cost_usd=final.cost_usd,
+                credits=final.credits, error=final.error)
+            return result
         self.journal.mark_submitted(key, result.task_id,
                                     estimated_seconds=result.estimated_seconds)
         self._track(key, JobState.SUBMITTED)
@@ -759,26 +793,33 @@ class Executor:
                 await asyncio.wait_for(model.news().wait(), remaining)
         return False
 
-    async def _finish(self, job: Job, lane: Lane, status: TaskStatus) -> None:
+    async def _finish(self, job: Job, lane: Lane, status: TaskStatus, *,
+                      journaled: bool = False) -> None:
+        """A task's end: settle its cost, journal it (unless the submit's answer already was
+        — ``journaled``), download a success's outputs."""
         key = job.key
         if status.state is TaskState.CANCELLED:
             self.budget.settle(key, status.cost_usd or 0.0, status.credits or 0.0)
-            self.journal.mark_cancelled(key, status.error or "cancelled by the provider")
+            if not journaled:
+                self.journal.mark_cancelled(key, status.error or "cancelled by the provider")
             self._track(key, JobState.CANCELLED)
             return
         if status.state is TaskState.FAILED:
             # Failed tasks cost nothing unless the provider billed them.
             self.budget.settle(key, status.cost_usd or 0.0, status.credits or 0.0)
-            self._fail(key, f"task failed: {status.error or status.provider_status}",
-                       task_state="failed", cost_usd=status.cost_usd, credits=status.credits)
+            error = f"task failed: {status.error or status.provider_status}"
+            if journaled:
+                self._track(key, JobState.FAILED, error)
+            else:
+                self._fail(key, error, task_state="failed", cost_usd=status.cost_usd,
+                           credits=status.credits)
             return
         usd = status.cost_usd if status.cost_usd is not None else job.estimate.usd
         credits = status.credits if status.credits is not None else job.estimate.credits
         self.budget.settle(key, usd, credits)
-        outputs = [{"url": o.url, "name": o.name, "content_type": o.content_type,
-                    "size": o.size} for o in status.outputs]
-        self.journal.mark_downloading(key, outputs, cost_usd=status.cost_usd,
-                                      credits=status.credits)
+        if not journaled:
+            self.journal.mark_downloading(key, _output_rows(status.outputs),
+                                          cost_usd=status.cost_usd, credits=status.credits)
         self._track(key, JobState.DOWNLOADING)
         await self._download_all(job, lane, status.outputs)
 
@@ -820,6 +861,11 @@ class Executor:
                                                     got.height))
         self.journal.mark_succeeded(key)
         self._track(key, JobState.SUCCEEDED)
+        if self.on_succeeded is not None:
+            try:
+                self.on_succeeded(key)
+            except Exception as exc:  # a hook never fails the job it reports
+                self.notes.append(f"{job.name}: after download: {type(exc).__name__}: {exc}")
 
     # -- resume: follow tasks that exist ----------------------------------------------------
 
@@ -827,6 +873,17 @@ class Executor:
         job = self.jobs[rec.key]
         lane = self.lanes[job.provider]
         assert rec.task_id is not None
+        if rec.answered_at_submit and rec.state in (JobState.DOWNLOADING, JobState.FAILED):
+            # A synchronous host's answer: no task to ask again; its links were journaled.
+            outputs = tuple(RemoteOutput(url=str(o.get("url")), name=o.get("name"),
+                                         content_type=o.get("content_type"), size=o.get("size"))
+                            for o in rec.remote_outputs)
+            if rec.state is JobState.FAILED:
+                self.journal.mark_downloading(rec.key, list(rec.remote_outputs),
+                                              cost_usd=rec.cost_usd, credits=rec.credits)
+            self._track(rec.key, JobState.DOWNLOADING)
+            await self._download_all(job, lane, outputs)
+            return
         if rec.state is JobState.DOWNLOADING or rec.state is JobState.FAILED:
             # The task finished (and was paid): poll once for fresh output links.
             try:
@@ -840,8 +897,7 @@ class Executor:
                 self._fail(rec.key, f"task {rec.task_id} now reports {status.state}")
                 return
             self.journal.mark_downloading(
-                rec.key, [{"url": o.url, "name": o.name, "content_type": o.content_type,
-                           "size": o.size} for o in status.outputs],
+                rec.key, _output_rows(status.outputs),
                 cost_usd=status.cost_usd if status.cost_usd is not None else rec.cost_usd,
                 credits=status.credits if status.credits is not None else rec.credits)
             self._track(rec.key, JobState.DOWNLOADING)
@@ -885,7 +941,13 @@ class Executor:
         for task in self._dispatchers:
             task.cancel()
         me = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not me]
+        # A submit in flight to a host that cannot stop a task is not cut: closing the call
+        # would not stop what it started (a synchronous host's generation runs on, billed),
+        # so it runs to its answer and its outputs are downloaded, like any task that runs on.
+        calls_run_on = sorted(key for key, task in self._task_of.items()
+                              if task is not me and not task.done() and self._runs_on(key))
+        kept = {self._task_of[key] for key in calls_run_on}
+        tasks = [t for t in self._tasks if t is not me and t not in kept]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*self._dispatchers, *tasks, return_exceptions=True)
@@ -894,24 +956,38 @@ class Executor:
             gates={n: lane.gate for n, lane in self.lanes.items()},
             limit_seconds=self.options.cancel_timeout,
             on_cancelled=lambda key: self._track(key, JobState.CANCELLED), why=why)
+        for key in calls_run_on:
+            if key not in report.running_on:
+                self.journal.note(RAN_ON_EVENT, {"error": "its submit was in flight and the host "
+                                                 "cannot stop what it started", "why": why}, key)
+                report.running_on.append(key)
         self.cancel_report = report
         # Tasks that could not be stopped run on and are billed: follow and download them.
         attached = set(report.attached)
         keep = [rec for rec in self.journal.jobs()
                 if rec.key in attached and rec.state.attached and rec.task_id
-                and rec.key in self.jobs]
-        if not keep:
+                and rec.key in self.jobs and rec.key not in calls_run_on]
+        if not keep and not calls_run_on:
             return
-        self._awaited_after_cancel = [rec.key for rec in keep]
-        running_on = len(set(report.running_on) & {rec.key for rec in keep})
+        self._awaited_after_cancel = [*calls_run_on, *(rec.key for rec in keep)]
+        running_on = len(set(report.running_on) & set(self._awaited_after_cancel))
         what = (f"{running_on} task{'s' if running_on != 1 else ''} cannot be cancelled "
                 f"(they run on and are billed)") if running_on else ""
-        refused = len(keep) - running_on
+        refused = len(self._awaited_after_cancel) - running_on
         if refused:
             what += (", and " if what else "") + \
                 f"{refused} cancel{'s were' if refused != 1 else ' was'} refused"
-        self.progress.notice(f"{what}: waiting for {'them' if len(keep) != 1 else 'it'} to "
-                             f"finish and download (Ctrl-C again to leave "
-                             f"{'them' if len(keep) != 1 else 'it'} for `seedbatch resume`).")
+        n = len(self._awaited_after_cancel)
+        self.progress.notice(f"{what}: waiting for {'them' if n != 1 else 'it'} to finish and "
+                             f"download (Ctrl-C again to leave {'them' if n != 1 else 'it'} "
+                             f"for `seedbatch resume`).")
         for rec in keep:
             self._spawn(rec.key, self._reattach(rec))
+
+    def _runs_on(self, key: str) -> bool:
+        """``key``'s submit is in flight to a host that cannot stop a task once started
+        (its client's ``can_cancel`` is False)."""
+        job = self.jobs.get(key)
+        lane = self.lanes.get(job.provider) if job is not None else None
+        return (lane is not None and self._state.get(key) is JobState.SUBMITTING
+                and getattr(lane.provider, "can_cancel", True) is False)

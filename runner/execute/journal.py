@@ -6,6 +6,8 @@ process stopped at any instant (Ctrl-C, a crash, ``kill -9``, a power cut: commi
 
     pending ──▶ submitting ──▶ submitted ──▶ running ──▶ downloading ──▶ succeeded
        ▲            │  (attempt counted and committed before the request leaves)
+       │            ├─▶ downloading / failed   a synchronous host answered with the end
+       │            │                          (one commit with the task id; never polled)
        └────────────┤ transient error: the provider surely created nothing
                     ├─▶ unknown    the request left, no answer came back (never resent)
                     └─▶ failed     the provider refused this job
@@ -215,6 +217,15 @@ class JobRecord:
         """Paid for: the task succeeded (outputs downloaded or not)."""
         return self.state in (JobState.SUCCEEDED, JobState.DOWNLOADING) or \
             self.paid_not_downloaded
+
+    @property
+    def answered_at_submit(self) -> bool:
+        """The host answered the submit with the task's end (a synchronous host): its
+        outputs were journaled with the task id and no poll was ever made — nor can be, as
+        there is no task to ask about. ``resume`` downloads the journaled links. (A polled
+        host's success is only ever learnt by a poll, so ``polls`` is then at least 1.)"""
+        return self.task_state == TASK_SUCCEEDED and self.polls == 0 and \
+            self.task_id is not None and bool(self.remote_outputs)
 
     def has_work(self, *, retry_unknown: bool = False) -> bool:
         """What ``resume`` picks up: pending jobs, tasks that exist, paid outputs not yet
@@ -460,9 +471,38 @@ class Journal:
         self._set(key, JobState.PENDING, {"error": error}, kind="retry", error=error)
 
     def mark_submitted(self, key: str, task_id: str, *,
-                       estimated_seconds: float | None = None) -> None:
-        self._set(key, JobState.SUBMITTED, {"task_id": task_id}, durable=True, task_id=task_id,
-                  estimated_seconds=estimated_seconds, submitted_at=utc_now(), error=None)
+                       estimated_seconds: float | None = None, ended: str | None = None,
+                       provider_status: str = "", outputs: Sequence[Mapping[str, Any]] = (),
+                       cost_usd: float | None = None, credits: float | None = None,
+                       error: str | None = None) -> None:
+        """The submit's answer: a task id. ``ended`` (a task state word) when a synchronous
+        host answered with the task's end too — journaled in the same durable commit, so no
+        instant exists where the job looks like a task to poll: ``succeeded`` goes straight
+        to ``downloading`` with its ``outputs`` (never polled: see
+        :attr:`JobRecord.answered_at_submit`), ``failed`` / ``cancelled`` end the job."""
+        now = utc_now()
+        columns: dict[str, Any] = {"task_id": task_id, "estimated_seconds": estimated_seconds,
+                                   "submitted_at": now, "error": None}
+        state = JobState.SUBMITTED
+        detail: dict[str, Any] = {"task_id": task_id}
+        if ended is not None:
+            detail["answered"] = ended
+            # the task ran while the call was held: it was sent (and started) when the job
+            # became submitting, so its time is the call's, not the download's alone
+            row = self._conn.execute("SELECT updated_at FROM jobs WHERE key = ?",
+                                     (key,)).fetchone()
+            sent = row[0] if row is not None and row[0] else now
+            columns.update(task_state=ended, provider_status=provider_status,
+                           cost_usd=cost_usd, credits=credits, submitted_at=sent,
+                           started_at=sent)
+            if ended == TASK_SUCCEEDED:
+                state = JobState.DOWNLOADING
+                columns["remote_outputs"] = json.dumps(list(outputs))
+                detail["outputs"] = len(outputs)
+            else:
+                state = JobState.CANCELLED if ended == "cancelled" else JobState.FAILED
+                columns.update(error=error or f"task {ended}", finished_at=now)
+        self._set(key, state, detail, durable=True, **columns)
 
     def record_poll(self, key: str, *, task_state: str, provider_status: str,
                     state: JobState | None = None, elapsed_seconds: float | None = None) -> None:
@@ -532,10 +572,13 @@ class Journal:
     def mark_skipped(self, key: str, reason: str) -> None:
         self._set(key, JobState.SKIPPED, {"reason": reason}, reason=reason)
 
-    def mark_reused(self, key: str, outputs: Sequence[OutputRecord], source: str) -> None:
+    def mark_reused(self, key: str, outputs: Sequence[OutputRecord], source: str,
+                    via: str = "") -> None:
+        """``source`` is the run that made the outputs; ``via`` how they came ("store")."""
         for out in outputs:
             self.record_output(out)
-        self._set(key, JobState.REUSED, {"from": source}, reason=f"reused from {source}",
+        detail = {"from": source, "via": via} if via else {"from": source}
+        self._set(key, JobState.REUSED, detail, reason=f"reused from {source}",
                   finished_at=utc_now())
 
     def set_pending(self, key: str, *, reason: str | None = None, clear_task: bool = False,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from runner.hosts import emulator_parts
 from runner.jobs import Limits, Price
 from runner.spec import EmulatorSpec, ModelSpec, Portable, ProviderSpec, nearest_sizes, size_label
 
@@ -79,22 +80,10 @@ def client(settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | 
                            transport=transport, timeout=timeout, concurrency=concurrency)
 
 
-def emulator_routes(kit: Any) -> Sequence[Any]:
-    from runner.emulator.pixwith import routes
+def _emulator() -> ModuleType:
+    from runner.emulator import pixwith
 
-    return routes(kit)
-
-
-def emulator_state(context: Any) -> Any:
-    from runner.emulator.pixwith import make_state
-
-    return make_state(context)
-
-
-def emulator_errors(status: int, message: str, headers: Mapping[str, str] | None) -> Any:
-    from runner.emulator.pixwith import error_response
-
-    return error_response(status, message, headers)
+    return pixwith
 
 
 SPEC = ProviderSpec(
@@ -109,9 +98,8 @@ SPEC = ProviderSpec(
     can_cancel=False,  # no cancel call is documented: a task runs to its end, billed
     initial_latency=1.0,
     # Pixwith's documentation publishes this test key.
-    emulator=EmulatorSpec(path="/pixwith/api", routes=emulator_routes,
+    emulator=EmulatorSpec(path="/pixwith/api", **emulator_parts(_emulator),
                           credentials={"PIXWITH_API_KEY": "key_00000000000000000000000000000000"},
                           # starting credits (6 an image); presigned uploads' lifetime, s
-                          options={"credits": 500, "upload_ttl": 600.0},
-                          make_state=emulator_state, errors=emulator_errors),
+                          options={"credits": 500, "upload_ttl": 600.0},),
 )

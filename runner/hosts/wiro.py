@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from runner.hosts import emulator_parts
 from runner.jobs import Limits, Price
 from runner.spec import (
     EmulatorSpec,
@@ -120,22 +121,10 @@ def client(settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | 
                         concurrency=concurrency, socket_url=settings.push_url)
 
 
-def emulator_routes(kit: Any) -> Sequence[Any]:
-    from runner.emulator.wiro import routes
+def _emulator() -> ModuleType:
+    from runner.emulator import wiro
 
-    return routes(kit)
-
-
-def emulator_state(context: Any) -> Any:
-    from runner.emulator.wiro import make_state
-
-    return make_state(context)
-
-
-def emulator_errors(status: int, message: str, headers: Mapping[str, str] | None) -> Any:
-    from runner.emulator.wiro import error_response
-
-    return error_response(status, message, headers)
+    return wiro
 
 
 SPEC = ProviderSpec(
@@ -152,11 +141,10 @@ SPEC = ProviderSpec(
     push_url_var="WIRO_SOCKET_URL",
     default_push_url="wss://socket.wiro.ai/v1",
     initial_latency=1.0,
-    emulator=EmulatorSpec(path="/wiro/v1", routes=emulator_routes,
+    emulator=EmulatorSpec(path="/wiro/v1", **emulator_parts(_emulator),
                           credentials={"WIRO_API_KEY": "demo-wiro-key",
                                        "WIRO_API_SECRET": "demo-wiro-secret"},
                           # the account's balance: below price × maxImages a Run answers 97
                           options={"balance_usd": 1000.0},
-                          make_state=emulator_state, errors=emulator_errors,
                           task_faults=("task_error", "fail"), push_path="/wiro/socket/v1"),
 )

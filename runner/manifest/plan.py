@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from runner.errors import ManifestError, ManifestErrors
 from runner.jobrecord import job_to_dict
@@ -239,6 +240,7 @@ def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]
     jobs, errors = expand(manifest)
     namer = OutputNamer(manifest)
     errors += _check_outputs(manifest, jobs, namer)
+    errors += _check_store(manifest)
     if errors:
         return None, errors
     doc = manifest.doc
@@ -246,8 +248,36 @@ def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]
                 jobs=tuple(jobs), limits=dict(manifest.limits), budget=manifest.budget,
                 providers={k: dict(v) for k, v in manifest.providers.items()},
                 axes=matrix_axes(doc.data), description=description_of(doc.data),
-                output_namer=namer)
+                output_namer=namer, store=store_of(doc.data, doc.path))
     return plan, []
+
+
+def _check_store(manifest: Manifest) -> list[ManifestError]:
+    """A ``store:`` URL never carries credentials (they would be in git and every run)."""
+    data = manifest.doc.data
+    store = data.get("store") if isinstance(data, dict) else None
+    if not isinstance(store, str) or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", store):
+        return []
+    parts = urlsplit(store)
+    if parts.username is None and parts.password is None:
+        return []
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return [manifest.doc.error(
+        f"store: {parts.scheme}://{host}{parts.path} is written with a user or password; "
+        f"credentials never live in a manifest: remove them and give them to the backend "
+        f"the usual way (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws; see "
+        f"docs/store.md)", ("store",))]
+
+
+def store_of(data: Any, manifest_path: Path) -> str | None:
+    """The manifest's ``store:`` (the schema checked it is a string without credentials): a
+    URL as written, a path made absolute against the manifest's folder."""
+    store = data.get("store") if isinstance(data, dict) else None
+    if not isinstance(store, str) or not store:
+        return None
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", store):
+        return store
+    return str((Path(manifest_path).parent / Path(store).expanduser()).resolve())
 
 
 _GLOBAL_SECTIONS = ("$.vars", "$.prompts", "$.models")

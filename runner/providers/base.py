@@ -47,6 +47,9 @@ class SubmitResult:
     task_id: str
     token: str | None = None  # a host's token for push updates, if it has one
     estimated_seconds: float | None = None  # the host's estimate of the task's duration
+    # A synchronous host answers the submit with the task's end (its outputs, its cost):
+    # the executor journals it with the task id, in one commit, and never polls the task.
+    final: TaskStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)

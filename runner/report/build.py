@@ -146,6 +146,7 @@ def _job(record: JobRecord) -> dict[str, Any]:
         },
         "reused": record.reused,
         "reused_from": record.reused_from if record.reused else None,
+        "from_store": bool(record.reused and record.reused_via == "store"),
         "emulated": record.emulated,
         "ran_on_after_cancel": record.ran_on_after_cancel,
         "outputs": [
@@ -213,6 +214,7 @@ def _totals(jobs: list[dict[str, Any]]) -> dict[str, Any]:
         "succeeded": by_status[JobStatus.SUCCEEDED],
         "failed": by_status[JobStatus.FAILED],
         "reused": sum(1 for j in jobs if j["reused"]),
+        "from_store": sum(1 for j in jobs if j.get("from_store")),
         "images": sum(len(j["outputs"]) for j in jobs),
         "bytes": sum(o["bytes"] for j in jobs for o in j["outputs"]),
         "cost_usd": _sum(j["cost_usd"] for j in jobs),
@@ -293,6 +295,7 @@ def build_report(
             "emulated": meta.emulated,
             "emulated_providers": list(meta.emulated_providers),
             "providers": {name: dict(origin) for name, origin in sorted(meta.providers.items())},
+            "store": dict(meta.store) if meta.store is not None else None,
         },
         "manifest": {
             "path": meta.manifest_path,

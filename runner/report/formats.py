@@ -31,11 +31,13 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         f"- started {run['started_at'] or '—'}, finished {run['finished_at'] or '—'}"
         f" ({_duration(run['duration_seconds'])})",
         f"- jobs: {totals['jobs']} ({by_status or 'none'})"
-        + (f", {totals['reused']} reused" if totals["reused"] else ""),
+        + (f", {totals['reused']} reused" if totals["reused"] else "")
+        + (f" ({totals['from_store']} from store)" if totals.get("from_store") else ""),
         f"- images: {totals['images']} ({_size(totals['bytes'])})",
         f"- spend: {_usd(totals['cost_usd'])} (estimate {_usd(totals['estimate']['usd'])}),"
         f" credits {_credits(totals['credits'])} (estimate"
         f" {_credits(totals['estimate']['credits'])})",
+        *_store_line(run.get("store")),
         f"- {report['tool']['name']} {report['tool']['version']},"
         f" Python {report['environment']['python']}",
         "",
@@ -59,7 +61,9 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         "|---|---|---|--:|--:|--:|---|---|",
     ]
     for job in report["jobs"]:
-        status = job["status"] + (f" (reused from {job['reused_from']})" if job["reused"] else "")
+        status = job["status"] + (
+            f" (from store, run {job['reused_from']})" if job.get("from_store") else
+            f" (reused from {job['reused_from']})" if job["reused"] else "")
         if job.get("ran_on_after_cancel"):
             status += " (ran on after a cancel)"
         lines.append(
@@ -74,6 +78,16 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {_cell(job['name'])} | `{_cell(output['path'])}` |"
                          f" {_size(output['bytes'])} | `{output['sha256'][:16]}` |")
     return "\n".join(lines) + "\n"
+
+
+def _store_line(store: Mapping[str, Any] | None) -> list[str]:
+    if not store:
+        return []
+    line = f"- store: `{store['url']}` — {store['jobs_stored']} jobs stored"
+    if store["jobs_not_stored"]:
+        line += (f", **{store['jobs_not_stored']} not stored** ({store['error'] or 'failed'};"
+                 f" `seedbatch push` stores them)")
+    return [line]
 
 
 CSV_COLUMNS = (

@@ -5,7 +5,7 @@ which run, at what cost — so a change shows up as a small git diff::
 
     {"version": 1, "manifest": "autumn-hero.yaml",
      "jobs": {"<job key>": {"name", "model", "outputs": [{"path", "sha256", "bytes"}],
-                            "run_id", "cost_usd", "credits"}}}
+                            "run_id", "cost_usd", "credits"[, "from_store"]}}}
 
 Output paths are relative to the run directory of ``run_id``. Merging rules
 (:func:`merge_lock`): the jobs a run succeeded with (ran or reused) replace their entries;
@@ -39,8 +39,9 @@ def empty_lock(manifest_name: str) -> dict[str, Any]:
 
 
 def entry_from_job(job: Mapping[str, Any], run_id: str) -> dict[str, Any]:
-    """A lock entry for one succeeded job of a report."""
-    return {
+    """A lock entry for one succeeded job of a report (``"from_store": true`` when its
+    outputs were placed from the shared store: ``run_id`` is the run that made them)."""
+    entry = {
         "name": job["name"],
         "model": job["model"],
         "outputs": [{"path": o["path"], "sha256": o["sha256"], "bytes": o["bytes"]}
@@ -49,6 +50,9 @@ def entry_from_job(job: Mapping[str, Any], run_id: str) -> dict[str, Any]:
         "cost_usd": job["cost_usd"],
         "credits": job["credits"],
     }
+    if job.get("from_store"):
+        entry["from_store"] = True
+    return entry
 
 
 def merge_lock(lock: Mapping[str, Any] | None, report: Mapping[str, Any],

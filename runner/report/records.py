@@ -62,6 +62,7 @@ class JobRecord:
     estimate_credits: float = 0.0
     reused: bool = False
     reused_from: str | None = None  # run id the outputs were first produced in
+    reused_via: str | None = None  # "store" when they came from a shared store
     outputs: tuple[OutputRecord, ...] = ()
     emulated: bool = False  # made by an emulator: placeholders, never a real result
     ran_on_after_cancel: bool = False  # a cancel could not stop its task: it ran on, billed
@@ -85,6 +86,8 @@ class RunMeta:
     # per provider the run sent jobs to: the package that registered it, as loaded when the
     # run was created ({"entry_point", "distribution", "version"}; none for older runs)
     providers: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
+    # the shared store the run used and what of the run is in it (journal meta "store")
+    store: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

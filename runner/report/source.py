@@ -91,6 +91,8 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
         for out in journal.outputs():
             outputs_by_job.setdefault(out.job_key, []).append(out)
         events = journal.events()
+        via = {e.job_key: str(e.detail.get("via")) for e in events
+               if e.state == "reused" and e.detail.get("via")}
         ran_on = journal.ran_on_after_cancel()
         emulated = bool(meta.get("emulated") or meta.get("emulate"))
         listed = meta.get("emulated_providers")
@@ -119,6 +121,7 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
                 estimate_images=row.estimate_images, estimate_usd=row.estimate_usd,
                 estimate_credits=row.estimate_credits, reused=reused,
                 reused_from=_reused_from(row, journal) if reused else None,
+                reused_via=via.get(row.key) if reused else None,
                 outputs=tuple(outputs_by_job.get(row.key, ())),
                 emulated=row.provider in emulated_providers,
                 ran_on_after_cancel=row.key in ran_on,
@@ -144,9 +147,19 @@ def records_from_journal(run_dir: str | Path) -> RunRecords:
             emulated=emulated,
             emulated_providers=emulated_providers,
             providers=providers,
+            store=_store_meta(meta.get("store")),
         ),
         jobs=tuple(jobs),
     )
+
+
+def _store_meta(meta: Any) -> dict[str, Any] | None:
+    """The journal's ``store`` meta as the report shows it (no per-key bookkeeping)."""
+    if not isinstance(meta, dict):
+        return None
+    return {"url": meta.get("url"), "jobs_stored": int(meta.get("jobs_stored") or 0),
+            "jobs_not_stored": int(meta.get("jobs_not_stored") or 0),
+            "not_stored": list(meta.get("not_stored") or []), "error": meta.get("error")}
 
 
 ORIGIN_KEYS = ("entry_point", "distribution", "version")

@@ -95,7 +95,8 @@ def test_set_and_the_credits_alias_become_provider_options() -> None:
 
     answer, index = asyncio.run(ask())
     assert answer.json()["data"] == {"credits": 20}
-    assert index.json()["config"]["options"] == {
+    options = index.json()["config"]["options"]
+    assert {k: options[k] for k in ("pixwith", "wiro")} == {
         "pixwith": {"credits": 20, "upload_ttl": 600.0}, "wiro": {"balance_usd": 1000.0}}
 
 
@@ -108,7 +109,7 @@ def emulate(*args: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[
     )
     assert proc.stdout is not None
     banner = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90  # a hang guard: a loaded machine imports slowly
     try:
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
@@ -122,7 +123,7 @@ def emulate(*args: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -145,11 +146,11 @@ def test_emulate_serves_until_ctrl_c_and_keeps_secrets_quiet() -> None:
         run = httpx.post(f"{url}/wiro/v1/Run/bytedance/seedream-v4",
                          headers={"x-api-key": "env-key-4471", "x-nonce": nonce,
                                   "x-signature": signature},
-                         data={"prompt": "from the command line"}, timeout=10)
+                         data={"prompt": "from the command line"}, timeout=60)
         assert run.json()["result"] is True  # the environment's credentials are the ones
-        assert httpx.get(f"{url}/__stats", timeout=5).json()["tasks_created_total"] == 1
+        assert httpx.get(f"{url}/__stats", timeout=60).json()["tasks_created_total"] == 1
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=10)
+        rest, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
         output = banner + rest
         assert "emulator stopped" in output

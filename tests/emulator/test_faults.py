@@ -229,7 +229,8 @@ async def test_task_error_frees_the_slot_when_it_fails(emulator: Any, clock: Any
         clock.advance(0.4)
         await emu.run_ok(V4, json={"prompt": "two"})
         stats = await emu.stats()
-        assert stats["concurrency_refusals"] == {"wiro": 1, "pixwith": 0}
+        assert stats["concurrency_refusals"]["wiro"] == 1
+        assert sum(stats["concurrency_refusals"].values()) == 1
         assert stats["rejections"]["concurrency"] == 1
 
 

@@ -88,6 +88,31 @@ def test_polls_are_counted_and_started_at_is_set_once(tmp_path: Path) -> None:
         assert [e.detail["status"] for e in polls] == ["task_queue", "task_start", "task_output"]
 
 
+def test_a_synchronous_answer_dates_the_task_from_when_the_call_was_sent(
+        tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path)
+    key = jobs[0].key
+    with journal:
+        journal.mark_submitting(key)
+        sent = journal.job(key).updated_at
+        journal._conn.execute("UPDATE jobs SET updated_at = ? WHERE key = ?",
+                              ("2026-01-01T00:00:00.000Z", key))  # the call was sent then
+        journal.mark_submitted(key, "call-1", ended="succeeded", provider_status="1 generated",
+                               outputs=[{"url": "https://x/0.png"}])
+        rec = journal.job(key)
+        assert sent is not None
+        assert rec.state is JobState.DOWNLOADING
+        assert rec.submitted_at == rec.started_at == "2026-01-01T00:00:00.000Z"
+        # a polled host's submit is dated by its answer
+        other = jobs[1].key
+        journal.mark_submitting(other)
+        journal._conn.execute("UPDATE jobs SET updated_at = ? WHERE key = ?",
+                              ("2026-01-01T00:00:00.000Z", other))
+        journal.mark_submitted(other, "t2")
+        assert journal.job(other).submitted_at != "2026-01-01T00:00:00.000Z"
+        assert journal.job(other).started_at is None
+
+
 def test_outputs_and_success_and_read_api(tmp_path: Path) -> None:
     journal, jobs = _new(tmp_path)
     key = jobs[0].key

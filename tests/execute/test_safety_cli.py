@@ -13,18 +13,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from cli_support import cli, journal_states, only_run_dir, report_of, set_clock, start_cli, wait_for
 
 from runner.config import demo_credentials
 from runner.emulator import EmulatorConfig, serve_in_thread
-from runner.errors import RunDirError
 from runner.execute.journal import JobState, Journal
 from runner.report.cache import ONLY_EMULATED
 from runner.version import __version__
@@ -60,16 +57,6 @@ limits:
   pixwith: {concurrency: 2}
 """
 
-def cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, check=False)
-
-
-def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def env_at(server: Any | None) -> dict[str, str]:
     """This environment with the emulator's credentials, pointed at ``server`` (or at no
     base URL at all)."""
@@ -79,35 +66,6 @@ def env_at(server: Any | None) -> dict[str, str]:
         env["WIRO_BASE_URL"] = server.wiro_base_url
         env["PIXWITH_BASE_URL"] = server.pixwith_base_url
     return env
-
-
-def set_clock(server: Any, **change: Any) -> None:
-    httpx.post(f"{server.url}/__clock", json=change, timeout=10).raise_for_status()
-
-
-def wait_for(check: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit  # a hang guard, not a speed claim
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def only_run_dir(runs: Path) -> Path:
-    dirs = [d for d in runs.iterdir() if d.is_dir()] if runs.is_dir() else []
-    return dirs[0] if len(dirs) == 1 else Path("/nonexistent")
-
-
-def journal_states(run_dir: Path) -> dict[str, JobState]:
-    try:
-        with Journal.open(run_dir / "journal.sqlite") as journal:
-            return {r.name: r.state for r in journal.jobs()}
-    except RunDirError:  # not there yet, or being created
-        return {}
-
-
-def report_of(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
