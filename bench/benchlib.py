@@ -36,6 +36,16 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/__stats", timeout=60).json()  # type: ignore[no-any-return]
 
+    @property
+    def wiro_base_url(self) -> str:
+        return f"{self.url}/wiro/v1"
+
+    @property
+    def wiro_push_url(self) -> str:
+        """Wiro's websocket, as the emulator's index names it."""
+        url: str = httpx.get(f"{self.url}/__", timeout=60).json()["wiro_push_url"]
+        return url
+
 
 @contextlib.contextmanager
 def emulator_process(work: Path, args: list[str],

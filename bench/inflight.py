@@ -119,12 +119,13 @@ def cpu_seconds() -> float:
 
 
 async def run_executor(prepared: api.Prepared, run_dir: Path, base_urls: dict[str, str],
-                       sampler: Sampler) -> tuple[float, dict[str, int], dict[str, int]]:
+                       sampler: Sampler, push_urls: dict[str, str] | None = None,
+                       ) -> tuple[float, dict[str, int], dict[str, int]]:
     env = {**clean_env(), **demo_credentials()}
     providers = {}
     for name in prepared.providers:
         settings = resolve(name, prepared.plan.providers, env, demo=True,
-                           base_url=base_urls[name])
+                           base_url=base_urls[name], push_url=(push_urls or {}).get(name))
         providers[name] = make_provider(settings,
                                         concurrency=prepared.limits[name].concurrency)
     journal = Journal.create(run_dir / "journal.sqlite", list(prepared.selected),
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="emulated task seconds, long enough to submit every job before the "
                          "first ends (default: 12 ms per job, at least 20 s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--realtime", choices=("on", "off"), default="on",
+                    help="Wiro's completion from the emulator's websocket (on) or polled")
     args = ap.parse_args(argv)
     jobs = args.jobs - args.jobs % 2
     latency = args.latency if args.latency is not None else max(20.0, 0.012 * jobs)
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             with Sampler() as sampler:
                 cpu0 = cpu_seconds()
                 makespan, counts, requests = asyncio.run(
-                    run_executor(prepared, run_dir, base_urls, sampler))
+                    run_executor(prepared, run_dir, base_urls, sampler,
+                                 {"wiro": emu.wiro_push_url} if args.realtime == "on" else {}))
                 cpu = cpu_seconds() - cpu0
             stats = emu.stats()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -1,6 +1,7 @@
 """Throughput of the executor against the emulator, and two naive baselines.
 
     python bench/throughput.py --jobs 1000 --latency 2 --concurrency 8 --json
+    python bench/throughput.py --jobs 200 --latency 2 --jitter 0.5 --realtime off
 
 Runs N Seedream 4.0 jobs on Wiro's emulated API (in-process thread server on loopback,
 ``image_size=small``, no faults, no latency jitter unless ``--jitter``) through the real
@@ -10,14 +11,23 @@ same client driven by:
 * ``sequential``: one job at a time — submit, poll every second until done, download
   (measured on ``--sequential-jobs`` jobs and extrapolated linearly to N);
 * ``fixed_2s``: the same concurrency, polling every 2 seconds (measured on
-  ``--baseline-jobs`` jobs, N by default, and extrapolated when fewer).
+  ``--baseline-jobs`` jobs, N by default, and extrapolated when fewer);
+* ``wiro_client``: the same concurrency, polling like Wiro's official client (Wiro-MCP
+  ``WiroClient``): every 2 s for the first 15 s, every 5 s up to 60 s, then every 10 s
+  (measured like ``fixed_2s``).
+
+``--realtime on`` (the default) lets the executor's Wiro client take completion from the
+emulator's websocket (one Task/Detail per task once the end is pushed); ``off`` polls.
+The baselines always poll.
 
 Figures: ``makespan_s`` (the executor's run, start to last download), ``lower_bound_s`` =
 max(N·S/C, request-rate bound), ``ratio``, ``requests_per_job`` (API calls and downloads),
-``polls_per_task``, ``cpu_ms_per_job`` (this process's CPU minus the emulator's server
-thread's), ``process_cpu_ms_per_job`` (client and emulator: as both share one interpreter
-lock, N times it is roughly another floor under the makespan), ``peak_rss_mb`` (the whole process,
-emulator included).
+``polls_per_task``, ``cpu_ms_per_job`` (the client's CPU: with ``--emulator process``, the
+default, the emulator runs in a process of its own and this is the benchmark process's CPU
+time; with ``--emulator thread`` it is this process's CPU minus the emulator's server
+thread's, its image-rendering threads counted with the client), ``process_cpu_ms_per_job``
+(with ``thread``: client and emulator, which share one interpreter lock, so N times it is
+roughly another floor under the makespan), ``peak_rss_mb`` (this process).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchlib import machine  # noqa: E402
+from benchlib import emulator_process, machine  # noqa: E402
 
 from runner.catalog import models as installed_models  # noqa: E402
 from runner.config import resolve  # noqa: E402
@@ -141,9 +152,12 @@ class CpuMeter:
         self.seconds = self.process - (_thread_cpu(self.thread) - self.e0)
 
 
-def provider_for(server: Any, concurrency: int) -> Provider:
+def provider_for(server: Any, concurrency: int, *, realtime: bool = False) -> Provider:
     env = {"WIRO_API_KEY": "demo-wiro-key", "WIRO_API_SECRET": "demo-wiro-secret"}
-    settings = resolve("wiro", None, env, demo=True, base_url=server.wiro_base_url)
+    settings = resolve("wiro", None, env, demo=True, base_url=server.wiro_base_url,
+                       push_url=server.wiro_push_url if realtime else None)
+    if not realtime:
+        settings = replace(settings, push_url=None)
     return make_provider(settings, concurrency=concurrency)
 
 
@@ -198,7 +212,7 @@ async def _run_executor(provider: Provider, jobs: list[Job], concurrency: int,
 
 def bench_executor(args: argparse.Namespace, server: Any, work: Path) -> dict[str, Any]:
     jobs = make_jobs(args.jobs)
-    provider = provider_for(server, args.concurrency)
+    provider = provider_for(server, args.concurrency, realtime=args.realtime == "on")
     with CpuMeter() as cpu:
         makespan, journal = asyncio.run(_run_executor(provider, jobs, args.concurrency,
                                                       args.rpm, work))
@@ -236,28 +250,44 @@ async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
             await asyncio.sleep(1.0)
 
 
-async def _naive_job(provider: Provider, job: Job, interval: float, first: float,
-                     dest: Path) -> None:
+Interval = Callable[[float], float]  # seconds since the submit's answer → wait before a poll
+
+
+def every(seconds: float) -> Interval:
+    return lambda _elapsed: seconds
+
+
+def wiro_client_interval(elapsed: float) -> float:
+    """Wiro's official client (Wiro-MCP src/client.ts): every 2 s for the first 15 s, every
+    5 s up to 60 s, then every 10 s."""
+    if elapsed < 15:
+        return 2.0
+    if elapsed < 60:
+        return 5.0
+    return 10.0
+
+
+async def _naive_job(provider: Provider, job: Job, interval: Interval, dest: Path) -> None:
     task_id = await _submit_retrying(provider, job)
-    await asyncio.sleep(first)
+    t0 = time.monotonic()
     while True:
+        await asyncio.sleep(interval(time.monotonic() - t0))
         status = await _retrying(lambda: provider.poll(task_id))
         if status.state.terminal:
             break
-        await asyncio.sleep(interval)
     if status.state is TaskState.SUCCEEDED:
         for i, out in enumerate(status.outputs):
             await _retrying(lambda out=out, i=i: _download(provider, out.url,
                                                            dest / f"{job.name}-{i}.png"))
 
 
-async def _naive(provider: Provider, jobs: list[Job], concurrency: int, interval: float,
+async def _naive(provider: Provider, jobs: list[Job], concurrency: int, interval: Interval,
                  dest: Path) -> float:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(job: Job) -> None:
         async with sem:
-            await _naive_job(provider, job, interval, interval, dest)
+            await _naive_job(provider, job, interval, dest)
 
     t0 = time.monotonic()
     await asyncio.gather(*(one(j) for j in jobs))
@@ -298,16 +328,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequential-jobs", type=int, default=10,
                     help="jobs measured for the sequential baseline")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--realtime", choices=("on", "off"), default="on",
+                    help="the executor's Wiro client takes completion from the websocket "
+                         "(on) or polls (off)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--emulator", choices=("process", "thread"), default="process",
+                    help="serve the emulator from a process of its own (the client's CPU "
+                         "measured alone) or from a thread of this one")
     args = ap.parse_args(argv)
     cfg = EmulatorConfig(latency=args.latency, jitter=args.jitter,
                          concurrency=max(args.concurrency, 1), image_size="small", seed=1)
     lb = lower_bound(args.jobs, args.latency, args.concurrency, args.rpm)
-    with tempfile.TemporaryDirectory(prefix="seedbatch-bench-") as tmp, serve(cfg) as server:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="seedbatch-bench-"))
         work = Path(tmp)
+        if args.emulator == "thread":
+            server = stack.enter_context(serve(cfg))
+        else:
+            server = stack.enter_context(emulator_process(work, [
+                "--latency", str(args.latency), "--jitter", str(args.jitter),
+                "--concurrency", str(cfg.concurrency), "--image-size", "small", "--seed",
+                "1"]))
         result: dict[str, Any] = {
             "jobs": args.jobs, "latency_s": args.latency, "jitter": args.jitter,
-            "concurrency": args.concurrency, "rpm": args.rpm,
+            "concurrency": args.concurrency, "rpm": args.rpm, "realtime": args.realtime,
+            "emulator": args.emulator,
         }
         result.update(bench_executor(args, server, work))
         print(f"executor: makespan {result['makespan_s']} s, ratio {result['ratio']}, "
@@ -320,18 +365,23 @@ def main(argv: list[str] | None = None) -> int:
             dest.mkdir()
             seq_n = max(1, min(args.sequential_jobs, args.jobs))
             baselines["sequential"] = bench_baseline(
-                "sequential", lambda p, js: _naive(p, js, 1, 1.0, dest), args.jobs, seq_n,
+                "sequential", lambda p, js: _naive(p, js, 1, every(1.0), dest), args.jobs, seq_n,
                 server, 1, lb, offset=args.jobs)
             fixed_n = max(1, min(args.baseline_jobs or args.jobs, args.jobs))
             baselines["fixed_2s"] = bench_baseline(
-                "fixed_2s", lambda p, js: _naive(p, js, args.concurrency, 2.0, dest),
+                "fixed_2s", lambda p, js: _naive(p, js, args.concurrency, every(2.0), dest),
                 args.jobs, fixed_n, server, args.concurrency, lb,
                 offset=args.jobs + seq_n)
+            baselines["wiro_client"] = bench_baseline(
+                "wiro_client",
+                lambda p, js: _naive(p, js, args.concurrency, wiro_client_interval, dest),
+                args.jobs, fixed_n, server, args.concurrency, lb,
+                offset=args.jobs + seq_n + fixed_n)
         result["baselines"] = baselines
         stats = server.stats()
-        result["emulator"] = {"tasks_created": stats["tasks_created_total"],
+        result["emulator_stats"] = {"tasks_created": stats["tasks_created_total"],
                               "duplicate_paid": stats["duplicate_paid"],
-                              "rejections": stats["rejections"]}
+                              "rejections": stats["rejections"], "push": stats["push"]}
         result["machine"] = machine()
     if args.json:
         print(json.dumps(result, indent=2))

@@ -331,30 +331,42 @@ def make_progress(quiet: bool, stream: Any = None) -> ProgressSink:
     return LogProgress(target)
 
 
+class Emulated(dict[str, str]):
+    """Base URLs of an in-process emulator, by provider; ``push``: the addresses of its push
+    channels (websockets), for providers that have one (none over an injected transport)."""
+
+    def __init__(self, base: Mapping[str, str], push: Mapping[str, str] | None = None) -> None:
+        super().__init__(base)
+        self.push = dict(push or {})
+
+
 @contextlib.contextmanager
 def _emulator(emulate: bool, transport: httpx.AsyncBaseTransport | None, latency: float,
-              faults: str | None) -> Iterator[dict[str, str] | None]:
+              faults: str | None) -> Iterator[Emulated | None]:
     """Base URLs of an in-process emulator (started here unless a transport is injected)."""
     if not emulate:
         yield None
         return
-    paths = {name: spec.emulator.path for name, spec in registry().providers.items()
+    specs = {name: spec.emulator for name, spec in registry().providers.items()
              if spec.emulator is not None}
     if transport is not None:
-        yield {name: TRANSPORT_HOST + path for name, path in paths.items()}
+        yield Emulated({name: TRANSPORT_HOST + e.path for name, e in specs.items()})
         return
     from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread
 
     cfg = EmulatorConfig(latency=latency, faults=FaultSpec.parse(faults or ""))
     with serve_in_thread(cfg) as server:
-        yield {name: server.url + path for name, path in paths.items()}
+        ws = "ws" + server.url[len("http"):]
+        yield Emulated({name: server.url + e.path for name, e in specs.items()},
+                       {name: ws + e.push_path for name, e in specs.items() if e.push_path})
 
 
 def _settings(providers: Sequence[str], manifest_providers: Mapping[str, Any],
-              env: Mapping[str, str], emulated: Mapping[str, str] | None,
+              env: Mapping[str, str], emulated: Emulated | None,
               ) -> dict[str, ProviderSettings]:
     return {name: resolve(name, manifest_providers, env, demo=emulated is not None,
-                          base_url=emulated.get(name) if emulated else None)
+                          base_url=emulated.get(name) if emulated else None,
+                          push_url=emulated.push.get(name) if emulated else None)
             for name in providers}
 
 
@@ -631,11 +643,15 @@ def run(manifest: str | Path, *, emulate: bool = False, runs_dir: str | Path = "
 
 def _resume_base_urls(meta: Mapping[str, Any], env: Mapping[str, str], emulate: bool,
                       emulated: Mapping[str, str] | None, providers: Sequence[str],
-                      run_dir: Path) -> tuple[dict[str, dict[str, str]], bool]:
+                      run_dir: Path, planned: Mapping[str, Mapping[str, Any]] | None = None,
+                      ) -> tuple[dict[str, dict[str, Any]], bool]:
     """Base URLs for a resume: the emulator started now, else ``*_BASE_URL`` from the
-    environment, else the ones the run recorded. Returns (providers section, demo)."""
+    environment, else the ones the run recorded. Returns (providers section, demo); the
+    section keeps the manifest's ``realtime`` switches (``planned``: plan.json's)."""
     recorded = dict(meta.get("base_urls") or {})
-    section: dict[str, dict[str, str]] = {}
+    section: dict[str, dict[str, Any]] = {
+        name: {"realtime": cfg["realtime"]} for name, cfg in (planned or {}).items()
+        if name in providers and isinstance(cfg, Mapping) and "realtime" in cfg}
     demo = False
     for name in providers:
         if emulated is not None:
@@ -656,7 +672,7 @@ def _resume_base_urls(meta: Mapping[str, Any], env: Mapping[str, str], emulate: 
                     f"again: emulated tasks cost nothing)")
         else:
             continue
-        section[name] = {"base_url": url}
+        section.setdefault(name, {})["base_url"] = url
         if meta.get("emulated") and is_loopback(urlsplit(url).hostname or ""):
             demo = True
     return section, demo
@@ -704,9 +720,12 @@ def resume(run_dir: str | Path, *, retry_unknown: bool = False, emulate: bool = 
                                   f"server running")
             fresh_emulator = emulate and meta.get("emulate") == "in-process"
             with _emulator(emulate, transport, emulate_latency, emulate_faults) as emulated:
-                section, demo = _resume_base_urls(meta, env, emulate, emulated, providers, path)
+                section, demo = _resume_base_urls(meta, env, emulate, emulated, providers, path,
+                                                  doc.providers)
                 settings = {name: resolve(name, section, env, demo=demo or emulated is not None,
-                                          base_url=emulated.get(name) if emulated else None)
+                                          base_url=emulated.get(name) if emulated else None,
+                                          push_url=emulated.push.get(name) if emulated
+                                          else None)
                             for name in providers}
                 if fresh_emulator and emulated is not None:
                     _forget_emulated_tasks(journal)

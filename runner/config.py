@@ -49,6 +49,9 @@ class ProviderSettings:
     base_url: str
     api_key: str = field(repr=False)
     api_secret: str = field(default="", repr=False)
+    # where a host that pushes completion is listened to; None: every task is polled
+    # (realtime off, or no push address known for this endpoint)
+    push_url: str | None = None
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for s in (self.api_key, self.api_secret) if s)
@@ -87,11 +90,12 @@ def resolve(
     *,
     demo: bool = False,
     base_url: str | None = None,
+    push_url: str | None = None,
 ) -> ProviderSettings:
     """Settings for provider ``name``.
 
-    ``demo`` fills unset credentials with the emulator's; ``base_url`` (the emulator's address
-    under ``--emulate``) wins over the environment and the manifest."""
+    ``demo`` fills unset credentials with the emulator's; ``base_url`` and ``push_url`` (the
+    emulator's addresses under ``--emulate``) win over the environment and the manifest."""
     env = os.environ if env is None else env
     spec = registry().provider(name)
     demo_values = spec.emulator.credentials if spec.emulator is not None else {}
@@ -105,7 +109,58 @@ def resolve(
                               f"(seedbatch reads credentials from the environment only)")
         values.append(value)
     base = base_url_for(name, manifest_providers, env, base_url=base_url)
-    return ProviderSettings(name, base, values[0], values[1] if len(values) > 1 else "")
+    push = push_url_for(name, base, manifest_providers, env, push_url=push_url)
+    return ProviderSettings(name, base, values[0], values[1] if len(values) > 1 else "", push)
+
+
+#: ``SEEDBATCH_REALTIME=0`` (or false/no/off): poll every task, whatever the hosts push.
+REALTIME_VAR = "SEEDBATCH_REALTIME"
+
+
+def realtime_enabled(name: str, manifest_providers: Mapping[str, Mapping[str, object]] | None,
+                     env: Mapping[str, str]) -> bool:
+    """Whether provider ``name``'s pushed completion is used: ``SEEDBATCH_REALTIME`` off
+    wins, then the manifest's ``providers.<name>.realtime`` (default true)."""
+    if env.get(REALTIME_VAR, "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    section = (manifest_providers or {}).get(name) or {}
+    return section.get("realtime", True) is not False
+
+
+def check_push_url(url: str, origin: str) -> str:
+    """A websocket address: ws:// only for loopback hosts, like plain http."""
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: {url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("ws", "wss") or not hostname:
+        raise ConfigError(f"{origin}: {url!r} is not a ws(s):// URL")
+    if parts.scheme == "ws" and not is_loopback(hostname):
+        raise ConfigError(f"{origin}: plain ws:// is refused for {hostname}; use wss://, or a "
+                          f"loopback host")
+    return url
+
+
+def push_url_for(name: str, base_url: str,
+                 manifest_providers: Mapping[str, Mapping[str, object]] | None = None,
+                 env: Mapping[str, str] | None = None, *,
+                 push_url: str | None = None) -> str | None:
+    """Where provider ``name`` pushes completion, or None (poll): ``push_url`` (the
+    emulator's, under ``--emulate``), else its ``push_url_var``, else its public address
+    when the base URL is the public one; None when realtime is off or the host pushes
+    nothing."""
+    env = os.environ if env is None else env
+    spec = registry().provider(name)
+    if not spec.push_completion or not realtime_enabled(name, manifest_providers, env):
+        return None
+    if push_url:
+        return check_push_url(push_url, "emulator")
+    if spec.push_url_var and env.get(spec.push_url_var):
+        return check_push_url(env[spec.push_url_var], spec.push_url_var)
+    if base_url == spec.default_base_url:
+        return spec.default_push_url
+    return None
 
 
 def base_url_for(name: str, manifest_providers: Mapping[str, Mapping[str, str]] | None = None,

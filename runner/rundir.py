@@ -175,7 +175,7 @@ def plan_json(plan: Plan, names: Mapping[str, Mapping[str, Mapping[str, str]]]) 
                           "requests_per_minute": lim.requests_per_minute}
                    for name, lim in plan.limits.items()},
         "budget": {"max_usd": plan.budget.max_usd, "max_credits": plan.budget.max_credits},
-        "providers": {name: {k: v for k, v in dict(cfg).items() if k == "base_url"}
+        "providers": {name: {k: v for k, v in dict(cfg).items() if k in ("base_url", "realtime")}
                       for name, cfg in plan.providers.items()},
         "estimate": {"images": est.images, "usd": est.usd, "credits": est.credits},
         "jobs": [job_to_record(job, names[job.key]) for job in plan.jobs],

@@ -319,6 +319,7 @@ class EmulatorSpec:
     make_state: Callable[[Any], Any] | None = None  # (ProviderContext) -> ProviderState
     errors: Callable[[int, str, Mapping[str, str] | None], Any] | None = None  # -> Response
     task_faults: tuple[str, ...] = ("fail",)
+    push_path: str | None = None  # where its push channel (a websocket) lives, if any
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.task_faults if f not in TASK_FAULTS]
@@ -345,6 +346,10 @@ class ProviderSpec:
         default_factory=lambda: Limits(concurrency=4, requests_per_minute=600.0))
     can_cancel: bool = True  # False: tasks run to their end once submitted (and are billed)
     push_completion: bool = False  # the host can push completion (else it is polled)
+    # where completion is pushed from (push_completion hosts): the variable that overrides
+    # it, and the public address used with the public base URL
+    push_url_var: str | None = None
+    default_push_url: str | None = None
     # a submit holds the call until the task ends and answers with its end
     # (``SubmitResult.final``): there is no task to poll, and a lost answer loses the outputs
     synchronous: bool = False

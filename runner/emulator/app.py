@@ -24,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from runner.config import EMULATOR_IDENTITY
 from runner.emulator.config import EmulatorConfig
-from runner.emulator.faults import Decision, FaultSpec
+from runner.emulator.faults import Decision, FaultSpec, SocketFault
 from runner.emulator.http import (
     CONNECTION_KEY,
     DroppedConnection,
@@ -43,6 +44,7 @@ from runner.plugins import Registry, registry
 from runner.spec import EmulatorSpec, ProviderSpec
 
 Handler = Callable[[Request, EmulatorState], Awaitable[Response]]
+SocketHandler = Callable[[WebSocket, EmulatorState, "SocketFault | None"], Awaitable[None]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -215,6 +217,7 @@ async def _clock(request: Request) -> Response:
             state.frozen_at += advance
         else:
             state.clock_offset += advance
+        state.poke()
     return JSONResponse({"ok": True, "offset": state.clock_offset,
                          "frozen": state.frozen_at is not None, "now": state.now()})
 
@@ -228,6 +231,9 @@ async def _index(request: Request) -> Response:
         "name": EMULATOR_IDENTITY,  # how a run knows its endpoint is an emulator
         **{f"{name}_base_url": f"{base}{spec.emulator.path}"
            for name, spec in state.specs.items() if spec.emulator is not None},
+        **{f"{name}_push_url": f"ws{base[len('http'):]}{spec.emulator.push_path}"
+           for name, spec in state.specs.items()
+           if spec.emulator is not None and spec.emulator.push_path},
         "stats": f"{base}/__stats",
         "config": state.describe(),
         "faults": str(state.faults.spec),
@@ -253,6 +259,24 @@ class Kit:
         """An API endpoint: 429 / 5xx / drop (before or after the handler) / slow, the
         429s and 500s in the host's envelope (``EmulatorSpec.errors``)."""
         return api(handler, label, self.spec.errors)
+
+    def socket(self, handler: SocketHandler) -> Callable[[WebSocket], Awaitable[None]]:
+        """A push channel (websocket) endpoint: each connection draws its socket fault
+        (refused at the handshake here; ``socket_drop`` / ``socket_silent`` are given to
+        the handler to act out) and is counted in ``/__stats`` ``push``."""
+        async def endpoint(websocket: WebSocket) -> None:
+            state: EmulatorState = websocket.app.state.emulator
+            fault = state.faults.for_socket()
+            if fault is not None:
+                state.stats.faults[fault] += 1
+            if fault == "socket_refuse":
+                state.stats.push["refused"] += 1
+                await websocket.close(code=1008)  # before accept: HTTP 403
+                return
+            state.stats.push["connections"] += 1
+            await handler(websocket, state, fault)
+
+        return endpoint
 
     def upload(self, handler: Handler, label: str) -> Endpoint:
         """An upload target (presigned POST): upload faults (5xx, drop, slow)."""

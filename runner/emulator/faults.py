@@ -18,12 +18,19 @@ task_error the task stops before its model runs, is never billed, and shows the 
            pre-execution failure; only hosts that have one (``EmulatorSpec.task_faults``)
 fail       the task runs, then ends failed, in the host's own words
 truncate   a file download stops short of its ``Content-Length``, then the connection closes
+socket_    a push channel (websocket) connection is refused at the handshake (HTTP 403)
+refuse
+socket_    a push channel connection is dropped mid-stream, after its first frame
+drop
+socket_    a push channel connection accepts subscriptions and never sends a frame
+silent
 ========== ===================================================================================
 
 API calls can meet ``429``, ``5xx``, ``drop`` and ``slow``; file downloads ``5xx``, ``drop``,
 ``slow`` and ``truncate``; the presigned upload target ``5xx``, ``drop`` and ``slow``;
 ``task_error`` and ``fail`` are drawn once per created task, each only for hosts that know
-it (``EmulatorSpec.task_faults``; the default is ``fail`` alone). Within one decision ``slow``
+it (``EmulatorSpec.task_faults``; the default is ``fail`` alone); the ``socket_`` kinds once
+per push channel connection (hosts with an ``EmulatorSpec.push_path``). Within one decision ``slow``
 combines with any other kind; of the others the first in the table's order that fires
 wins, so with several kinds set the later ones fire a little less often than their nominal
 rate.
@@ -34,7 +41,8 @@ prompt is an ordinary one). The task still takes its draw, so a marker never
 changes which fault any other task meets.
 
 **Draws are a function of the seed and a count, never of timing.** Each *stream* of
-decisions — ``api`` (every API call), ``download``, ``upload`` (presigned targets), and
+decisions — ``api`` (every API call), ``download``, ``upload`` (presigned targets),
+``socket`` (push channel connections), and
 ``task/<provider>`` for each emulated provider (every created task) — has a random
 generator of its own,
 seeded from the emulator's ``seed`` and the stream's name, and every decision takes the same
@@ -57,19 +65,23 @@ from typing import Literal, TypeVar
 
 from runner.plugins import registry
 
-FaultKind = Literal["429", "5xx", "drop", "slow", "task_error", "fail", "truncate"]
+FaultKind = Literal["429", "5xx", "drop", "slow", "task_error", "fail", "truncate",
+                    "socket_refuse", "socket_drop", "socket_silent"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("429", "5xx", "drop", "slow", "task_error", "fail",
-                                      "truncate")
+                                      "truncate", "socket_refuse", "socket_drop",
+                                      "socket_silent")
+#: What may happen to one push channel connection.
+SocketFault = Literal["socket_refuse", "socket_drop", "socket_silent"]
 #: What a created task may be made to do instead of succeeding.
 TaskFault = Literal["task_error", "fail"]
 #: The decision streams every emulator has, each with its own seeded generator (see the
 #: module's docstring); each emulated provider adds its own ``task/<provider>`` stream.
-SHARED_STREAMS: tuple[str, ...] = ("api", "download", "upload")
+SHARED_STREAMS: tuple[str, ...] = ("api", "download", "upload", "socket")
 #: The task fates a provider's emulator knows when it does not say (``EmulatorSpec``).
 DEFAULT_TASK_FAULTS: tuple[TaskFault, ...] = ("fail",)
 #: The keys of ``/__stats`` ``faults``: each kind, and the drops that came after the handler.
 COUNTED: tuple[str, ...] = ("429", "5xx", "drop", "drop_after", "slow", "task_error", "fail",
-                            "truncate")
+                            "truncate", "socket_refuse", "socket_drop", "socket_silent")
 
 # spec key → dataclass field
 _FIELD_OF = {
@@ -80,6 +92,9 @@ _FIELD_OF = {
     "task_error": "task_error",
     "fail": "fail",
     "truncate": "truncate",
+    "socket_refuse": "socket_refuse",
+    "socket_drop": "socket_drop",
+    "socket_silent": "socket_silent",
 }
 
 # ``emulator:task_error`` / ``emulator:fail`` as a word of its own (not ``emulator:failure``)
@@ -127,6 +142,9 @@ class FaultSpec:
     task_error: float = 0.0
     fail: float = 0.0
     truncate: float = 0.0
+    socket_refuse: float = 0.0
+    socket_drop: float = 0.0
+    socket_silent: float = 0.0
     slow_seconds: float = 3.0
 
     def __post_init__(self) -> None:
@@ -290,6 +308,17 @@ class FaultInjector:
             return Decision(slow=slow, error="drop", drop_after=u[4] < 0.5)
         return Decision(slow=slow) if slow else NO_FAULT
 
+    def for_socket(self) -> SocketFault | None:
+        """What happens to a new push channel connection, if anything."""
+        u = self._numbers("socket", 3)
+        if self._hit("socket_refuse", u[0]):
+            return "socket_refuse"
+        if self._hit("socket_drop", u[1]):
+            return "socket_drop"
+        if self._hit("socket_silent", u[2]):
+            return "socket_silent"
+        return None
+
     def for_task(self, provider: str, kinds: Collection[str] | None = None,
                  ) -> TaskFault | None:
         """What a newly created task of ``provider`` will do instead of succeeding, if
@@ -322,6 +351,10 @@ def expected_faults(spec: FaultSpec | str, seed: int, decisions: Mapping[str, in
         for _ in range(n):
             if stream in draw:
                 counts.update(draw[stream]().counted())
+            elif stream == "socket":
+                socket_fault = injector.for_socket()
+                if socket_fault is not None:
+                    counts[socket_fault] += 1
             elif stream.startswith("task/"):
                 provider = stream.split("/", 1)[1]
                 kinds = None if task_faults is None else task_faults.get(

@@ -61,10 +61,21 @@ class EmulatorServer:
             raise ConfigError(f"provider {provider!r} is not served by this emulator")
         return f"{self.url}{spec.emulator.path}"
 
+    def push_url(self, provider: str) -> str:
+        """Where ``provider``'s push channel (a websocket) is (``EmulatorSpec.push_path``)."""
+        self.base_url(provider)  # the same errors for a provider not served
+        spec = self.app.state.emulator.specs[provider].emulator
+        if not spec.push_path:
+            raise ConfigError(f"provider {provider!r} pushes nothing in this emulator")
+        return f"ws{self.url[len('http'):]}{spec.push_path}"
+
     def __getattr__(self, name: str) -> str:
-        """``server.<provider>_base_url``, e.g. ``server.acme_base_url``."""
+        """``server.<provider>_base_url`` / ``server.<provider>_push_url``, e.g.
+        ``server.acme_base_url``."""
         if name.endswith("_base_url") and not name.startswith("_"):
             return self.base_url(name[: -len("_base_url")])
+        if name.endswith("_push_url") and not name.startswith("_"):
+            return self.push_url(name[: -len("_push_url")])
         raise AttributeError(name)
 
     def stats(self) -> dict[str, Any]:
@@ -84,7 +95,8 @@ class EmulatorServer:
 def make_server(app: Starlette, *, log_level: str = "warning",
                 access_log: bool = False) -> uvicorn.Server:
     config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="off",
-                            timeout_graceful_shutdown=2, timeout_keep_alive=30)
+                            timeout_graceful_shutdown=2, timeout_keep_alive=30,
+                            ws="websockets-sansio")
     return uvicorn.Server(config)
 
 

@@ -212,6 +212,9 @@ class Stats:
         self.download_bytes = 0
         self.uploads = 0
         self.paid: dict[str, list[Task]] = defaultdict(list)
+        # push channels (websockets): connections opened / refused / dropped / silent,
+        # subscriptions received, frames sent
+        self.push: Counter[str] = Counter()
 
     def request_started(self, endpoint: str) -> None:
         self.requests[endpoint] += 1
@@ -256,6 +259,8 @@ class Stats:
             "downloads": self.downloads,
             "download_bytes": self.download_bytes,
             "uploads": self.uploads,
+            "push": {k: self.push[k] for k in ("connections", "refused", "dropped", "silent",
+                                              "subscriptions", "frames")},
             "duplicate_paid": sum(d["count"] - 1 for d in duplicates),
             "duplicates": duplicates,
         }
@@ -273,6 +278,7 @@ class EmulatorState:
         self.clock: Clock = clock or time.time
         self.clock_offset = 0.0  # moved by POST /__clock (tests hold or finish tasks at will)
         self.frozen_at: float | None = None  # POST /__clock {"freeze": true}: time stands still
+        self.listeners: set[asyncio.Event] = set()  # push channels, woken by poke()
         if providers is None:
             providers = registry().providers
         self.specs: dict[str, ProviderSpec] = {name: spec for name, spec in providers.items()
@@ -328,6 +334,12 @@ class EmulatorState:
         if self.frozen_at is not None:
             return self.frozen_at
         return self.clock() + self.clock_offset
+
+    def poke(self) -> None:
+        """Something changed outside the flow of time (the clock moved, a task was
+        cancelled): wake every push channel to look again."""
+        for event in self.listeners:
+            event.set()
 
     def settle(self, now: float | None = None) -> None:
         """Finish every task whose time is up; bill the successful ones."""
@@ -427,6 +439,7 @@ class EmulatorState:
         task.outcome = "cancelled"
         task.finished = self.now()
         self.stats.outcomes["cancelled"] += 1
+        self.poke()
 
     # --- files --------------------------------------------------------------------------
     def store(self, path: str, data: bytes, content_type: str) -> StoredFile:
@@ -462,4 +475,7 @@ class EmulatorState:
         snap["paid_outputs_unfetched"] = sum(
             1 for task in self.tasks.values() if task.outcome == "succeeded"
             for out in task.outputs if out.file.fetched == 0)
+        # status requests answered about tasks that had already ended (a client that trusts
+        # each answer asks once per task; more means it fetched an ended task again)
+        snap["polls_after_end"] = sum(t.polls_after_end for t in self.tasks.values())
         return snap

@@ -1,6 +1,6 @@
 """The emulated Wiro API (``/wiro/v1``): Run, Task/Detail, Task/Cancel, Task/Kill, File/Upload,
-and the Wiro account behind it (:class:`WiroState`: balance, task ids, socket tokens,
-nonces), its task lifecycle and its error envelopes.
+the websocket (``/wiro/socket/v1``), and the Wiro account behind it (:class:`WiroState`:
+balance, task ids, socket tokens, nonces), its task lifecycle and its error envelopes.
 
 Wire facts follow the vendor pages (shapes, field names, every number as a string) and
 Wiro's documentation repository (error codes and messages, task lifecycle, billing).
@@ -8,7 +8,10 @@ Wiro's documentation repository (error codes and messages, task lifecycle, billi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import heapq
 import hmac
 import json
 import math
@@ -20,9 +23,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from runner.catalog import ModelSpec, by_endpoint
+from runner.emulator.faults import SocketFault
 from runner.emulator.http import (
     BodyError,
     Fields,
@@ -626,14 +631,175 @@ async def upload(request: Request, state: EmulatorState) -> Response:
     }]})
 
 
+# --- the websocket ------------------------------------------------------------------------
+# Wiro-Docs, websocket.md: subscribe with {"type": "task_info", "tasktoken"}; every frame is
+# {"type", "id", "tasktoken", "message", "result"}, one per stage in lifecycle order;
+# task_output frames carry a progressGenerate object while the model runs; a failing model
+# writes stderr (an interim task_error frame); task_postprocess_end (message: the outputs)
+# or task_cancel is the last. Nothing documents a replay: a task already ended when it is
+# subscribed gets no frame at all, and neither does the end of a task that stopped before
+# its model ran (task_error in Task/Detail): a client finds both by polling.
+MODEL_RUN = (STAGES.index("task_start"), STAGES.index("task_end"))
+
+
+def progress_message(task: Task, index: int) -> dict[str, str]:
+    """The progressGenerate object at stage ``index`` of the model's run (all strings)."""
+    start, end = MODEL_RUN
+    pct = 100.0 * (index - start) / (end - start)
+    step = round(pct / 5)
+    run = task.duration * (end - start) / len(STAGES)
+    elapsed = run * pct / 100
+    return {"type": "progressGenerate", "task": "Generating", "percentage": f"{pct:.2f}",
+            "stepCurrent": str(step), "stepTotal": "20",
+            "speed": f"{step / max(elapsed, 1e-9):.2f}", "speedType": "it/s",
+            "elapsedTime": f"{elapsed:.1f}", "remainingTime": f"{run - elapsed:.1f}"}
+
+
+def socket_frames(task: WiroTask, index: int, base: str) -> list[dict[str, Any]]:
+    """The frames a task sends on reaching stage ``index`` (``len(STAGES)``: its end)."""
+    def frame(kind: str, message: Any = None) -> dict[str, Any]:
+        return {"type": kind, "id": task.id, "tasktoken": task.token, "message": message,
+                "result": True}
+
+    if index >= len(STAGES):
+        if task.outcome == "cancelled":
+            return [frame(CANCELLED)]
+        if task.task_error:
+            return []
+        outputs = task_json(task, task.finished or task.created, base)["outputs"]
+        return [frame(DONE, [{k: o[k] for k in ("name", "contenttype", "size", "url")}
+                             for o in outputs])]
+    kind = stages(task)[index]
+    frames: list[dict[str, Any]] = []
+    if MODEL_RUN[0] < index <= MODEL_RUN[1]:
+        frames.append(frame("task_output", progress_message(task, index)))
+        if task.fails and kind == "task_output":
+            frames.append(frame("task_error", "RuntimeError: image generation failed"))
+    if kind == "task_output_full":
+        frames.append(frame(kind, {"raw": "generated"}))
+    elif kind == "task_error_full":
+        frames.append(frame(kind, {"raw": "RuntimeError: image generation failed"}))
+    elif kind != "task_output":
+        frames.append(frame(kind))
+    return frames
+
+
+def _stage_index(task: WiroTask, now: float) -> int:
+    """How far ``task`` is: a stage index, or ``len(STAGES)`` once it has ended."""
+    if task.terminal:
+        return len(STAGES)
+    if task.duration <= 0:
+        return len(STAGES) - 1
+    return max(0, min(int((now - task.created) / task.duration * len(STAGES)),
+                      len(STAGES) - 1))
+
+
+class _Subscriptions:
+    """One connection's tasks: what each was last sent, and when each changes next."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}  # token → the stage index last sent
+        self.due: list[tuple[float, str]] = []  # (emulator time of its next stage, token)
+
+    def schedule(self, task: WiroTask, index: int, ends_at: float) -> None:
+        """Look at ``task`` again when it leaves stage ``index`` (or ends)."""
+        if index >= len(STAGES):
+            return
+        last = TASK_ERROR_AT - 1 if task.task_error else len(STAGES) - 1
+        when = stage_time(task, index + 1) if index < last else ends_at
+        heapq.heappush(self.due, (when, task.token))
+
+
+async def socket(websocket: WebSocket, state: EmulatorState,
+                 fault: SocketFault | None) -> None:
+    """Push each subscribed task's stages as the emulator's clock reaches them."""
+    await websocket.accept()
+    base = f"{'https' if websocket.url.scheme == 'wss' else 'http'}://{websocket.url.netloc}"
+    wiro = account(state)
+    subs = _Subscriptions()
+    wake = asyncio.Event()
+    state.listeners.add(wake)
+    if fault == "socket_silent":
+        state.stats.push["silent"] += 1
+
+    async def read() -> None:
+        while True:
+            try:
+                doc = json.loads(await websocket.receive_text())
+            except ValueError:
+                continue
+            tok = doc.get("tasktoken") if isinstance(doc, dict) else None
+            if not isinstance(doc, dict) or doc.get("type") != "task_info" \
+                    or not isinstance(tok, str):
+                continue
+            state.stats.push["subscriptions"] += 1
+            task = wiro.tokens.get(tok)
+            if task is None or tok in subs.sent:
+                continue
+            state.settle()
+            if task.terminal:
+                continue  # no replay of what happened before
+            subs.sent[tok] = -1
+            heapq.heappush(subs.due, (state.now(), tok))
+            wake.set()
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        while not reader.done():
+            wake.clear()
+            now = state.now()
+            state.settle(now)
+            out: list[dict[str, Any]] = []
+            later: list[WiroTask] = []  # looked at again next round
+            while subs.due and (subs.due[0][0] <= now or wiro.tokens[subs.due[0][1]].terminal):
+                _, tok = heapq.heappop(subs.due)
+                task = wiro.tokens[tok]
+                index = _stage_index(task, now)
+                if index <= subs.sent[tok]:
+                    later.append(task)
+                    continue
+                first = subs.sent[tok] + 1 if subs.sent[tok] >= 0 else index
+                for i in range(first, index + 1):
+                    if task.task_error and TASK_ERROR_AT <= i < len(STAGES):
+                        continue
+                    out.extend(socket_frames(task, i, base))
+                subs.sent[tok] = index
+                subs.schedule(task, index, wiro.ends_at(task))
+            for task in later:
+                subs.schedule(task, subs.sent[task.token], wiro.ends_at(task))
+            if out and fault != "socket_silent":
+                for doc in out:
+                    await websocket.send_text(json.dumps(doc))
+                    state.stats.push["frames"] += 1
+                    if fault == "socket_drop":
+                        state.stats.push["dropped"] += 1
+                        await websocket.close(code=1011)
+                        return
+            wait = 0.25
+            if subs.due and state.frozen_at is None:
+                wait = min(wait, max(0.001, subs.due[0][0] - state.now()))
+            waiter = asyncio.get_running_loop().create_task(wake.wait())
+            await asyncio.wait({reader, waiter}, timeout=wait,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        state.listeners.discard(wake)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await reader
+
+
 async def not_found(request: Request, state: EmulatorState) -> Response:
     return wiro_error(0, "Error parsing url.", status=404)
 
 
 PATH = "/wiro/v1"
+SOCKET_PATH = "/wiro/socket/v1"
 
 
-def routes(kit: Any) -> list[Route]:
+def routes(kit: Any) -> list[BaseRoute]:
     """Wiro's routes; ``kit`` wraps handlers with the emulator's faults and counters."""
     W = PATH
     return [
@@ -642,6 +808,7 @@ def routes(kit: Any) -> list[Route]:
         Route(f"{W}/Task/Cancel", kit.api(cancel), methods=["POST"]),
         Route(f"{W}/Task/Kill", kit.api(kill), methods=["POST"]),
         Route(f"{W}/File/Upload", kit.api(upload), methods=["POST"]),
+        WebSocketRoute(SOCKET_PATH, kit.socket(socket)),
         Route(f"{W}/{{rest:path}}", kit.api(not_found, f"* {W}/(unknown)"),
               methods=kit.ALL_METHODS),
     ]

@@ -58,7 +58,14 @@ from runner.execute.progress import NullProgress, ProgressSink
 from runner.jobs import Budget, Job
 from runner.media import ACCEPTED_TYPES as _EXT_OF
 from runner.outputs import OutputRecord, ReuseLookup
-from runner.providers.base import Provider, RemoteOutput, SubmitResult, TaskState, TaskStatus
+from runner.providers.base import (
+    CompletionPush,
+    Provider,
+    RemoteOutput,
+    SubmitResult,
+    TaskState,
+    TaskStatus,
+)
 from runner.rundir import OUTPUTS_DIR, output_name_for
 
 
@@ -166,6 +173,11 @@ class Executor:
                                    if self.options.initial_guess is not None else None)
         for lane in self.lanes.values():
             lane.spacing = functools.partial(self._spacing, lane)
+        # Hosts that push completion (CompletionPush): their pushes race the polling schedule
+        self._push = {name: p for name, p in providers.items() if isinstance(p, CompletionPush)}
+        self._followed: dict[tuple[str, str], str] = {}  # (provider, task id) → job name
+        for name, pusher in self._push.items():
+            pusher.on_task_progress(functools.partial(self._task_progress, name))
         self.budget = BudgetBook(budget or Budget())
         self.stopping: str | None = None
         self.fatal: list[FatalProviderError] = []
@@ -214,6 +226,12 @@ class Executor:
             job = self.jobs.get(key)
             self.progress.job_state(job.name if job else key, str(state), detail)
             self._refresh()
+
+    def _task_progress(self, provider: str, task_id: str, percent: float | None) -> None:
+        name = self._followed.get((provider, task_id))
+        show = getattr(self.progress, "task_progress", None)
+        if name is not None and show is not None:
+            show(name, percent)
 
     def _refresh(self) -> None:
         self.progress.update(self.counts(), self.budget.spent_usd, self.budget.spent_credits)
@@ -666,7 +684,15 @@ class Executor:
         loop = asyncio.get_running_loop()
         model = self.latency.model(job.provider, job.model)
         probe = False
-        if first_delay is None and not model.learned and not (announced and announced > 0):
+        push = self._push.get(job.provider)
+        # While the host may push the task's end, polls wait for it — at least until the
+        # task overstays what it should take (then the polling schedule takes over).
+        silence_at = t0 + model.push_silence(announced)
+        if push is not None:
+            self._followed[(job.provider, task_id)] = job.name
+        if push is not None and push.pushing(task_id):
+            delay = model.first_delay(announced) if first_delay is None else first_delay
+        elif first_delay is None and not model.learned and not (announced and announced > 0):
             probe = await self._await_probe(model, t0)
             delay = max(0.0, model.first_delay(announced) - (loop.time() - t0)) \
                 if model.learned or not probe else model.first_delay(announced)
@@ -676,8 +702,7 @@ class Executor:
         not_done_at: float | None = None
         try:
             while True:
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                pushed = await self._await_turn(push, task_id, delay, silence_at)
                 if loop.time() - t0 > self.options.task_timeout:
                     msg = (f"task {task_id} still not finished after "
                            f"{self.options.task_timeout:.0f} s; left for resume")
@@ -710,6 +735,8 @@ class Executor:
                                              state=new, elapsed_seconds=status.elapsed_seconds)
                     if new is not None:
                         self._track(key, new)
+                    if pushed and push is not None:
+                        push.forget(task_id)  # the pushed end is not confirmed: poll on
                     not_done += 1
                     not_done_at = sent
                     delay = model.next_delay(got, not_done, announced)
@@ -726,6 +753,29 @@ class Executor:
             slot.release()
             if probe:
                 model.probe_ended()
+            if push is not None:
+                push.forget(task_id)
+                self._task_progress(job.provider, task_id, None)
+                self._followed.pop((job.provider, task_id), None)
+
+    @staticmethod
+    async def _await_turn(push: CompletionPush | None, task_id: str, delay: float,
+                          silence_at: float) -> bool:
+        """Wait ``delay`` seconds before the next poll; while the host may push the task's
+        end, wait for that push instead, until the later of then and ``silence_at``. True
+        when the end was pushed (poll now, once)."""
+        loop = asyncio.get_running_loop()
+        plain_at = loop.time() + delay
+        while push is not None and push.pushing(task_id):
+            remaining = max(plain_at, silence_at) - loop.time()
+            if remaining <= 0:
+                return False
+            if await push.await_completion(task_id, remaining):
+                return True
+        remaining = plain_at - loop.time()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        return False
 
     async def _await_probe(self, model: Any, t0: float) -> bool:
         """Nothing is learnt about this model yet: become its probe (True), or wait for the

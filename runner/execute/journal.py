@@ -24,6 +24,7 @@ every state change and every poll). Read with :meth:`Journal.jobs`,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections import Counter
@@ -273,12 +274,15 @@ def _row_to_output(row: sqlite3.Row) -> OutputRecord:
 
 
 class Journal:
-    """One run's journal. Every write method commits before it returns."""
+    """One run's journal. Every durable write (a submit's attempt, its task id, metadata)
+    commits before it returns; the others commit at the end of the event loop's tick (at
+    once outside a loop), see :meth:`_tx`."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
         self._durable = True
+        self._batching = False  # a transaction of this tick's non-durable writes is open
 
     # -- opening --------------------------------------------------------------------------
 
@@ -352,6 +356,7 @@ class Journal:
         return cls(conn, path)
 
     def close(self) -> None:
+        self.flush()
         self._conn.close()
 
     def __enter__(self) -> Journal:
@@ -364,7 +369,23 @@ class Journal:
     def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction. ``durable`` commits survive a power cut (fsync, ``synchronous =
         FULL``); the others survive a crash of this process (WAL, ``synchronous = NORMAL``)
-        and become durable with the next durable commit."""
+        and become durable with the next durable commit.
+
+        Inside an event loop the others are batched: they join one transaction committed
+        when the loop's current round of callbacks ends (:meth:`flush`), so a tick in which
+        many tasks end costs one commit. A durable write commits that batch first, then
+        itself: what was written before it is never committed after it."""
+        if not durable and self._batch_tx():
+            self._conn.execute("SAVEPOINT w")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK TO w")
+                self._conn.execute("RELEASE w")
+                raise
+            self._conn.execute("RELEASE w")
+            return
+        self.flush()
         if durable != self._durable:
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._durable = durable
@@ -375,6 +396,28 @@ class Journal:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def _batch_tx(self) -> bool:
+        """Open the tick's batch if need be; False outside an event loop."""
+        if self._batching:
+            return True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if self._durable:
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._durable = False
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._batching = True
+        loop.call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        """Commit the batch of writes made in this tick, if any."""
+        if self._batching:
+            self._batching = False
+            self._conn.execute("COMMIT")
 
     # -- writes ---------------------------------------------------------------------------
 

@@ -59,6 +59,13 @@ class PollSettings:
     growth: float = 1.5
     max_step: float = 15.0
     window: int = 64
+    # Hosts that push completion: how long polls wait for the push before the polling
+    # schedule takes over (a silent channel, a task that ended before it was subscribed):
+    # the slowest learnt duration × push_slack + push_margin; push_patience before anything
+    # is learnt or announced.
+    push_patience: float = 30.0
+    push_slack: float = 1.5
+    push_margin: float = 2.0
 
 
 @dataclass
@@ -124,6 +131,15 @@ class LatencyModel:
     def first_delay(self, announced: float | None = None) -> float:
         expected = self.expected(announced)
         return self.settings.initial_guess if expected is None else self._at(expected)
+
+    def push_silence(self, announced: float | None = None) -> float:
+        """Seconds after the submit's answer past which a pushed end is no longer awaited
+        before polling (see ``PollSettings.push_patience``)."""
+        s = self.settings
+        slowest = self.expected(announced, 1.0)
+        if slowest is None:
+            return s.push_patience
+        return slowest * s.push_slack + s.push_margin
 
     def next_delay(self, elapsed: float, not_done_polls: int,
                    announced: float | None = None) -> float:

@@ -7,6 +7,10 @@ spend after it, and run-level notices (interrupts, fatal errors). Three sinks:
 * :class:`LogProgress` — one plain line per job state change of note (to stderr);
 * :class:`NullProgress` — nothing (``--quiet``: only the final summary is printed).
 
+A sink may also have ``task_progress(name, percent)``: the progress a host pushes for a task
+in flight (``percent`` None once the task is no longer followed); the live display shows
+the tasks furthest along.
+
 Nothing here ever sees a credential: sinks are given job names, states and error texts that
 the provider clients already redacted.
 """
@@ -42,6 +46,20 @@ class ProgressSink(Protocol):
     def notice(self, message: str) -> None: ...
 
     def stop(self) -> None: ...
+
+
+#: How many tasks' pushed progress the live display shows at once.
+SHOWN_TASKS = 3
+
+
+def live_line(percents: Mapping[str, float], shown: int = SHOWN_TASKS) -> str:
+    """The tasks furthest along, ``name 42%`` each, and how many more report progress."""
+    if not percents:
+        return ""
+    top = sorted(percents.items(), key=lambda kv: (-kv[1], kv[0]))[:shown]
+    text = " · ".join(f"{name} {pct:.0f}%" for name, pct in top)
+    more = len(percents) - len(top)
+    return text + (f" (+{more})" if more > 0 else "")
 
 
 def _done(counts: Mapping[str, int]) -> int:
@@ -131,11 +149,13 @@ class RichProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            TextColumn("[dim]{task.fields[live]}"),
             console=self.console,
             transient=False,
         )
         self._task: TaskID | None = None
         self._base_done = 0
+        self._percents: dict[str, float] = {}
 
     def start(self, total: int, counts: Mapping[str, int]) -> None:
         self._progress.start()
@@ -143,7 +163,7 @@ class RichProgress:
         self._task = self._progress.add_task(
             "jobs", total=total - counts.get("skipped", 0), completed=_done(counts),
             running=_running(counts), failed=counts.get("failed", 0),
-            spend=spend(0.0, 0.0))
+            spend=spend(0.0, 0.0), live="")
 
     def job_state(self, name: str, state: str, detail: str = "") -> None:
         if state in ("failed", "unknown", "cancelled"):
@@ -160,6 +180,18 @@ class RichProgress:
             self._progress.update(self._task, completed=_done(counts),
                                   running=_running(counts), failed=counts.get("failed", 0),
                                   spend=spend(spent_usd, spent_credits))
+
+    def task_progress(self, name: str, percent: float | None) -> None:
+        """Progress pushed by the host for one task in flight (None: it left)."""
+        if percent is None:
+            if self._percents.pop(name, None) is None:
+                return
+        else:
+            self._percents[name] = percent
+        if self._task is not None:
+            from rich.markup import escape
+
+            self._progress.update(self._task, live=escape(live_line(self._percents)))
 
     def notice(self, message: str) -> None:
         from rich.markup import escape

@@ -118,7 +118,7 @@ def client(settings: ProviderSettings, *, transport: httpx.AsyncBaseTransport | 
 
     return WiroProvider(base_url=settings.base_url, api_key=settings.api_key,
                         api_secret=settings.api_secret, transport=transport, timeout=timeout,
-                        concurrency=concurrency)
+                        concurrency=concurrency, socket_url=settings.push_url)
 
 
 def _emulator() -> ModuleType:
@@ -137,12 +137,14 @@ SPEC = ProviderSpec(
     client=client,
     default_limits=Limits(concurrency=4, requests_per_minute=600.0),
     can_cancel=True,  # Task/Cancel for queued tasks, Task/Kill for running ones
-    push_completion=True,  # a websocket (wss://socket.wiro.ai/v1); polled today
+    push_completion=True,  # the websocket: task events pushed, completion confirmed by a poll
+    push_url_var="WIRO_SOCKET_URL",
+    default_push_url="wss://socket.wiro.ai/v1",
     initial_latency=1.0,
     emulator=EmulatorSpec(path="/wiro/v1", **emulator_parts(_emulator),
                           credentials={"WIRO_API_KEY": "demo-wiro-key",
                                        "WIRO_API_SECRET": "demo-wiro-secret"},
                           # the account's balance: below price × maxImages a Run answers 97
                           options={"balance_usd": 1000.0},
-                          task_faults=("task_error", "fail")),
+                          task_faults=("task_error", "fail"), push_path="/wiro/socket/v1"),
 )

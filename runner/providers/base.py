@@ -9,7 +9,7 @@ from a retryable one, a rejected job, and a submit whose fate is unknown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -88,6 +88,33 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CompletionPush(Protocol):
+    """Optional, for hosts that push a task's end (``ProviderSpec.push_completion``).
+
+    The client subscribes each task itself (right after its submit's answer); the executor
+    races :meth:`await_completion` against its polling schedule and polls once when it
+    returns True. Where the push fails (no subscription, a refused or dropped channel) the
+    task is polled as any other."""
+
+    def pushing(self, task_id: str) -> bool:
+        """Whether the host may still push ``task_id``'s end."""
+        ...
+
+    async def await_completion(self, task_id: str, within: float) -> bool:
+        """Wait up to ``within`` s: True when the host pushed the task's end; False on
+        timeout, or at once when no push is expected (:meth:`pushing` is False)."""
+        ...
+
+    def forget(self, task_id: str) -> None:
+        """The task is no longer followed."""
+        ...
+
+    def on_task_progress(self, callback: Callable[[str, float], None] | None) -> None:
+        """Call ``callback(task_id, percent)`` for the progress the host pushes."""
+        ...
 
 
 async def iter_bytes(response: httpx.Response, chunk: int = 1 << 16) -> AsyncIterator[bytes]:

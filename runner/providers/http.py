@@ -53,10 +53,10 @@ REQUEST_KINDS = ("submit", "poll", "cancel", "upload", "download", "balance")
 #: no open connection, and httpcore's pool examines every connection and every queued
 #: request each time a request starts or ends, so its cost grows with the square of its
 #: size. Calls beyond this wait here, outside the pool.
-MAX_PARALLEL_REQUESTS = 16
+MAX_PARALLEL_REQUESTS = 8
 #: Downloads one client streams at once. They have their own connections: a long download
 #: never makes an API call (a submit above all) wait for a turn.
-MAX_PARALLEL_DOWNLOADS = 8
+MAX_PARALLEL_DOWNLOADS = 4
 EXCERPT_CHARS = 200
 
 # httpx exceptions raised before a single byte of the request left this machine.

@@ -11,13 +11,18 @@ Wire facts (docs/providers.md has the whole story):
   ``task_postprocess_end`` with any other ``pexit``, and on the status ``task_error`` (a
   task that failed before its model ran);
 * ``POST Task/Cancel`` for queued tasks, ``Task/Kill`` for running ones;
-* errors: ``{"result": false, "errors": [{"code", "message"}]}``, mostly with HTTP 200.
+* errors: ``{"result": false, "errors": [{"code", "message"}]}``, mostly with HTTP 200;
+* the websocket (``wss://socket.wiro.ai/v1``, ``WIRO_SOCKET_URL``): each task is subscribed
+  right after its Run answer with ``{"type": "task_info", "tasktoken": socketaccesstoken}``;
+  ``task_postprocess_end`` or ``task_cancel`` ends the wait, then one Task/Detail reads
+  ``pexit``, ``totalcost`` and the outputs (the socket's frame shows no ``pexit``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -44,11 +49,13 @@ from runner.jobs import ImageRef, Job
 from runner.media import sniff_image
 from runner.providers.base import RemoteOutput, SubmitResult, TaskState, TaskStatus
 from runner.providers.http import (
+    USER_AGENT,
     HttpProvider,
     as_float,
     as_int,
     http_status_error,
 )
+from runner.providers.push import PushChannel, PushEvent
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +67,10 @@ QUEUED_STATUSES = frozenset({"task_queue", "task_accept", "task_assign"})
 # that name is an interim stderr log, while `status: "task_error"` returned by Task/Detail
 # represents a fatal pre-execution database state and is terminal"; and Wiro's official
 # client, WiroClient in wiroai/Wiro-MCP, whose TERMINAL_STATUSES are task_postprocess_end,
-# task_cancel and task_error). This client reads Task/Detail only, never the socket, so the
-# word always has the second meaning here: the task failed before its model ran, will never
-# reach task_postprocess_end, and is failed at once (reason: its debugerror).
+# task_cancel and task_error). From Task/Detail (parse_task) the word has the second meaning:
+# the task failed before its model ran, will never reach task_postprocess_end, and is failed
+# at once (reason: its debugerror). On the socket (parse_socket_frame) it is stderr: the wait
+# goes on.
 TASK_ERROR_STATUS = "task_error"
 # task_error_full stays a running status. On the socket it is "the complete accumulated
 # stderr log, sent once after the model process finishes" (Wiro's tasks.md), i.e. before
@@ -82,6 +90,12 @@ CANCEL_STATUS = "task_cancel"
 #: HTTP 504 Gateway Timeout: a proxy gave up waiting for the API, which may still have
 #: created the task. On a submit this is an unknown outcome, not a plain server error.
 SUBMIT_AMBIGUOUS_HTTP = frozenset({504})
+
+#: Where Wiro pushes task events (Wiro-Docs, websocket.md); ``WIRO_SOCKET_URL`` overrides it.
+DEFAULT_SOCKET_URL = "wss://socket.wiro.ai/v1"
+#: Socket frames that end the wait (websocket.md: task_postprocess_end is "the final event";
+#: task_cancel on cancel or kill). task_end comes *before* post-processing: not an end.
+SOCKET_END_TYPES = frozenset({SUCCESS_STATUS, CANCEL_STATUS})
 
 
 # -- signing (pure) ---------------------------------------------------------------------------
@@ -348,6 +362,34 @@ def parse_task_detail(doc: Mapping[str, Any], task_id: str) -> TaskStatus:
     return status if status.task_id else replace(status, task_id=str(task_id))
 
 
+# -- the websocket (pure) --------------------------------------------------------------------
+
+def socket_frame(token: str) -> str:
+    """The subscription frame for one task (websocket.md, "Register")."""
+    return json.dumps({"type": "task_info", "tasktoken": token})
+
+
+def parse_socket_frame(doc: Mapping[str, Any]) -> PushEvent | None:
+    """One frame ``{"type", "id", "tasktoken", "message", "result"}`` → a PushEvent.
+
+    ``task_postprocess_end`` / ``task_cancel`` end the wait; a ``task_output`` whose message
+    is a ``progressGenerate`` object carries a percentage (a string); ``task_error`` on the
+    socket is an interim stderr line, like every other frame mere activity."""
+    token = doc.get("tasktoken")
+    kind = doc.get("type")
+    if not isinstance(token, str) or not token or not isinstance(kind, str):
+        return None
+    if kind in SOCKET_END_TYPES:
+        return PushEvent(token, "end")
+    message = doc.get("message")
+    if kind == "task_output" and isinstance(message, Mapping) \
+            and message.get("type") == "progressGenerate":
+        percent = as_float(message.get("percentage"))
+        if percent is not None:
+            return PushEvent(token, "progress", max(0.0, min(100.0, percent)))
+    return PushEvent(token, "activity")
+
+
 # -- the client -------------------------------------------------------------------------------
 
 class WiroProvider(HttpProvider):
@@ -366,10 +408,14 @@ class WiroProvider(HttpProvider):
         timeout: httpx.Timeout | None = None,
         concurrency: int = 8,
         nonces: NonceSource | None = None,
+        socket_url: str | None = None,
     ) -> None:
         super().__init__(base_url=base_url, secrets=(api_key, api_secret), transport=transport,
                          timeout=timeout, concurrency=concurrency)
         self.auth = WiroAuth(api_key, api_secret, nonces)
+        # None: completion is polled only (realtime off, or no socket for this endpoint)
+        self.push = PushChannel(socket_url, frame=socket_frame, parse=parse_socket_frame,
+                                user_agent=USER_AGENT) if socket_url else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -413,17 +459,60 @@ class WiroProvider(HttpProvider):
         url = f"{self.base_url}/Run/{spec.endpoint}"
         with ExitStack() as stack:
             parts = multipart_parts(job, stack)
-            response = await self.send("submit", "POST", url, files=parts, auth=self.auth,
+            body: dict[str, Any] = {"files": parts}
+            if not any(ref.path is not None for ref in job.images):
+                # Text fields only: the form in one piece, so it leaves in one write rather
+                # than one per part (each a system call; most of a submit's CPU otherwise).
+                form = httpx.Request("POST", url, files=parts)
+                body = {"content": form.read(),
+                        "headers": {"Content-Type": form.headers["Content-Type"]}}
+            response = await self.send("submit", "POST", url, auth=self.auth,
                                        creates=True, what=f"Run {spec.endpoint}",
                                        timeout=self.transfer_timeout if job.images
-                                       else self.timeout)
+                                       else self.timeout, **body)
         doc = self._check(response, op="submit", subject=spec.endpoint)
-        return parse_run_response(doc)
+        result = parse_run_response(doc)
+        if self.push is not None and result.token:
+            self.push.subscribe(result.task_id, result.token)
+        return result
 
     async def poll(self, task_id: str) -> TaskStatus:
         doc = await self._post_json("poll", "Task/Detail", {"taskid": str(task_id)}, op="poll",
                                     subject=str(task_id))
-        return parse_task_detail(doc, str(task_id))
+        status = parse_task_detail(doc, str(task_id))
+        if self.push is not None and not status.state.terminal \
+                and not self.push.pushing(status.task_id):
+            # a task followed again (resume), or lost with a dropped socket: subscribe it
+            # (again) with the token Task/Detail lists, so its end is pushed from now on
+            tasks = doc.get("tasklist")
+            entry = tasks[0] if isinstance(tasks, list) and tasks else None
+            tok = entry.get("socketaccesstoken") if isinstance(entry, Mapping) else None
+            if isinstance(tok, str) and tok:
+                self.push.subscribe(status.task_id, tok)
+        return status
+
+    # -- completion pushed (runner.providers.base.CompletionPush) -----------------------------
+
+    def pushing(self, task_id: str) -> bool:
+        return self.push is not None and self.push.pushing(str(task_id))
+
+    async def await_completion(self, task_id: str, within: float) -> bool:
+        if self.push is None:
+            return False
+        return await self.push.wait_end(str(task_id), within)
+
+    def forget(self, task_id: str) -> None:
+        if self.push is not None:
+            self.push.forget(str(task_id))
+
+    def on_task_progress(self, callback: Callable[[str, float], None] | None) -> None:
+        if self.push is not None:
+            self.push.on_progress = callback
+
+    async def aclose(self) -> None:
+        if self.push is not None:
+            await self.push.aclose()
+        await super().aclose()
 
     async def cancel(self, task_id: str, state: TaskState) -> None:
         """Cancel a queued task, kill a running one; nothing to do for a finished one.

@@ -190,7 +190,7 @@ async def test_a_third_provider_alone_is_served_billed_and_counted(clock: FakeCl
         assert stats["active_tasks"] == {ACME: 0}
         assert stats["concurrency_refusals"] == {ACME: 0}
         assert stats["inflight_tasks_peak"] == {ACME: 1}
-        assert stats["fault_decisions"] == {"api": 4, "download": 1, "upload": 0,
+        assert stats["fault_decisions"] == {"api": 4, "download": 1, "upload": 0, "socket": 0,
                                             f"task/{ACME}": 1}
         assert stats["rejections"] == {"auth": 1}
         assert stats["requests_by_endpoint"]["POST /acme/v1/jobs"] == 2

@@ -192,3 +192,45 @@ def test_two_jobs_with_one_key_are_refused(tmp_path: Path) -> None:
     twin = make_job("same")
     with pytest.raises(RunDirError, match="same key"):
         Journal.create(tmp_path / "j.sqlite", [job, twin], {})
+
+
+def _committed_state(path: Path, key: str) -> str:
+    """The job's state as another process sees it (committed rows only)."""
+    conn = sqlite3.connect(path)
+    try:
+        return str(conn.execute("SELECT state FROM jobs WHERE key = ?", (key,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_in_a_loop_plain_writes_commit_per_tick_and_a_submit_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    journal, jobs = _new(tmp_path, 2)
+    path = journal.path
+    a, b = jobs[0].key, jobs[1].key
+    seen: dict[str, str] = {}
+
+    async def tick() -> None:
+        journal.mark_submitting(a)
+        journal.mark_submitted(a, "t-1")
+        journal.record_poll(a, task_state="running", provider_status="task_start",
+                            state=JobState.RUNNING)
+        # not committed yet: this tick's plain writes go out together when it ends
+        seen["poll, same tick"] = _committed_state(path, a)
+        journal.mark_submitting(b)  # a durable write commits the batch before itself
+        seen["after a durable write"] = _committed_state(path, a)
+        seen["b, write-ahead"] = _committed_state(path, b)
+        journal.mark_failed(b, "refused")
+        seen["b failed, same tick"] = _committed_state(path, b)
+        await asyncio.sleep(0)
+        seen["b failed, next tick"] = _committed_state(path, b)
+
+    asyncio.run(tick())
+    assert seen == {"poll, same tick": "submitted", "after a durable write": "running",
+                    "b, write-ahead": "submitting", "b failed, same tick": "submitting",
+                    "b failed, next tick": "failed"}
+    assert journal.job(a).polls == 1  # the connection reads its own writes
+    journal.mark_succeeded(a)  # outside a loop: committed at once
+    assert _committed_state(path, a) == "succeeded"
+    journal.close()

@@ -139,3 +139,13 @@ def test_submit_retry_never_retries_what_may_have_created_a_task_or_is_final() -
     assert hook(AuthError("bad key")) is False
     assert hook(ValueError("bug")) is False
     assert hook(ServerError("busy", retry_after=2.0)) >= 2.0
+
+
+def test_a_pushed_end_is_awaited_until_the_task_overstays_what_it_should_take() -> None:
+    model = LatencyModel(PollSettings(push_patience=30.0, push_slack=1.5, push_margin=2.0))
+    assert model.push_silence() == 30.0  # nothing learnt yet
+    for seconds in (4.0, 6.0, 8.0):
+        model.observe(done_by=seconds, not_done_at=None, reported=seconds)
+    assert model.push_silence() == pytest.approx(8.0 * 1.5 + 2.0)  # the slowest learnt
+    announced = LatencyModel(PollSettings(push_patience=30.0))
+    assert announced.push_silence(10.0) == pytest.approx(10.0 * 1.5 + 2.0)
