@@ -6,15 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from PIL import Image, ImageStat
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="/usr/bin/chromium is absent (apt-get install -y chromium)")
 def test_chromium_renders_the_report(finished_run, tmp_path: Path) -> None:
+    assert CHROMIUM.exists(), ("/usr/bin/chromium is missing: apt-get install -y chromium "
+                               "(.ci/run does)")
     # the page alone, moved away from its run directory: thumbnails are embedded
     page = tmp_path / "moved" / "report.html"
     page.parent.mkdir()
