@@ -218,7 +218,7 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
             for job_doc in doc["jobs"]:
                 job_doc["status_reason"] = decisions[job_doc["key"]].reason
                 job_doc["from_store"] = job_doc["key"] in stored
-        click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+        echo_json_listing(doc, "jobs")
         return
     console = _console()
     shown = None if status is None else {k: ("from store" if k in stored else s)
@@ -241,6 +241,27 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
 
 
 FROM_STORE = "from store"  # how a decision's reason starts when the store has the job
+JSON_CHUNK = 2_000  # list items written to stdout at a time
+
+
+def echo_json_listing(doc: Mapping[str, Any], key: str) -> None:
+    """Print ``doc`` as JSON indented by two spaces, except the items of its list ``doc[key]``:
+    one compact item per line. Same keys and values as ``json.dumps(doc, indent=2)``; the
+    items go through the C encoder in chunks, so 100,000 jobs take a fraction of a second
+    instead of seconds and never sit in memory as one string."""
+    head, sep, tail = json.dumps({**doc, key: []}, ensure_ascii=False,
+                                 indent=2).partition(f'\n  {json.dumps(key)}: []')
+    items = doc[key]
+    if not sep or not items:
+        click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+        return
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    click.echo(f"{head}{sep[:-1]}", nl=False)
+    for start in range(0, len(items), JSON_CHUNK):
+        lead = "\n    " if start == 0 else ",\n    "
+        click.echo(lead + ",\n    ".join(map(encode, items[start:start + JSON_CHUNK])),
+                   nl=False)
+    click.echo(f"\n  ]{tail}")
 
 
 def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,
