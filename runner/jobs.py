@@ -85,7 +85,7 @@ def job_key(model: str, prompt: str, params: Mapping[str, Any],
     its canonical parts in sorted key order: the same text as ``canonical_json(doc)``."""
     text = "".join((
         '{"images":', canonical_json([img.key_part() for img in images]) if images else "[]",
-        ',"index":', canonical_json(index),
+        ',"index":', int.__repr__(index) if type(index) is int else canonical_json(index),
         ',"model":', _json_text(model),
         ',"params":', canonical_json(dict(params)) if canonical_params is None
         else canonical_params,

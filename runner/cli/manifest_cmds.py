@@ -269,10 +269,9 @@ def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,
     """Job key → cached / changed / new (with why), against earlier runs and the manifest's
     lockfile, then the shared store, for a run made as ``run`` would make it (emulated or
     not)."""
-    from runner.api import emulated_providers, open_store_for
+    from runner.config import emulated_providers
     from runner.report.cache import CacheDecision, classify_in
-    from runner.report.lock import lock_path_for, read_lock
-    from runner.store.sync import store_records
+    from runner.store.store import open_store_for
 
     emulated = emulated_providers(sorted({j.provider for j in plan.jobs}), plan.providers,
                                   os.environ, emulate=emulate)
@@ -281,11 +280,15 @@ def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,
                                             reason="no earlier outputs")
                      for job in plan.jobs}
     else:
+        from runner.report.lock import lock_path_for, read_lock
+
         lock = read_lock(lock_path_for(plan.manifest_path))
         decisions = classify_in(plan.jobs, runs_dir, lock, emulated)
     shared = open_store_for(store, os.environ, plan.store)
     if shared is None:
         return decisions
+    from runner.store.sync import store_records
+
     wanted = [job for job in plan.jobs if decisions[job.key].status != "cached"]
     for key, record in store_records(shared, wanted, emulated).items():
         old = decisions[key]

@@ -86,6 +86,9 @@ class OutputNamer:
         self.t = manifest.output.template
         self.parts = manifest.output.parts
         self.refs = self.t.refs
+        # id(job) → (job, its first output name): checking the names renders each job's
+        # first one, which `plan --json`, the tables and the run ask for again
+        self._first: dict[int, tuple[Job, str]] = {}
 
     def context(self, job: Job, image_index: int, ext: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {}
@@ -128,6 +131,9 @@ class OutputNamer:
         return done
 
     def name(self, job: Job, image_index: int, ext: str) -> str:
+        first = image_index == 0 and ext == "png"
+        if first and (known := self._first.get(id(job))) is not None and known[0] is job:
+            return known[1]
         try:
             text = str(self.t.render(self.context(job, image_index, ext)))
         except TemplateFailure as failure:
@@ -136,6 +142,8 @@ class OutputNamer:
         if reason is not None:
             raise _OutputProblem(self.parts, f"output file name {text!r} would escape or "
                                  f"break the outputs folder: {reason}")
+        if first:
+            self._first[id(job)] = (job, text)
         return text
 
     def __call__(self, job: Job, image_index: int, ext: str) -> str:
