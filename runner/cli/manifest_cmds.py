@@ -6,7 +6,8 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +194,7 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
     pass --yes. Exit status: 0, or 2 for an invalid manifest.
     """
     from runner.manifest import load_manifest, plan_document, plan_manifest
+    from runner.manifest.plan import gc_paused, plan_job_texts
 
     m = load_manifest(manifest, display=manifest)
     count = m.job_count
@@ -203,23 +205,28 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
         if not click.confirm(f"{manifest} expands to {count:,} jobs. Plan them all?",
                              err=True, default=False):
             fail("not planned", EXIT_INPUT)
-    result, errors = plan_manifest(m)
-    if errors or result is None:
-        raise ManifestErrors(errors)
-    decisions = None if force else cache_decisions(result, runs_dir, emulate=emulate,
-                                                   store=store)
-    status = None if decisions is None else {k: d.status for k, d in decisions.items()}
-    stored = set() if decisions is None else {k for k, d in decisions.items()
-                                              if d.reason.startswith(FROM_STORE)}
-    if as_json:
-        doc = plan_document(result, status)
-        doc["estimate"]["to_run"] = _to_run(result, status)
-        if decisions is not None:
-            for job_doc in doc["jobs"]:
-                job_doc["status_reason"] = decisions[job_doc["key"]].reason
-                job_doc["from_store"] = job_doc["key"] in stored
-        echo_json_listing(doc, "jobs")
-        return
+    with gc_paused():  # millions of objects, no cycles: see gc_paused
+        result, errors = plan_manifest(m)
+        if errors or result is None:
+            raise ManifestErrors(errors)
+        decisions = None if force else cache_decisions(result, runs_dir, emulate=emulate,
+                                                       store=store)
+        status = None if decisions is None else {k: d.status for k, d in decisions.items()}
+        stored = set() if decisions is None else {k for k, d in decisions.items()
+                                                  if d.reason.startswith(FROM_STORE)}
+        if as_json:
+            doc = plan_document(result, status, with_jobs=False)
+            doc["estimate"]["to_run"] = _to_run(result, status)
+            more = None
+            if decisions is not None:
+                found = decisions
+
+                def more(job: Job) -> dict[str, Any]:
+                    return {"status_reason": found[job.key].reason,
+                            "from_store": job.key in stored}
+
+            echo_json_listing(doc, "jobs", plan_job_texts(result, status, more))
+            return
     console = _console()
     shown = None if status is None else {k: ("from store" if k in stored else s)
                                          for k, s in status.items()}
@@ -244,24 +251,26 @@ FROM_STORE = "from store"  # how a decision's reason starts when the store has t
 JSON_CHUNK = 2_000  # list items written to stdout at a time
 
 
-def echo_json_listing(doc: Mapping[str, Any], key: str) -> None:
-    """Print ``doc`` as JSON indented by two spaces, except the items of its list ``doc[key]``:
-    one compact item per line. Same keys and values as ``json.dumps(doc, indent=2)``; the
-    items go through the C encoder in chunks, so 100,000 jobs take a fraction of a second
-    instead of seconds and never sit in memory as one string."""
+def _batched(items: Iterable[str], n: int) -> Iterable[list[str]]:
+    it = iter(items)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def echo_json_listing(doc: Mapping[str, Any], key: str, items: Iterable[str]) -> None:
+    """Print ``doc`` as JSON indented by two spaces, with ``items`` (JSON texts) as the list
+    ``doc[key]``, one item per line: the same keys and values as ``json.dumps(doc, indent=2)``
+    with that list, written in chunks, so 100,000 jobs never sit in memory as one string."""
     head, sep, tail = json.dumps({**doc, key: []}, ensure_ascii=False,
                                  indent=2).partition(f'\n  {json.dumps(key)}: []')
-    items = doc[key]
-    if not sep or not items:
-        click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
-        return
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+    if not sep:  # pragma: no cover - `key` is a top-level key of `doc`
+        raise ValueError(f"{key!r} is not a list of the document")
     click.echo(f"{head}{sep[:-1]}", nl=False)
-    for start in range(0, len(items), JSON_CHUNK):
-        lead = "\n    " if start == 0 else ",\n    "
-        click.echo(lead + ",\n    ".join(map(encode, items[start:start + JSON_CHUNK])),
-                   nl=False)
-    click.echo(f"\n  ]{tail}")
+    lead = "\n    "
+    for chunk in _batched(items, JSON_CHUNK):
+        click.echo(lead + ",\n    ".join(chunk), nl=False)
+        lead = ",\n    "
+    click.echo(f"\n  ]{tail}" if lead != "\n    " else f"]{tail}")
 
 
 def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,

@@ -11,9 +11,13 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,11 +247,26 @@ def load_manifest(path: str | Path, *, display: str | None = None) -> Manifest:
     return manifest
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: building 100,000 jobs allocates millions of
+    objects and no reference cycles, and each full collection would walk them all again
+    (a fifth of a large plan's time). Collection resumes, as it was, on the way out."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]:
     """Expand a validated manifest; the Plan (None if any problem) and every problem."""
-    jobs, errors = expand(manifest)
-    namer = OutputNamer(manifest)
-    errors += _check_outputs(manifest, jobs, namer)
+    with gc_paused():
+        jobs, errors = expand(manifest)
+        namer = OutputNamer(manifest)
+        errors += _check_outputs(manifest, jobs, namer)
     errors += _check_store(manifest)
     if errors:
         return None, errors
@@ -370,19 +389,22 @@ def estimate_document(plan: Plan) -> dict[str, Any]:
     return doc
 
 
-def plan_document(plan: Plan, status: Mapping[str, str] | None = None) -> dict[str, Any]:
+def plan_document(plan: Plan, status: Mapping[str, str] | None = None, *,
+                  with_jobs: bool = True) -> dict[str, Any]:
     """The ``seedbatch plan --json`` document: ``{"jobs": [...], "estimate": {...}}``.
 
     Each job is :func:`~runner.jobrecord.job_to_dict` plus its first output path and line;
-    with ``status`` (job key → state) each job also gets ``"status"``."""
+    with ``status`` (job key → state) each job also gets ``"status"``. Without ``with_jobs``
+    the list is left empty: :func:`plan_job_texts` gives its items as JSON text."""
     jobs = []
-    for job in plan.jobs:
-        d = job_to_dict(job)
-        d["output"] = plan.output_name(job, 0, "png")
-        d["line"] = job.line
-        if status is not None:
-            d["status"] = status.get(job.key, "new")
-        jobs.append(d)
+    with gc_paused():
+        for job in plan.jobs if with_jobs else ():
+            d = job_to_dict(job)
+            d["output"] = plan.output_name(job, 0, "png")
+            d["line"] = job.line
+            if status is not None:
+                d["status"] = status.get(job.key, "new")
+            jobs.append(d)
     return {
         "name": plan.name,
         "manifest": str(plan.manifest_path),
@@ -390,3 +412,56 @@ def plan_document(plan: Plan, status: Mapping[str, str] | None = None) -> dict[s
         "jobs": jobs,
         "estimate": estimate_document(plan),
     }
+
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(…, ensure_ascii=False) uses
+
+
+def _int_text(value: int) -> str:
+    return int.__repr__(value) if type(value) is int else _encode(value)
+
+
+def plan_job_texts(plan: Plan, status: Mapping[str, str] | None = None,
+                   more: Callable[[Job], Mapping[str, Any]] | None = None) -> Iterator[str]:
+    """The items of ``plan_document(plan, status)["jobs"]``, each with ``more(job)``'s keys
+    added after its own, as the exact text ``json.dumps(item, ensure_ascii=False)`` gives.
+
+    A 100,000-job plan repeats few distinct aliases, models, prompts, axes, image lists and
+    estimates: each of those is encoded once, and each job's text is put together from them
+    (tests/manifest/test_expand.py compares the text with json.dumps of the document)."""
+    by_value: dict[str, str] = {}  # alias, provider, model, prompt → their JSON
+    by_object: dict[int, tuple[Any, str]] = {}  # id → (axes, images or estimate; JSON)
+
+    def text(value: str) -> str:
+        found = by_value.get(value)
+        if found is None:
+            found = by_value[value] = encode_basestring(value)
+        return found
+
+    def shared(value: Any, make: Callable[[Any], Any]) -> str:
+        found = by_object.get(id(value))
+        if found is None or found[0] is not value:
+            found = by_object[id(value)] = (value, _encode(make(value)))
+        return found[1]
+
+    for job in plan.jobs:
+        e = job.estimate
+        parts = [
+            '{"key": ', encode_basestring(job.key), ', "name": ', encode_basestring(job.name),
+            ', "alias": ', text(job.alias), ', "provider": ', text(job.provider),
+            ', "model": ', text(job.model), ', "prompt": ', text(job.prompt),
+            ', "params": ', _encode(dict(job.params)),
+            ', "images": ', shared(job.images, lambda v: [i.to_dict() for i in v]),
+            ', "index": ', _int_text(job.index), ', "axes": ', shared(job.axes, dict),
+            ', "estimate": ', shared(e, lambda v: {"images": v.images, "usd": v.usd,
+                                                   "credits": v.credits}),
+            ', "output": ', encode_basestring(plan.output_name(job, 0, "png")),
+            ', "line": ', _int_text(job.line)]
+        if status is not None:
+            parts += ', "status": ', text(status.get(job.key, "new"))
+        if more is not None:
+            extra = _encode(dict(more(job)))
+            if extra != "{}":
+                parts += ", ", extra[1:-1]
+        parts.append("}")
+        yield "".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from runner.errors import ManifestError
 from runner.jobs import Budget, Limits, Price
 from runner.manifest import plan_document, summarize
+from runner.manifest.plan import plan_job_texts
 
 
 def test_order_is_entries_then_models_then_combinations_then_repeat(plan_of) -> None:
@@ -261,6 +263,42 @@ def test_plan_document_shape(plan_of) -> None:
     assert doc["estimate"]["by_model"][0]["model"] == "pixwith/seedream-4.5"
     with_status = plan_document(plan, status={job["key"]: "cached"})
     assert with_status["jobs"][0]["status"] == "cached"
+
+
+def test_plan_job_texts_are_the_documents_jobs_as_json_dumps_writes_them(plan_of,
+                                                                      image) -> None:
+    image("refs/tent.png", (1, 2, 3))
+    image("refs/böots.png", (4, 5, 6))
+    plan = plan_of("""\
+version: 1
+vars: {brand: "Ünïcode \\"quoted\\""}
+models:
+  v4: {model: wiro/seedream-v4, params: {size: 1024x1024}}
+  pix: {model: pixwith/seedream-4.5}
+jobs:
+  - name: "{{ p }}-{{ n }}-{{ model.alias }}-{{ index }}"
+    model: [v4, pix]
+    matrix: {p: [tent, böots], n: [1, 2.5, true, null]}
+    images: ["refs/{{ p }}.png", "https://example.com/a.png"]
+    prompt: "{{ brand }} {{ p }}\\t→ {{ n }}"
+    repeat: 2
+  - name: solo
+    model: v4
+    prompt: plain
+""")
+    assert len(plan.jobs) == 2 * 4 * 2 * 2 + 1
+    keys = [job.key for job in plan.jobs]
+    status = {k: ("cached" if i % 3 else "changed") for i, k in enumerate(keys[:-1])}
+    for given in (None, status):
+        expected = [json.dumps(d, ensure_ascii=False)
+                    for d in plan_document(plan, given)["jobs"]]
+        assert list(plan_job_texts(plan, given)) == expected
+    more = {k: {"status_reason": f"why {i} ✓", "from_store": i % 2 == 0}
+            for i, k in enumerate(keys)}
+    expected = [json.dumps({**d, **more[d["key"]]}, ensure_ascii=False)
+                for d in plan_document(plan, status)["jobs"]]
+    assert list(plan_job_texts(plan, status, lambda job: more[job.key])) == expected
+    assert plan_document(plan, with_jobs=False)["jobs"] == []
 
 
 def test_load_manifest_and_load_plan_raise_every_problem(tmp_path: Path) -> None:
