@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from runner.errors import ManifestError, ManifestErrors
 from runner.jobrecord import job_to_dict
-from runner.jobs import Job, Plan
+from runner.jobs import Estimate, ImageRef, Job, Plan
 from runner.manifest.expand import ErrorBag, expand, name_key, odd_character
 from runner.manifest.load import read_document
 from runner.manifest.templates import TemplateFailure
@@ -415,10 +415,25 @@ def plan_document(plan: Plan, status: Mapping[str, str] | None = None, *,
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(…, ensure_ascii=False) uses
+_SCALARS = frozenset((str, int, bool, type(None)))
 
 
 def _int_text(value: int) -> str:
     return int.__repr__(value) if type(value) is int else _encode(value)
+
+
+def _flat_key(value: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A key telling flat mappings apart exactly as their JSON does (True from 1, -0.0 from
+    0.0: types and float bits count); None when a value is not a scalar."""
+    key: list[Any] = []
+    for k, v in value.items():
+        t = type(v)
+        if t is float:
+            v = v.hex()
+        elif t not in _SCALARS:
+            return None
+        key += k, t, v
+    return tuple(key)
 
 
 def plan_job_texts(plan: Plan, status: Mapping[str, str] | None = None,
@@ -426,11 +441,12 @@ def plan_job_texts(plan: Plan, status: Mapping[str, str] | None = None,
     """The items of ``plan_document(plan, status)["jobs"]``, each with ``more(job)``'s keys
     added after its own, as the exact text ``json.dumps(item, ensure_ascii=False)`` gives.
 
-    A 100,000-job plan repeats few distinct aliases, models, prompts, axes, image lists and
-    estimates: each of those is encoded once, and each job's text is put together from them
-    (tests/manifest/test_expand.py compares the text with json.dumps of the document)."""
-    by_value: dict[str, str] = {}  # alias, provider, model, prompt → their JSON
+    A 100,000-job plan repeats few distinct aliases, models, prompts, parameter sets, axes,
+    image lists and estimates: each of those is encoded once, and each job's text is put
+    together from them (tests/manifest/test_expand.py compares it with json.dumps)."""
+    by_value: dict[str, str] = {}  # alias, provider, model, prompt, status → their JSON
     by_object: dict[int, tuple[Any, str]] = {}  # id → (axes, images or estimate; JSON)
+    by_key: dict[tuple[Any, ...], str] = {}  # _flat_key(params or more's) → JSON
 
     def text(value: str) -> str:
         found = by_value.get(value)
@@ -444,23 +460,35 @@ def plan_job_texts(plan: Plan, status: Mapping[str, str] | None = None,
             found = by_object[id(value)] = (value, _encode(make(value)))
         return found[1]
 
+    def flat(value: Mapping[str, Any]) -> str:
+        key = _flat_key(value)
+        if key is None:
+            return _encode(dict(value))
+        found = by_key.get(key)
+        if found is None:
+            found = by_key[key] = _encode(dict(value))
+        return found
+
+    def images(value: tuple[ImageRef, ...]) -> list[dict[str, Any]]:
+        return [image.to_dict() for image in value]
+
+    def estimate(value: Estimate) -> dict[str, Any]:
+        return {"images": value.images, "usd": value.usd, "credits": value.credits}
+
     for job in plan.jobs:
-        e = job.estimate
         parts = [
             '{"key": ', encode_basestring(job.key), ', "name": ', encode_basestring(job.name),
             ', "alias": ', text(job.alias), ', "provider": ', text(job.provider),
             ', "model": ', text(job.model), ', "prompt": ', text(job.prompt),
-            ', "params": ', _encode(dict(job.params)),
-            ', "images": ', shared(job.images, lambda v: [i.to_dict() for i in v]),
+            ', "params": ', flat(job.params), ', "images": ', shared(job.images, images),
             ', "index": ', _int_text(job.index), ', "axes": ', shared(job.axes, dict),
-            ', "estimate": ', shared(e, lambda v: {"images": v.images, "usd": v.usd,
-                                                   "credits": v.credits}),
+            ', "estimate": ', shared(job.estimate, estimate),
             ', "output": ', encode_basestring(plan.output_name(job, 0, "png")),
             ', "line": ', _int_text(job.line)]
         if status is not None:
             parts += ', "status": ', text(status.get(job.key, "new"))
         if more is not None:
-            extra = _encode(dict(more(job)))
+            extra = flat(more(job))
             if extra != "{}":
                 parts += ", ", extra[1:-1]
         parts.append("}")

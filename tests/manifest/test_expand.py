@@ -311,3 +311,16 @@ def test_load_manifest_and_load_plan_raise_every_problem(tmp_path: Path) -> None
         with pytest.raises(ManifestErrors) as info:
             load(path)
         assert [p.line for p in info.value.problems] == [2, 3]
+
+
+def test_flat_keys_tell_apart_what_json_tells_apart() -> None:
+    from runner.manifest.plan import _flat_key
+
+    distinct = [{"a": 1}, {"a": True}, {"a": 1.0}, {"a": 0.0}, {"a": -0.0}, {"a": "1"},
+                {"a": None}, {"b": 1}, {"a": 1, "b": 2}, {"b": 2, "a": 1}]
+    keys = [_flat_key(d) for d in distinct]
+    assert None not in keys
+    assert len(set(keys)) == len(distinct)
+    assert _flat_key({"a": 1.5}) == _flat_key({"a": 1.5})
+    assert _flat_key({"a": [1]}) is None
+    assert _flat_key({"a": {"b": 1}}) is None
