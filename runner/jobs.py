@@ -160,7 +160,11 @@ class Plan:
         return str(self.output_namer(job, image_index, ext))
 
     def estimate(self) -> Estimate:
-        total = Estimate()
+        """The jobs' estimates added in order (the same sums as ``Estimate.__add__`` gives)."""
+        images, usd, credits = 0, 0.0, 0.0
         for job in self.jobs:
-            total = total + job.estimate
-        return total
+            e = job.estimate
+            images += e.images
+            usd += e.usd
+            credits += e.credits
+        return Estimate(images, usd, credits)

@@ -54,7 +54,7 @@ def test_plan_imports_neither_executor_nor_emulator_nor_http_client(tmp_path: Pa
     assert json.loads(body)["jobs"][0]["name"] == "one"
     modules = set(loaded.split())
     assert "runner.cli.manifest_cmds" in modules
-    for heavy in ("runner.api", "runner.execute.executor", "runner.emulator", "httpx",
+    for heavy in ("runner.api", "runner.execute.executor", "runner.emulator", "httpx", "rich",
                   "runner.cli.run_cmds", "runner.cli.emulate_cmd", "runner.review"):
         assert heavy not in modules, heavy
     assert isinstance(main, click.Group)

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from runner import catalog
 from runner.catalog import describe_model
@@ -23,7 +21,8 @@ from runner.errors import EXIT_INPUT, ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
 
 if TYPE_CHECKING:
-    from rich.console import JustifyMethod
+    from rich.console import Console, JustifyMethod
+    from rich.table import Table
 
     from runner.report.cache import CacheDecision
 
@@ -36,6 +35,8 @@ def _interactive() -> bool:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # a pipe or a file gets whole lines rather than columns cut to 80 characters
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -76,6 +77,8 @@ def validate(manifests: tuple[str, ...]) -> None:
 
 def job_table(jobs: list[Job] | tuple[Job, ...], plan: Plan, total: int,
               status_of: Callable[[Job], str] | None = None) -> Table:
+    from rich.table import Table
+
     title = f"Jobs ({len(jobs):,} of {total:,})" if len(jobs) < total else "Jobs"
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("#", justify="right")
@@ -98,6 +101,8 @@ def job_table(jobs: list[Job] | tuple[Job, ...], plan: Plan, total: int,
 
 
 def model_table(plan: Plan) -> Table:
+    from rich.table import Table
+
     from runner.manifest.plan import summarize
 
     table = Table(title="By model", title_justify="left", show_edge=False)
@@ -347,6 +352,8 @@ def models(as_json: bool) -> None:
       seedbatch models
       seedbatch models --json | jq '.[].id'
     """
+    from rich.table import Table
+
     described = [describe_model(spec) for spec in catalog.models().values()]
     if as_json:
         click.echo(json.dumps(described, ensure_ascii=False, indent=2))
