@@ -1,10 +1,14 @@
 """Benchmark: load, validate, expand and plan an N-job sweep manifest.
 
     python bench/expand.py --jobs 100000 --json
+    python bench/expand.py --jobs 100000 --cli --json
 
 writes a sweep manifest (two models × subjects × lights × styles × repeat) to a temporary
 folder, plans it with :func:`runner.manifest.load_plan` and prints jobs, seconds, jobs per
-second and the process's peak resident memory.
+second and the process's peak resident memory. With ``--cli`` it times the whole command
+``seedbatch plan MANIFEST --json --yes`` instead, in a process of its own (interpreter
+start-up, imports, planning and every byte of JSON, written to a file): wall seconds, the
+child's user CPU seconds, its peak resident memory and the output's size.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 import math
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,11 +80,39 @@ def run(jobs: int) -> dict[str, float | int]:
             "peak_rss_mb": round(peak / 1024, 1)}
 
 
+def run_cli(jobs: int) -> dict[str, float | int]:
+    text, expected = sweep_manifest(jobs)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sweep.yaml"
+        path.write_text(text, encoding="utf-8")
+        out = Path(tmp) / "plan.json"
+        with out.open("wb") as fh:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "runner", "plan", str(path), "--json", "--yes",
+                            "--runs-dir", str(Path(tmp) / "runs")],
+                           stdout=fh, check=True, cwd=ROOT)
+            seconds = time.perf_counter() - start
+        size = out.stat().st_size
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"jobs": expected, "seconds": round(seconds, 3),
+            "user_s": round(child.ru_utime, 3), "peak_rss_mb": round(child.ru_maxrss / 1024, 1),
+            "output_mb": round(size / 1e6, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="about how many jobs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--cli", action="store_true",
+                        help="time the whole `seedbatch plan --json --yes` process")
     args = parser.parse_args(argv)
+    if args.cli:
+        result = run_cli(args.jobs)
+        print(json.dumps(result) if args.json else
+              f"seedbatch plan --json --yes: {result['jobs']:,} jobs in {result['seconds']} s "
+              f"({result['user_s']} s user), peak RSS {result['peak_rss_mb']} MiB, "
+              f"{result['output_mb']} MB of JSON")
+        return 0
     result = run(args.jobs)
     if args.json:
         print(json.dumps(result))

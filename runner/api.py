@@ -29,10 +29,9 @@ import httpx
 
 from runner.config import (
     ProviderSettings,
-    base_url_for,
     base_url_var,
     credential_vars,
-    is_emulator,
+    emulated_providers,
     is_loopback,
     resolve,
 )
@@ -81,7 +80,7 @@ from runner.rundir import (
     output_names,
     read_plan,
 )
-from runner.store.store import STORE_VAR, Store, open_store, store_location
+from runner.store.store import STORE_VAR, Store, open_store_for
 from runner.store.sync import (
     META_KEY,
     VIA_STORE,
@@ -248,13 +247,6 @@ def select_jobs(jobs: Sequence[Job], only: str | None) -> tuple[tuple[Job, ...],
     return chosen, {j.key: f"not selected by --only {only}" for j in jobs if j.key not in picked}
 
 
-def open_store_for(flag: str | None, env: Mapping[str, str],
-                   manifest_store: str | None) -> Store | None:
-    """The store a command uses: ``--store`` > ``SEEDBATCH_STORE`` > the manifest's."""
-    location = store_location(flag, env, manifest_store)
-    return open_store(location) if location else None
-
-
 def prepare(manifest: str | Path, *, emulate: bool = False, max_usd: float | None = None,
             concurrency: int | None = None, only: str | None = None, force: bool = False,
             env: Mapping[str, str] | None = None, runs_dir: str | Path = "runs",
@@ -310,16 +302,6 @@ def refuse_unemulated(providers: Sequence[str]) -> None:
         raise ConfigError(f"--emulate: provider{'s' if len(lacking) > 1 else ''} {names} "
                           f"ship{'' if len(lacking) > 1 else 's'} no emulator; nothing was "
                           f"sent. Leave out their jobs (--only) or run without --emulate")
-
-
-def emulated_providers(providers: Sequence[str], manifest_providers: Mapping[str, Any],
-                       env: Mapping[str, str], *, emulate: bool) -> frozenset[str]:
-    """Which of ``providers`` a run reaches through an emulator: every one under
-    ``--emulate``; otherwise those whose base URL is a seedbatch emulator (it says so)."""
-    if emulate:
-        return frozenset(providers)
-    return frozenset(name for name in providers
-                     if is_emulator(base_url_for(name, manifest_providers, env)))
 
 
 def make_progress(quiet: bool, stream: Any = None) -> ProgressSink:

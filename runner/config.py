@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from runner.errors import ConfigError
@@ -201,3 +202,13 @@ def is_emulator(base_url: str, *, timeout: float = 2.0) -> bool:
     except (httpx.HTTPError, ValueError):
         return False
     return isinstance(doc, dict) and doc.get("name") == EMULATOR_IDENTITY
+
+
+def emulated_providers(providers: Sequence[str], manifest_providers: Mapping[str, Any],
+                       env: Mapping[str, str], *, emulate: bool) -> frozenset[str]:
+    """Which of ``providers`` a run reaches through an emulator: every one under
+    ``--emulate``; otherwise those whose base URL is a seedbatch emulator (it says so)."""
+    if emulate:
+        return frozenset(providers)
+    return frozenset(name for name in providers
+                     if is_emulator(base_url_for(name, manifest_providers, env)))

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +74,28 @@ class Estimate:
 
 
 def job_key(model: str, prompt: str, params: Mapping[str, Any],
-            images: tuple[ImageRef, ...], index: int) -> str:
-    """The content key: sha256 of the canonical JSON of what the provider will be asked."""
-    doc = {
-        "model": model,
-        "prompt": prompt,
-        "params": dict(params),
-        "images": [img.key_part() for img in images],
-        "index": index,
-    }
-    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+            images: tuple[ImageRef, ...], index: int, *,
+            canonical_params: str | None = None) -> str:
+    """The content key: sha256 of the canonical JSON of what the provider will be asked::
+
+        {"images": [image.key_part()…], "index": …, "model": …, "params": …, "prompt": …}
+
+    ``canonical_params`` is ``canonical_json(params)`` when the caller already has it (the
+    expander makes it once per distinct parameter set). The document is put together from
+    its canonical parts in sorted key order: the same text as ``canonical_json(doc)``."""
+    text = "".join((
+        '{"images":', canonical_json([img.key_part() for img in images]) if images else "[]",
+        ',"index":', int.__repr__(index) if type(index) is int else canonical_json(index),
+        ',"model":', _json_text(model),
+        ',"params":', canonical_json(dict(params)) if canonical_params is None
+        else canonical_params,
+        ',"prompt":', _json_text(prompt), "}"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _json_text(value: Any) -> str:
+    """``canonical_json`` of a value, without the encoder's set-up cost for a string."""
+    return encode_basestring(value) if type(value) is str else canonical_json(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +160,11 @@ class Plan:
         return str(self.output_namer(job, image_index, ext))
 
     def estimate(self) -> Estimate:
-        total = Estimate()
+        """The jobs' estimates added in order (the same sums as ``Estimate.__add__`` gives)."""
+        images, usd, credits = 0, 0.0, 0.0
         for job in self.jobs:
-            total = total + job.estimate
-        return total
+            e = job.estimate
+            images += e.images
+            usd += e.usd
+            credits += e.credits
+        return Estimate(images, usd, credits)

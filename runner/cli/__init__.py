@@ -8,6 +8,7 @@ jobs failed (or verify found damage), 2 bad input, 3 fatal provider error (auth,
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from typing import NoReturn, ParamSpec, TypeVar
@@ -62,7 +63,36 @@ def handles_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Command name → the module of runner.cli that registers it on `main` when imported. A command
+# loads only its own module (and what that imports): `seedbatch plan` never imports the
+# executor, the emulator or the report. tests/test_project.py checks this table is complete.
+COMMANDS = {
+    "validate": "manifest_cmds", "plan": "manifest_cmds", "models": "manifest_cmds",
+    "plugins": "manifest_cmds", "schema": "manifest_cmds",
+    "run": "run_cmds", "resume": "run_cmds", "status": "run_cmds", "cancel": "run_cmds",
+    "report": "report_cmds", "verify": "report_cmds",
+    "pick": "review_cmds", "picks": "review_cmds", "export": "review_cmds",
+    "view": "review_cmds",
+    "push": "store_cmds", "pull": "store_cmds",
+    "emulate": "emulate_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands' modules are imported when a command is looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"runner.cli.{module}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="seedbatch")
 def main() -> None:
     """seedbatch — reproducible batches of AI image generation from a YAML manifest.
@@ -80,15 +110,4 @@ def main() -> None:
     """
 
 
-# Each command module registers its commands on `main` when imported.
-from runner.cli import (  # noqa: E402
-    emulate_cmd,
-    manifest_cmds,
-    report_cmds,
-    review_cmds,
-    run_cmds,
-    store_cmds,
-)
-
-__all__ = ["emulate_cmd", "main", "manifest_cmds", "report_cmds", "review_cmds", "run_cmds",
-           "store_cmds"]
+__all__ = ["COMMANDS", "fail", "handles_errors", "main"]

@@ -6,13 +6,12 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from runner import catalog
 from runner.catalog import describe_model
@@ -22,7 +21,8 @@ from runner.errors import EXIT_INPUT, ManifestError, ManifestErrors
 from runner.jobs import Job, Plan
 
 if TYPE_CHECKING:
-    from rich.console import JustifyMethod
+    from rich.console import Console, JustifyMethod
+    from rich.table import Table
 
     from runner.report.cache import CacheDecision
 
@@ -35,6 +35,8 @@ def _interactive() -> bool:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # a pipe or a file gets whole lines rather than columns cut to 80 characters
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -75,6 +77,8 @@ def validate(manifests: tuple[str, ...]) -> None:
 
 def job_table(jobs: list[Job] | tuple[Job, ...], plan: Plan, total: int,
               status_of: Callable[[Job], str] | None = None) -> Table:
+    from rich.table import Table
+
     title = f"Jobs ({len(jobs):,} of {total:,})" if len(jobs) < total else "Jobs"
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("#", justify="right")
@@ -97,6 +101,8 @@ def job_table(jobs: list[Job] | tuple[Job, ...], plan: Plan, total: int,
 
 
 def model_table(plan: Plan) -> Table:
+    from rich.table import Table
+
     from runner.manifest.plan import summarize
 
     table = Table(title="By model", title_justify="left", show_edge=False)
@@ -193,6 +199,7 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
     pass --yes. Exit status: 0, or 2 for an invalid manifest.
     """
     from runner.manifest import load_manifest, plan_document, plan_manifest
+    from runner.manifest.plan import gc_paused, plan_job_texts
 
     m = load_manifest(manifest, display=manifest)
     count = m.job_count
@@ -203,23 +210,28 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
         if not click.confirm(f"{manifest} expands to {count:,} jobs. Plan them all?",
                              err=True, default=False):
             fail("not planned", EXIT_INPUT)
-    result, errors = plan_manifest(m)
-    if errors or result is None:
-        raise ManifestErrors(errors)
-    decisions = None if force else cache_decisions(result, runs_dir, emulate=emulate,
-                                                   store=store)
-    status = None if decisions is None else {k: d.status for k, d in decisions.items()}
-    stored = set() if decisions is None else {k for k, d in decisions.items()
-                                              if d.reason.startswith(FROM_STORE)}
-    if as_json:
-        doc = plan_document(result, status)
-        doc["estimate"]["to_run"] = _to_run(result, status)
-        if decisions is not None:
-            for job_doc in doc["jobs"]:
-                job_doc["status_reason"] = decisions[job_doc["key"]].reason
-                job_doc["from_store"] = job_doc["key"] in stored
-        click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
-        return
+    with gc_paused():  # millions of objects, no cycles: see gc_paused
+        result, errors = plan_manifest(m)
+        if errors or result is None:
+            raise ManifestErrors(errors)
+        decisions = None if force else cache_decisions(result, runs_dir, emulate=emulate,
+                                                       store=store)
+        status = None if decisions is None else {k: d.status for k, d in decisions.items()}
+        stored = set() if decisions is None else {k for k, d in decisions.items()
+                                                  if d.reason.startswith(FROM_STORE)}
+        if as_json:
+            doc = plan_document(result, status, with_jobs=False)
+            doc["estimate"]["to_run"] = _to_run(result, status)
+            more = None
+            if decisions is not None:
+                found = decisions
+
+                def more(job: Job) -> dict[str, Any]:
+                    return {"status_reason": found[job.key].reason,
+                            "from_store": job.key in stored}
+
+            echo_json_listing(doc, "jobs", plan_job_texts(result, status, more))
+            return
     console = _console()
     shown = None if status is None else {k: ("from store" if k in stored else s)
                                          for k, s in status.items()}
@@ -241,6 +253,29 @@ def plan(manifest: str, as_json: bool, yes: bool, rows: int, runs_dir: Path,
 
 
 FROM_STORE = "from store"  # how a decision's reason starts when the store has the job
+JSON_CHUNK = 2_000  # list items written to stdout at a time
+
+
+def _batched(items: Iterable[str], n: int) -> Iterable[list[str]]:
+    it = iter(items)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def echo_json_listing(doc: Mapping[str, Any], key: str, items: Iterable[str]) -> None:
+    """Print ``doc`` as JSON indented by two spaces, with ``items`` (JSON texts) as the list
+    ``doc[key]``, one item per line: the same keys and values as ``json.dumps(doc, indent=2)``
+    with that list, written in chunks, so 100,000 jobs never sit in memory as one string."""
+    head, sep, tail = json.dumps({**doc, key: []}, ensure_ascii=False,
+                                 indent=2).partition(f'\n  {json.dumps(key)}: []')
+    if not sep:  # pragma: no cover - `key` is a top-level key of `doc`
+        raise ValueError(f"{key!r} is not a list of the document")
+    click.echo(f"{head}{sep[:-1]}", nl=False)
+    lead = "\n    "
+    for chunk in _batched(items, JSON_CHUNK):
+        click.echo(lead + ",\n    ".join(chunk), nl=False)
+        lead = ",\n    "
+    click.echo(f"\n  ]{tail}" if lead != "\n    " else f"]{tail}")
 
 
 def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,
@@ -248,10 +283,9 @@ def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,
     """Job key → cached / changed / new (with why), against earlier runs and the manifest's
     lockfile, then the shared store, for a run made as ``run`` would make it (emulated or
     not)."""
-    from runner.api import emulated_providers, open_store_for
+    from runner.config import emulated_providers
     from runner.report.cache import CacheDecision, classify_in
-    from runner.report.lock import lock_path_for, read_lock
-    from runner.store.sync import store_records
+    from runner.store.store import open_store_for
 
     emulated = emulated_providers(sorted({j.provider for j in plan.jobs}), plan.providers,
                                   os.environ, emulate=emulate)
@@ -260,11 +294,15 @@ def cache_decisions(plan: Plan, runs_dir: Path, *, emulate: bool = False,
                                             reason="no earlier outputs")
                      for job in plan.jobs}
     else:
+        from runner.report.lock import lock_path_for, read_lock
+
         lock = read_lock(lock_path_for(plan.manifest_path))
         decisions = classify_in(plan.jobs, runs_dir, lock, emulated)
     shared = open_store_for(store, os.environ, plan.store)
     if shared is None:
         return decisions
+    from runner.store.sync import store_records
+
     wanted = [job for job in plan.jobs if decisions[job.key].status != "cached"]
     for key, record in store_records(shared, wanted, emulated).items():
         old = decisions[key]
@@ -314,6 +352,8 @@ def models(as_json: bool) -> None:
       seedbatch models
       seedbatch models --json | jq '.[].id'
     """
+    from rich.table import Table
+
     described = [describe_model(spec) for spec in catalog.models().values()]
     if as_json:
         click.echo(json.dumps(described, ensure_ascii=False, indent=2))

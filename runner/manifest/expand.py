@@ -356,7 +356,8 @@ class _EntryExpander:
                         continue
                     names[key] = (e.index, alias.name, name)
                     out.append(Job(
-                        key=job_key(spec.id, prompt, final, images, index),
+                        key=job_key(spec.id, prompt, final, images, index,
+                                    canonical_params=canon),
                         name=name, alias=alias.name, model=spec.id, provider=spec.provider,
                         prompt=prompt, params=dict(final), images=images, index=index,
                         axes=combo, price=price, estimate=est, line=e.line))

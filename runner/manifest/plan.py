@@ -11,16 +11,20 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from runner.errors import ManifestError, ManifestErrors
 from runner.jobrecord import job_to_dict
-from runner.jobs import Job, Plan
+from runner.jobs import Estimate, ImageRef, Job, Plan
 from runner.manifest.expand import ErrorBag, expand, name_key, odd_character
 from runner.manifest.load import read_document
 from runner.manifest.templates import TemplateFailure
@@ -86,6 +90,9 @@ class OutputNamer:
         self.t = manifest.output.template
         self.parts = manifest.output.parts
         self.refs = self.t.refs
+        # id(job) → (job, its first output name): checking the names renders each job's
+        # first one, which `plan --json`, the tables and the run ask for again
+        self._first: dict[int, tuple[Job, str]] = {}
 
     def context(self, job: Job, image_index: int, ext: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {}
@@ -128,6 +135,9 @@ class OutputNamer:
         return done
 
     def name(self, job: Job, image_index: int, ext: str) -> str:
+        first = image_index == 0 and ext == "png"
+        if first and (known := self._first.get(id(job))) is not None and known[0] is job:
+            return known[1]
         try:
             text = str(self.t.render(self.context(job, image_index, ext)))
         except TemplateFailure as failure:
@@ -136,6 +146,8 @@ class OutputNamer:
         if reason is not None:
             raise _OutputProblem(self.parts, f"output file name {text!r} would escape or "
                                  f"break the outputs folder: {reason}")
+        if first:
+            self._first[id(job)] = (job, text)
         return text
 
     def __call__(self, job: Job, image_index: int, ext: str) -> str:
@@ -235,11 +247,26 @@ def load_manifest(path: str | Path, *, display: str | None = None) -> Manifest:
     return manifest
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: building 100,000 jobs allocates millions of
+    objects and no reference cycles, and each full collection would walk them all again
+    (a fifth of a large plan's time). Collection resumes, as it was, on the way out."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def plan_manifest(manifest: Manifest) -> tuple[Plan | None, list[ManifestError]]:
     """Expand a validated manifest; the Plan (None if any problem) and every problem."""
-    jobs, errors = expand(manifest)
-    namer = OutputNamer(manifest)
-    errors += _check_outputs(manifest, jobs, namer)
+    with gc_paused():
+        jobs, errors = expand(manifest)
+        namer = OutputNamer(manifest)
+        errors += _check_outputs(manifest, jobs, namer)
     errors += _check_store(manifest)
     if errors:
         return None, errors
@@ -362,19 +389,22 @@ def estimate_document(plan: Plan) -> dict[str, Any]:
     return doc
 
 
-def plan_document(plan: Plan, status: Mapping[str, str] | None = None) -> dict[str, Any]:
+def plan_document(plan: Plan, status: Mapping[str, str] | None = None, *,
+                  with_jobs: bool = True) -> dict[str, Any]:
     """The ``seedbatch plan --json`` document: ``{"jobs": [...], "estimate": {...}}``.
 
     Each job is :func:`~runner.jobrecord.job_to_dict` plus its first output path and line;
-    with ``status`` (job key → state) each job also gets ``"status"``."""
+    with ``status`` (job key → state) each job also gets ``"status"``. Without ``with_jobs``
+    the list is left empty: :func:`plan_job_texts` gives its items as JSON text."""
     jobs = []
-    for job in plan.jobs:
-        d = job_to_dict(job)
-        d["output"] = plan.output_name(job, 0, "png")
-        d["line"] = job.line
-        if status is not None:
-            d["status"] = status.get(job.key, "new")
-        jobs.append(d)
+    with gc_paused():
+        for job in plan.jobs if with_jobs else ():
+            d = job_to_dict(job)
+            d["output"] = plan.output_name(job, 0, "png")
+            d["line"] = job.line
+            if status is not None:
+                d["status"] = status.get(job.key, "new")
+            jobs.append(d)
     return {
         "name": plan.name,
         "manifest": str(plan.manifest_path),
@@ -382,3 +412,84 @@ def plan_document(plan: Plan, status: Mapping[str, str] | None = None) -> dict[s
         "jobs": jobs,
         "estimate": estimate_document(plan),
     }
+
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # what json.dumps(…, ensure_ascii=False) uses
+_SCALARS = frozenset((str, int, bool, type(None)))
+
+
+def _int_text(value: int) -> str:
+    return int.__repr__(value) if type(value) is int else _encode(value)
+
+
+def _flat_key(value: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A key telling flat mappings apart exactly as their JSON does (True from 1, -0.0 from
+    0.0: types and float bits count); None when a value is not a scalar."""
+    key: list[Any] = []
+    for k, v in value.items():
+        t = type(v)
+        if t is float:
+            v = v.hex()
+        elif t not in _SCALARS:
+            return None
+        key += k, t, v
+    return tuple(key)
+
+
+def plan_job_texts(plan: Plan, status: Mapping[str, str] | None = None,
+                   more: Callable[[Job], Mapping[str, Any]] | None = None) -> Iterator[str]:
+    """The items of ``plan_document(plan, status)["jobs"]``, each with ``more(job)``'s keys
+    added after its own, as the exact text ``json.dumps(item, ensure_ascii=False)`` gives.
+
+    A 100,000-job plan repeats few distinct aliases, models, prompts, parameter sets, axes,
+    image lists and estimates: each of those is encoded once, and each job's text is put
+    together from them (tests/manifest/test_expand.py compares it with json.dumps)."""
+    by_value: dict[str, str] = {}  # alias, provider, model, prompt, status → their JSON
+    by_object: dict[int, tuple[Any, str]] = {}  # id → (axes, images or estimate; JSON)
+    by_key: dict[tuple[Any, ...], str] = {}  # _flat_key(params or more's) → JSON
+
+    def text(value: str) -> str:
+        found = by_value.get(value)
+        if found is None:
+            found = by_value[value] = encode_basestring(value)
+        return found
+
+    def shared(value: Any, make: Callable[[Any], Any]) -> str:
+        found = by_object.get(id(value))
+        if found is None or found[0] is not value:
+            found = by_object[id(value)] = (value, _encode(make(value)))
+        return found[1]
+
+    def flat(value: Mapping[str, Any]) -> str:
+        key = _flat_key(value)
+        if key is None:
+            return _encode(dict(value))
+        found = by_key.get(key)
+        if found is None:
+            found = by_key[key] = _encode(dict(value))
+        return found
+
+    def images(value: tuple[ImageRef, ...]) -> list[dict[str, Any]]:
+        return [image.to_dict() for image in value]
+
+    def estimate(value: Estimate) -> dict[str, Any]:
+        return {"images": value.images, "usd": value.usd, "credits": value.credits}
+
+    for job in plan.jobs:
+        parts = [
+            '{"key": ', encode_basestring(job.key), ', "name": ', encode_basestring(job.name),
+            ', "alias": ', text(job.alias), ', "provider": ', text(job.provider),
+            ', "model": ', text(job.model), ', "prompt": ', text(job.prompt),
+            ', "params": ', flat(job.params), ', "images": ', shared(job.images, images),
+            ', "index": ', _int_text(job.index), ', "axes": ', shared(job.axes, dict),
+            ', "estimate": ', shared(job.estimate, estimate),
+            ', "output": ', encode_basestring(plan.output_name(job, 0, "png")),
+            ', "line": ', _int_text(job.line)]
+        if status is not None:
+            parts += ', "status": ', text(status.get(job.key, "new"))
+        if more is not None:
+            extra = flat(more(job))
+            if extra != "{}":
+                parts += ", ", extra[1:-1]
+        parts.append("}")
+        yield "".join(parts)

@@ -493,10 +493,6 @@ def _fast_value(node: nodes.Node) -> Callable[[Mapping[str, Any]], Any] | None:
     return None
 
 
-def _text(value: Any) -> str:
-    return value if type(value) is str else str(value)
-
-
 def _fast_renderer(ast: nodes.Template) -> Callable[[Mapping[str, Any]], str] | None:
     """A plain-Python renderer for ``text {{ a }} text {{ b.c | slug }}`` templates."""
     if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
@@ -512,10 +508,14 @@ def _fast_renderer(ast: nodes.Template) -> Callable[[Mapping[str, Any]], str] | 
             if getter is None:
                 return None
             parts.append(getter)
-    frozen = tuple(parts)
+    # one str.format call: "{}" turns a value into text as str() does (format(v, "") is
+    # str(v) for every value a manifest can hold; tests/manifest compare with Jinja)
+    fmt = "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "{}"
+                  for p in parts).format
+    getters = tuple(p for p in parts if not isinstance(p, str))
 
     def render(ctx: Mapping[str, Any]) -> str:
-        return "".join([p if isinstance(p, str) else _text(p(ctx)) for p in frozen])
+        return fmt(*[get(ctx) for get in getters])
 
     return render
 

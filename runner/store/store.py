@@ -93,6 +93,13 @@ def store_location(flag: str | None, env: Mapping[str, str],
     return None
 
 
+def open_store_for(flag: str | None, env: Mapping[str, str],
+                   manifest_store: str | None) -> Store | None:
+    """The store a command uses: ``--store`` > ``SEEDBATCH_STORE`` > the manifest's."""
+    location = store_location(flag, env, manifest_store)
+    return open_store(location) if location else None
+
+
 def open_store(location: str, storage_options: Mapping[str, Any] | None = None) -> Store:
     """A :class:`Store` at ``location`` (an fsspec URL or a path). An unknown scheme, or
     one whose backend is not installed, is a ConfigError that says what to install."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from runner.errors import ManifestError
 from runner.jobs import Budget, Limits, Price
 from runner.manifest import plan_document, summarize
+from runner.manifest.plan import plan_job_texts
 
 
 def test_order_is_entries_then_models_then_combinations_then_repeat(plan_of) -> None:
@@ -263,6 +265,42 @@ def test_plan_document_shape(plan_of) -> None:
     assert with_status["jobs"][0]["status"] == "cached"
 
 
+def test_plan_job_texts_are_the_documents_jobs_as_json_dumps_writes_them(plan_of,
+                                                                      image) -> None:
+    image("refs/tent.png", (1, 2, 3))
+    image("refs/böots.png", (4, 5, 6))
+    plan = plan_of("""\
+version: 1
+vars: {brand: "Ünïcode \\"quoted\\""}
+models:
+  v4: {model: wiro/seedream-v4, params: {size: 1024x1024}}
+  pix: {model: pixwith/seedream-4.5}
+jobs:
+  - name: "{{ p }}-{{ n }}-{{ model.alias }}-{{ index }}"
+    model: [v4, pix]
+    matrix: {p: [tent, böots], n: [1, 2.5, true, null]}
+    images: ["refs/{{ p }}.png", "https://example.com/a.png"]
+    prompt: "{{ brand }} {{ p }}\\t→ {{ n }}"
+    repeat: 2
+  - name: solo
+    model: v4
+    prompt: plain
+""")
+    assert len(plan.jobs) == 2 * 4 * 2 * 2 + 1
+    keys = [job.key for job in plan.jobs]
+    status = {k: ("cached" if i % 3 else "changed") for i, k in enumerate(keys[:-1])}
+    for given in (None, status):
+        expected = [json.dumps(d, ensure_ascii=False)
+                    for d in plan_document(plan, given)["jobs"]]
+        assert list(plan_job_texts(plan, given)) == expected
+    more = {k: {"status_reason": f"why {i} ✓", "from_store": i % 2 == 0}
+            for i, k in enumerate(keys)}
+    expected = [json.dumps({**d, **more[d["key"]]}, ensure_ascii=False)
+                for d in plan_document(plan, status)["jobs"]]
+    assert list(plan_job_texts(plan, status, lambda job: more[job.key])) == expected
+    assert plan_document(plan, with_jobs=False)["jobs"] == []
+
+
 def test_load_manifest_and_load_plan_raise_every_problem(tmp_path: Path) -> None:
     import runner
     from runner.errors import ManifestErrors
@@ -273,3 +311,16 @@ def test_load_manifest_and_load_plan_raise_every_problem(tmp_path: Path) -> None
         with pytest.raises(ManifestErrors) as info:
             load(path)
         assert [p.line for p in info.value.problems] == [2, 3]
+
+
+def test_flat_keys_tell_apart_what_json_tells_apart() -> None:
+    from runner.manifest.plan import _flat_key
+
+    distinct = [{"a": 1}, {"a": True}, {"a": 1.0}, {"a": 0.0}, {"a": -0.0}, {"a": "1"},
+                {"a": None}, {"b": 1}, {"a": 1, "b": 2}, {"b": 2, "a": 1}]
+    keys = [_flat_key(d) for d in distinct]
+    assert None not in keys
+    assert len(set(keys)) == len(distinct)
+    assert _flat_key({"a": 1.5}) == _flat_key({"a": 1.5})
+    assert _flat_key({"a": [1]}) is None
+    assert _flat_key({"a": {"b": 1}}) is None

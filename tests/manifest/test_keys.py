@@ -6,7 +6,12 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner.jobs import ImageRef, canonical_json, job_key
 from runner.manifest import load_plan
 
 SWEEP = """\
@@ -133,3 +138,30 @@ def test_each_image_file_is_hashed_once_per_expansion(plan_of, image, monkeypatc
     assert len(plan.jobs) == 3
     assert all(len(j.images) == 3 for j in plan.jobs)
     assert calls == ["refs/a.png"]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(model=st.text(), prompt=st.text(), params=st.dictionaries(st.text(), _json_values),
+       index=st.integers(min_value=0, max_value=10**6),
+       images=st.lists(st.one_of(
+           st.builds(ImageRef, ref=st.text(), url=st.text()),
+           st.builds(ImageRef, ref=st.text(), path=st.just("/x.png"), sha256=st.text())),
+           max_size=3))
+def test_job_key_is_the_sha256_of_canonical_json_for_any_request(
+        model: str, prompt: str, params: dict[str, Any], index: int,
+        images: list[ImageRef]) -> None:
+    """The key is put together from canonical parts: it must equal hashing the whole
+    document's canonical JSON, with or without the parameters' canonical form given."""
+    doc = {"model": model, "prompt": prompt, "params": params,
+           "images": [img.key_part() for img in images], "index": index}
+    expected = hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+    assert job_key(model, prompt, params, tuple(images), index) == expected
+    assert job_key(model, prompt, params, tuple(images), index,
+                   canonical_params=canonical_json(params)) == expected
