@@ -307,6 +307,7 @@ class Executor:
         self._counts = Counter(self._state.values())
         self.progress.start(len(records), self.counts())
         reattach, pending = self._prepare(records)
+        del records  # a record per job: not kept for the whole run
         self.budget.start_from(self.journal.jobs())
         for out in self.journal.outputs():
             self._claimed[out.path] = out.job_key
@@ -378,10 +379,12 @@ class Executor:
         task = asyncio.get_running_loop().create_task(self._guarded(key, coro))
         self._tasks.add(task)
         self._task_of[key] = task
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(functools.partial(self._task_done, key))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, key: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self._task_of.get(key) is task:
+            del self._task_of[key]  # nothing of a finished job stays for the rest of the run
         if not self._tasks:
             self._idle.set()
 
@@ -581,9 +584,11 @@ class Executor:
         """One submit request, its attempt committed to the journal before it leaves. A
         transient error puts the job back to pending, frees its slot, and tells the limits."""
         key = job.key
-        attempt_no = self.journal.mark_submitting(key)
+        # Every submit of this tick shares one durable commit; the request leaves after it.
+        attempt_no = self.journal.mark_submitting(key, grouped=True)
         self._track(key, JobState.SUBMITTING, f"attempt {attempt_no}" if attempt_no > 1 else "")
         try:
+            await self.journal.synced()
             result = await lane.provider.submit(job)
         except TransientError as exc:
             # The provider surely created nothing: back to pending, free the slot.
@@ -604,10 +609,10 @@ class Executor:
                 key, result.task_id, estimated_seconds=result.estimated_seconds,
                 ended=str(final.state), provider_status=final.provider_status,
                 outputs=_output_rows(final.outputs), cost_usd=final.cost_usd,
-                credits=final.credits, error=final.error)
+                credits=final.credits, error=final.error, grouped=True)
             return result
         self.journal.mark_submitted(key, result.task_id,
-                                    estimated_seconds=result.estimated_seconds)
+                                    estimated_seconds=result.estimated_seconds, grouped=True)
         self._track(key, JobState.SUBMITTED)
         return result
 
@@ -790,7 +795,8 @@ class Executor:
             if remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(model.news().wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task per waiting job
+                    await model.news().wait()
         return False
 
     async def _finish(self, job: Job, lane: Lane, status: TaskStatus, *,

@@ -167,8 +167,10 @@ class PushChannel:
         if watch is None:
             return False
         if not watch.done.is_set():
+            # asyncio.timeout, not wait_for: no task of its own per waiting task
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.done.wait(), within)
+                async with asyncio.timeout(within):
+                    await watch.done.wait()
         return watch.ended
 
     def forget(self, task_id: str) -> None:
