@@ -90,6 +90,9 @@ class ExecutorOptions:
     # not all finish, get polled and downloaded in one burst again.
     submit_spacing: float | None = None
     max_submit_spacing: float = 0.05
+    # Jobs of one provider being submitted at once (waiting for their turn, or their answer):
+    # jobs beyond them wait in the dispatcher, without a task, a request or a journal write.
+    submits_at_once: int = 16
     poll: PollSettings = field(default_factory=PollSettings)
     initial_guess: Mapping[str, float] | None = None
     retry_unknown: bool = False
@@ -166,7 +169,8 @@ class Executor:
         self.lanes = {
             name: Lane(name, provider, limits[name],
                        AdaptiveSlots(limits[name].concurrency, cooldown=self.options.cooldown),
-                       RequestGate(limits[name].requests_per_minute))
+                       RequestGate(limits[name].requests_per_minute),
+                       submits=asyncio.Semaphore(self.options.submits_at_once))
             for name, provider in providers.items()
         }
         self.latency = LatencyBook(self.options.poll, dict(self.options.initial_guess)
@@ -497,6 +501,12 @@ class Executor:
                     return
                 self._budget_held[job.key] = self.budget.why_not(job)
                 continue
+            await lane.submits.acquire()  # released when the job's submit ends
+            if self.stopping:
+                lane.submits.release()
+                self.budget.release(job.key)
+                lane.slots.release()
+                return
             self._spawn(job.key, self._run_job(job, lane))
 
     async def _reserve(self, job: Job) -> bool:
@@ -513,11 +523,15 @@ class Executor:
     # -- one job --------------------------------------------------------------------------
 
     async def _run_job(self, job: Job, lane: Lane) -> None:
-        """Submit (the dispatcher handed over a held slot), follow, download."""
+        """Submit (the dispatcher handed over a held slot and submit turn), follow,
+        download."""
         slot = SlotHolder(lane.slots, held=True)
         status: TaskStatus | None = None
         try:
-            result = await self._submit(job, lane, slot)
+            try:
+                result = await self._submit(job, lane, slot)
+            finally:
+                lane.submits.release()
             if result is None:
                 return
             if _answered(result):

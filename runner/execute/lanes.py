@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runner.errors import FatalProviderError
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
@@ -27,6 +27,9 @@ class Lane:
     gate: RequestGate
     fatal: FatalProviderError | None = None
     spacing: Callable[[], float] = lambda: 0.0
+    # Jobs between their dispatch and their submit's end. A job waiting for its turn to be
+    # submitted is only an entry in the dispatcher's list, not a task of its own.
+    submits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     _next_submit: float = 0.0
 
     async def pace_submit(self) -> None:
