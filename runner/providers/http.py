@@ -129,6 +129,7 @@ def http_status_error(
     return JobRejected(f"request refused — {text}", **kw)
 
 
+# (ASYNC109: the `timeout` parameters are httpcore's interface.)
 class _Stream(httpcore.AsyncNetworkStream):
     """A pooled connection's stream whose readability check is one ``poll`` system call.
 
@@ -141,17 +142,17 @@ class _Stream(httpcore.AsyncNetworkStream):
         self._inner = inner
         self._sock: socket.socket | None = inner.get_extra_info("socket")
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
         return await self._inner.read(max_bytes, timeout)
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
     async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:  # noqa: ASYNC109
         return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
@@ -170,13 +171,13 @@ class _Backend(httpcore.AsyncNetworkBackend):
     def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
         self._inner = inner
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
                           local_address: str | None = None,
                           socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         return _Stream(await self._inner.connect_tcp(host, port, timeout, local_address,
                                                      socket_options))
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
                                   socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         return _Stream(await self._inner.connect_unix_socket(path, timeout, socket_options))
 
