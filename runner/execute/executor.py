@@ -51,7 +51,7 @@ from runner.execute.budget import BudgetBook
 from runner.execute.cancel import CancelReport, cancel_remote_tasks
 from runner.execute.download import DownloadError, download
 from runner.execute.journal import RAN_ON_EVENT, TASK_SUCCEEDED, JobRecord, JobState, Journal
-from runner.execute.lanes import Lane, SlotHolder
+from runner.execute.lanes import SUBMITS_AT_ONCE, Lane, SlotHolder
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
@@ -92,7 +92,7 @@ class ExecutorOptions:
     max_submit_spacing: float = 0.05
     # Jobs of one provider being submitted at once (waiting for their turn, or their answer):
     # jobs beyond them wait in the dispatcher, without a task, a request or a journal write.
-    submits_at_once: int = 16
+    submits_at_once: int = SUBMITS_AT_ONCE
     poll: PollSettings = field(default_factory=PollSettings)
     initial_guess: Mapping[str, float] | None = None
     retry_unknown: bool = False

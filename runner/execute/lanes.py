@@ -15,6 +15,10 @@ from runner.errors import FatalProviderError
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.providers.base import Provider
 
+#: Jobs of one provider between their dispatch and their submit's end, by default: enough to
+#: keep its connections busy and to group many submits' journal commits into one.
+SUBMITS_AT_ONCE = 64
+
 
 @dataclass
 class Lane:
@@ -29,7 +33,8 @@ class Lane:
     spacing: Callable[[], float] = lambda: 0.0
     # Jobs between their dispatch and their submit's end. A job waiting for its turn to be
     # submitted is only an entry in the dispatcher's list, not a task of its own.
-    submits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    submits: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(SUBMITS_AT_ONCE))
     _next_submit: float = 0.0
 
     async def pace_submit(self) -> None:
