@@ -501,7 +501,12 @@ class Executor:
                     return
                 self._budget_held[job.key] = self.budget.why_not(job)
                 continue
-            await lane.submits.acquire()  # released when the job's submit ends
+            try:
+                await lane.submits.acquire()  # released when the job's submit ends
+            except asyncio.CancelledError:
+                self.budget.release(job.key)
+                lane.slots.release()
+                raise
             if self.stopping:
                 lane.submits.release()
                 self.budget.release(job.key)

@@ -17,12 +17,13 @@ The clients never retry: the executor decides what to do with each error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import re
 import select
 import socket
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -129,6 +130,47 @@ def http_status_error(
     return JobRejected(f"request refused — {text}", **kw)
 
 
+class _Turns:
+    """At most ``n`` requests at once; a request that creates a task goes before the others
+    waiting (its job holds no task yet, while a poll can wait: with thousands of tasks in
+    flight, polls queued first would otherwise hold every submit back)."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._first: deque[asyncio.Future[None]] = deque()
+        self._then: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def turn(self, first: bool = False) -> AsyncIterator[None]:
+        if self._free > 0 and not self._first and not self._then:
+            self._free -= 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            (self._first if first else self._then).append(waiter)
+            try:
+                await waiter  # the releaser passed its turn on to this waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a turn just as it was cancelled
+                else:
+                    with contextlib.suppress(ValueError):
+                        (self._first if first else self._then).remove(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in (self._first, self._then):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._free += 1
+
+
 # (ASYNC109: the `timeout` parameters are httpcore's interface.)
 class _Stream(httpcore.AsyncNetworkStream):
     """A pooled connection's stream whose readability check is one ``poll`` system call.
@@ -217,7 +259,7 @@ class HttpProvider:
         connections = parallel + MAX_PARALLEL_DOWNLOADS
         limits = httpx.Limits(max_connections=connections,
                               max_keepalive_connections=connections, keepalive_expiry=30.0)
-        self._parallel = asyncio.Semaphore(parallel)
+        self._parallel = _Turns(parallel)
         self._downloads = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
         self.client = httpx.AsyncClient(
             transport=transport,
@@ -301,7 +343,7 @@ class HttpProvider:
         UnknownOutcome)."""
         self.requests_sent[kind] += 1
         try:
-            async with self._parallel:
+            async with self._parallel.turn(first=creates):
                 return await self.client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             # `from None`: the httpx exception holds the request, signed headers included.

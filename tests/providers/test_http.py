@@ -221,3 +221,36 @@ async def test_a_pooled_connection_the_server_closed_is_not_reused() -> None:
         await server.wait_closed()
     assert (first.text, second.text) == ("ok", "ok")
     assert connections == 2
+
+
+@pytest.mark.anyio
+async def test_a_submit_waiting_for_a_turn_goes_before_waiting_polls() -> None:
+    import asyncio
+
+    from runner.providers.http import _Turns
+
+    turns = _Turns(1)
+    order: list[str] = []
+    hold = asyncio.Event()
+
+    async def call(name: str, first: bool) -> None:
+        async with turns.turn(first=first):
+            order.append(name)
+            if name == "holder":
+                await hold.wait()
+
+    holder = asyncio.create_task(call("holder", False))
+    await asyncio.sleep(0)
+    polls = [asyncio.create_task(call(f"poll{i}", False)) for i in range(2)]
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(call("cancelled", True))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # a waiter that gives up leaves no turn behind
+    submit = asyncio.create_task(call("submit", True))
+    await asyncio.sleep(0)
+    hold.set()
+    await asyncio.gather(holder, *polls, submit)
+    assert order == ["holder", "submit", "poll0", "poll1"]
+    async with turns.turn():  # every turn came back
+        pass
+    assert turns._free == 1
