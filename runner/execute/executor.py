@@ -380,7 +380,7 @@ class Executor:
                 raise exc
 
     def _spawn(self, key: str, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self._guarded(key, coro))
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         self._task_of[key] = task
         task.add_done_callback(functools.partial(self._task_done, key))
@@ -389,16 +389,15 @@ class Executor:
         self._tasks.discard(task)
         if self._task_of.get(key) is task:
             del self._task_of[key]  # nothing of a finished job stays for the rest of the run
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._job_task_failed(key, exc)
         if not self._tasks:
             self._idle.set()
 
-    async def _guarded(self, key: str, coro: Any) -> None:
-        """Run one job's task; an unexpected error ends that job, never the run."""
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+    def _job_task_failed(self, key: str, exc: BaseException) -> None:
+        """One job's task ended with an unexpected error: it ends that job, never the run
+        (handled here, in the task's done callback: no wrapping coroutine per job)."""
+        if isinstance(exc, Exception):
             what = f"internal error ({type(exc).__name__}: {exc})"
             job = self.jobs.get(key)
             self.notes.append(f"{job.name if job else key}: {what}")
