@@ -4,7 +4,8 @@ Shape of a run (one asyncio loop)::
 
     dispatcher per provider ── for each pending job, in plan order:
         wait for an in-flight slot (AdaptiveSlots) ─▶ reserve its estimated cost (Budget)
-        ─▶ spawn the job's task
+        ─▶ wait for one of the provider's submit turns (``submits_at_once``) ─▶ spawn the
+        job's task (a job not yet dispatched owns no task)
     job task:
         submit  (journal: ``submitting`` + attempt committed first; every call through the
                  provider's RequestGate; retried only on TransientError, via stamina)
