@@ -4,7 +4,8 @@ Shape of a run (one asyncio loop)::
 
     dispatcher per provider ── for each pending job, in plan order:
         wait for an in-flight slot (AdaptiveSlots) ─▶ reserve its estimated cost (Budget)
-        ─▶ spawn the job's task
+        ─▶ wait for one of the provider's submit turns (``submits_at_once``) ─▶ spawn the
+        job's task (a job not yet dispatched owns no task)
     job task:
         submit  (journal: ``submitting`` + attempt committed first; every call through the
                  provider's RequestGate; retried only on TransientError, via stamina)
@@ -51,7 +52,7 @@ from runner.execute.budget import BudgetBook
 from runner.execute.cancel import CancelReport, cancel_remote_tasks
 from runner.execute.download import DownloadError, download
 from runner.execute.journal import RAN_ON_EVENT, TASK_SUCCEEDED, JobRecord, JobState, Journal
-from runner.execute.lanes import Lane, SlotHolder
+from runner.execute.lanes import SUBMITS_AT_ONCE, Lane, SlotHolder
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
@@ -90,6 +91,9 @@ class ExecutorOptions:
     # not all finish, get polled and downloaded in one burst again.
     submit_spacing: float | None = None
     max_submit_spacing: float = 0.05
+    # Jobs of one provider being submitted at once (waiting for their turn, or their answer):
+    # jobs beyond them wait in the dispatcher, without a task, a request or a journal write.
+    submits_at_once: int = SUBMITS_AT_ONCE
     poll: PollSettings = field(default_factory=PollSettings)
     initial_guess: Mapping[str, float] | None = None
     retry_unknown: bool = False
@@ -166,7 +170,8 @@ class Executor:
         self.lanes = {
             name: Lane(name, provider, limits[name],
                        AdaptiveSlots(limits[name].concurrency, cooldown=self.options.cooldown),
-                       RequestGate(limits[name].requests_per_minute))
+                       RequestGate(limits[name].requests_per_minute),
+                       submits=asyncio.Semaphore(self.options.submits_at_once))
             for name, provider in providers.items()
         }
         self.latency = LatencyBook(self.options.poll, dict(self.options.initial_guess)
@@ -307,6 +312,7 @@ class Executor:
         self._counts = Counter(self._state.values())
         self.progress.start(len(records), self.counts())
         reattach, pending = self._prepare(records)
+        del records  # a record per job: not kept for the whole run
         self.budget.start_from(self.journal.jobs())
         for out in self.journal.outputs():
             self._claimed[out.path] = out.job_key
@@ -375,23 +381,24 @@ class Executor:
                 raise exc
 
     def _spawn(self, key: str, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self._guarded(key, coro))
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         self._task_of[key] = task
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(functools.partial(self._task_done, key))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, key: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self._task_of.get(key) is task:
+            del self._task_of[key]  # nothing of a finished job stays for the rest of the run
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._job_task_failed(key, exc)
         if not self._tasks:
             self._idle.set()
 
-    async def _guarded(self, key: str, coro: Any) -> None:
-        """Run one job's task; an unexpected error ends that job, never the run."""
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+    def _job_task_failed(self, key: str, exc: BaseException) -> None:
+        """One job's task ended with an unexpected error: it ends that job, never the run
+        (handled here, in the task's done callback: no wrapping coroutine per job)."""
+        if isinstance(exc, Exception):
             what = f"internal error ({type(exc).__name__}: {exc})"
             job = self.jobs.get(key)
             self.notes.append(f"{job.name if job else key}: {what}")
@@ -494,6 +501,17 @@ class Executor:
                     return
                 self._budget_held[job.key] = self.budget.why_not(job)
                 continue
+            try:
+                await lane.submits.acquire()  # released when the job's submit ends
+            except asyncio.CancelledError:
+                self.budget.release(job.key)
+                lane.slots.release()
+                raise
+            if self.stopping:
+                lane.submits.release()
+                self.budget.release(job.key)
+                lane.slots.release()
+                return
             self._spawn(job.key, self._run_job(job, lane))
 
     async def _reserve(self, job: Job) -> bool:
@@ -510,11 +528,15 @@ class Executor:
     # -- one job --------------------------------------------------------------------------
 
     async def _run_job(self, job: Job, lane: Lane) -> None:
-        """Submit (the dispatcher handed over a held slot), follow, download."""
+        """Submit (the dispatcher handed over a held slot and submit turn), follow,
+        download."""
         slot = SlotHolder(lane.slots, held=True)
         status: TaskStatus | None = None
         try:
-            result = await self._submit(job, lane, slot)
+            try:
+                result = await self._submit(job, lane, slot)
+            finally:
+                lane.submits.release()
             if result is None:
                 return
             if _answered(result):
@@ -581,9 +603,11 @@ class Executor:
         """One submit request, its attempt committed to the journal before it leaves. A
         transient error puts the job back to pending, frees its slot, and tells the limits."""
         key = job.key
-        attempt_no = self.journal.mark_submitting(key)
+        # Every submit of this tick shares one durable commit; the request leaves after it.
+        attempt_no = self.journal.mark_submitting(key, grouped=True)
         self._track(key, JobState.SUBMITTING, f"attempt {attempt_no}" if attempt_no > 1 else "")
         try:
+            await self.journal.synced()
             result = await lane.provider.submit(job)
         except TransientError as exc:
             # The provider surely created nothing: back to pending, free the slot.
@@ -604,10 +628,10 @@ class Executor:
                 key, result.task_id, estimated_seconds=result.estimated_seconds,
                 ended=str(final.state), provider_status=final.provider_status,
                 outputs=_output_rows(final.outputs), cost_usd=final.cost_usd,
-                credits=final.credits, error=final.error)
+                credits=final.credits, error=final.error, grouped=True)
             return result
         self.journal.mark_submitted(key, result.task_id,
-                                    estimated_seconds=result.estimated_seconds)
+                                    estimated_seconds=result.estimated_seconds, grouped=True)
         self._track(key, JobState.SUBMITTED)
         return result
 
@@ -790,7 +814,8 @@ class Executor:
             if remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(model.news().wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task per waiting job
+                    await model.news().wait()
         return False
 
     async def _finish(self, job: Job, lane: Lane, status: TaskStatus, *,

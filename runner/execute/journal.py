@@ -282,7 +282,9 @@ class Journal:
         self._conn = conn
         self.path = path
         self._durable = True
-        self._batching = False  # a transaction of this tick's non-durable writes is open
+        self._batching = False  # a transaction of this tick's writes is open
+        # Waiters for the open batch's commit (grouped durable writes, see :meth:`synced`)
+        self._committed: asyncio.Future[None] | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -366,7 +368,7 @@ class Journal:
         self.close()
 
     @contextmanager
-    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = False, grouped: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction. ``durable`` commits survive a power cut (fsync, ``synchronous =
         FULL``); the others survive a crash of this process (WAL, ``synchronous = NORMAL``)
         and become durable with the next durable commit.
@@ -374,7 +376,13 @@ class Journal:
         Inside an event loop the others are batched: they join one transaction committed
         when the loop's current round of callbacks ends (:meth:`flush`), so a tick in which
         many tasks end costs one commit. A durable write commits that batch first, then
-        itself: what was written before it is never committed after it."""
+        itself: what was written before it is never committed after it.
+
+        A ``grouped`` durable write (inside a loop) joins the tick's batch instead and makes
+        that batch durable: one fsync for every submit of the tick. Its caller must
+        ``await`` :meth:`synced` before acting on it (a submit's request leaves only then)."""
+        if durable and grouped and self._batch_tx(durable=True):
+            durable = False
         if not durable and self._batch_tx():
             self._conn.execute("SAVEPOINT w")
             try:
@@ -397,27 +405,51 @@ class Journal:
             raise
         self._conn.execute("COMMIT")
 
-    def _batch_tx(self) -> bool:
-        """Open the tick's batch if need be; False outside an event loop."""
-        if self._batching:
+    def _batch_tx(self, durable: bool = False) -> bool:
+        """Open the tick's batch if need be (``durable``: one that commits with an fsync);
+        False outside an event loop."""
+        if self._batching and (self._durable or not durable):
             return True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        if self._durable:
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._durable = False
+        if self._batching:
+            # SQLite reads ``synchronous`` when a transaction begins: commit this tick's
+            # plain writes, then open a durable batch for the rest of the tick.
+            self._conn.execute("COMMIT")
+        else:
+            loop.call_soon(self.flush)
+        if self._durable != durable:
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self._conn.execute("BEGIN IMMEDIATE")
         self._batching = True
-        loop.call_soon(self.flush)
         return True
 
     def flush(self) -> None:
         """Commit the batch of writes made in this tick, if any."""
         if self._batching:
             self._batching = False
-            self._conn.execute("COMMIT")
+            waiters, self._committed = self._committed, None
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if waiters is not None and not waiters.done():
+                    waiters.set_exception(exc)
+                    waiters.exception()  # retrieved by whoever awaits it, or by nobody
+                raise
+            if waiters is not None and not waiters.done():
+                waiters.set_result(None)
+
+    async def synced(self) -> None:
+        """Return once every write made so far is committed (durably, for grouped durable
+        writes): at the end of the current tick, or at once when nothing is pending."""
+        if not self._batching:
+            return
+        if self._committed is None:
+            self._committed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._committed)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -429,13 +461,14 @@ class Journal:
                       json.dumps(dict(detail)) if detail else None))
 
     def _set(self, key: str, state: JobState | None, detail: Mapping[str, Any] | None = None,
-             kind: str = "state", durable: bool = False, **columns: Any) -> None:
+             kind: str = "state", durable: bool = False, grouped: bool = False,
+             **columns: Any) -> None:
         now = utc_now()
         if state is not None:
             columns["state"] = str(state)
         columns["updated_at"] = now
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        with self._tx(durable) as conn:
+        with self._tx(durable, grouped) as conn:
             cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE key = ?",
                                (*columns.values(), key))
             if cur.rowcount != 1:
@@ -453,11 +486,12 @@ class Journal:
         with self._tx() as conn:
             self._event(conn, job_key, kind, None, detail)
 
-    def mark_submitting(self, key: str) -> int:
+    def mark_submitting(self, key: str, *, grouped: bool = False) -> int:
         """Count a submit attempt and commit it (durably) before the request leaves; returns
-        the attempt number."""
+        the attempt number. ``grouped`` (in a loop): committed with the tick's other writes —
+        the caller awaits :meth:`synced` before sending the request."""
         now = utc_now()
-        with self._tx(durable=True) as conn:
+        with self._tx(durable=True, grouped=grouped) as conn:
             row = conn.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, error = NULL,"
                                " reason = NULL, updated_at = ? WHERE key = ? RETURNING attempts",
                                (str(JobState.SUBMITTING), now, key)).fetchone()
@@ -474,12 +508,13 @@ class Journal:
                        estimated_seconds: float | None = None, ended: str | None = None,
                        provider_status: str = "", outputs: Sequence[Mapping[str, Any]] = (),
                        cost_usd: float | None = None, credits: float | None = None,
-                       error: str | None = None) -> None:
+                       error: str | None = None, grouped: bool = False) -> None:
         """The submit's answer: a task id. ``ended`` (a task state word) when a synchronous
         host answered with the task's end too — journaled in the same durable commit, so no
         instant exists where the job looks like a task to poll: ``succeeded`` goes straight
         to ``downloading`` with its ``outputs`` (never polled: see
-        :attr:`JobRecord.answered_at_submit`), ``failed`` / ``cancelled`` end the job."""
+        :attr:`JobRecord.answered_at_submit`), ``failed`` / ``cancelled`` end the job.
+        ``grouped``: durable with the tick's batch (see :meth:`_tx`)."""
         now = utc_now()
         columns: dict[str, Any] = {"task_id": task_id, "estimated_seconds": estimated_seconds,
                                    "submitted_at": now, "error": None}
@@ -502,7 +537,7 @@ class Journal:
             else:
                 state = JobState.CANCELLED if ended == "cancelled" else JobState.FAILED
                 columns.update(error=error or f"task {ended}", finished_at=now)
-        self._set(key, state, detail, durable=True, **columns)
+        self._set(key, state, detail, durable=True, grouped=grouped, **columns)
 
     def record_poll(self, key: str, *, task_state: str, provider_status: str,
                     state: JobState | None = None, elapsed_seconds: float | None = None) -> None:

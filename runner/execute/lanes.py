@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runner.errors import FatalProviderError
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.providers.base import Provider
+
+#: Jobs of one provider between their dispatch and their submit's end, by default: enough to
+#: keep its connections busy and to group many submits' journal commits into one.
+SUBMITS_AT_ONCE = 64
 
 
 @dataclass
@@ -27,6 +31,10 @@ class Lane:
     gate: RequestGate
     fatal: FatalProviderError | None = None
     spacing: Callable[[], float] = lambda: 0.0
+    # Jobs between their dispatch and their submit's end. A job waiting for its turn to be
+    # submitted is only an entry in the dispatcher's list, not a task of its own.
+    submits: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(SUBMITS_AT_ONCE))
     _next_submit: float = 0.0
 
     async def pace_submit(self) -> None:

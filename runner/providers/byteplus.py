@@ -313,7 +313,7 @@ class BytePlusProvider(HttpProvider):
         reader = StreamReader()
         task_id = ""
         try:
-            async with self._parallel, self.client.stream(
+            async with self._parallel.turn(first=True), self.client.stream(
                     "POST", url, json=body, headers=self._headers()) as response:
                 task_id = self._task_id(response)
                 kind = response.headers.get("content-type", "")

@@ -17,15 +17,19 @@ The clients never retry: the executor decides what to do with each error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import re
-from collections import Counter
+import select
+import socket
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import httpx
 
 from runner.catalog import ModelSpec, get_model
@@ -126,6 +130,112 @@ def http_status_error(
     return JobRejected(f"request refused — {text}", **kw)
 
 
+class _Turns:
+    """At most ``n`` requests at once; a request that creates a task goes before the others
+    waiting (its job holds no task yet, while a poll can wait: with thousands of tasks in
+    flight, polls queued first would otherwise hold every submit back)."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._first: deque[asyncio.Future[None]] = deque()
+        self._then: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def turn(self, first: bool = False) -> AsyncIterator[None]:
+        if self._free > 0 and not self._first and not self._then:
+            self._free -= 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            (self._first if first else self._then).append(waiter)
+            try:
+                await waiter  # the releaser passed its turn on to this waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a turn just as it was cancelled
+                else:
+                    with contextlib.suppress(ValueError):
+                        (self._first if first else self._then).remove(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in (self._first, self._then):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._free += 1
+
+
+# (ASYNC109: the `timeout` parameters are httpcore's interface.)
+class _Stream(httpcore.AsyncNetworkStream):
+    """A pooled connection's stream whose readability check is one ``poll`` system call.
+
+    httpcore asks every idle pooled connection whether its socket is readable (a server
+    hang-up) each time a request starts or ends; its anyio stream answers by building a
+    dictionary of every socket attribute (a ``getpeername`` call among them) each time.
+    Here the raw socket is looked up once, when the connection opens."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._sock: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:  # noqa: ASYNC109
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._sock is not None:
+            if self._sock.fileno() == -1:
+                return True  # closed: as readable as a hang-up
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return self._inner.get_extra_info(info)
+
+
+class _Backend(httpcore.AsyncNetworkBackend):
+    """httpcore's own network backend, its streams wrapped in :class:`_Stream`."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
+                          local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.connect_tcp(host, port, timeout, local_address,
+                                                     socket_options))
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _light_pool_checks(client: httpx.AsyncClient) -> None:
+    """Wrap the network backend of ``client``'s own connection pool (see :class:`_Stream`);
+    a client on another transport (tests' in-process app) is left as it is."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(pool, httpcore.AsyncConnectionPool) and backend is not None:
+        pool._network_backend = _Backend(backend)
+
+
 class HttpProvider:
     """Base of the provider clients: one pooled ``httpx.AsyncClient`` and request counters."""
 
@@ -149,7 +259,7 @@ class HttpProvider:
         connections = parallel + MAX_PARALLEL_DOWNLOADS
         limits = httpx.Limits(max_connections=connections,
                               max_keepalive_connections=connections, keepalive_expiry=30.0)
-        self._parallel = asyncio.Semaphore(parallel)
+        self._parallel = _Turns(parallel)
         self._downloads = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
         self.client = httpx.AsyncClient(
             transport=transport,
@@ -161,6 +271,7 @@ class HttpProvider:
             follow_redirects=False,
             trust_env=transport is None,
         )
+        _light_pool_checks(self.client)
         self.requests_sent: Counter[str] = Counter({kind: 0 for kind in REQUEST_KINDS})
 
     def __repr__(self) -> str:
@@ -232,7 +343,7 @@ class HttpProvider:
         UnknownOutcome)."""
         self.requests_sent[kind] += 1
         try:
-            async with self._parallel:
+            async with self._parallel.turn(first=creates):
                 return await self.client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             # `from None`: the httpx exception holds the request, signed headers included.

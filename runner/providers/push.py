@@ -29,7 +29,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,19 @@ class _Watch:
     task_id: str
     token: str
     conn: _Connection | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    # the follower's wait, while it waits (a future, not an Event: no deque per task)
+    waiter: asyncio.Future[None] | None = None
     ended: bool = False
     lost: bool = False
+
+    def settle(self, *, ended: bool) -> None:
+        """The end was pushed (``ended``) or will never be (lost): wake the follower."""
+        if ended:
+            self.ended = True
+        else:
+            self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class _Connection:
@@ -166,9 +176,16 @@ class PushChannel:
         watch = self._watches.get(task_id)
         if watch is None:
             return False
-        if not watch.done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.done.wait(), within)
+        if not (watch.ended or watch.lost):
+            watch.waiter = asyncio.get_running_loop().create_future()
+            # asyncio.timeout, not wait_for: no task of its own per waiting task
+            try:
+                async with asyncio.timeout(within):
+                    await watch.waiter
+            except TimeoutError:
+                pass
+            finally:
+                watch.waiter = None
         return watch.ended
 
     def forget(self, task_id: str) -> None:
@@ -214,8 +231,7 @@ class PushChannel:
             self._connections.remove(conn)
         for watch in conn.watches.values():
             if not watch.ended:
-                watch.lost = True
-                watch.done.set()
+                watch.settle(ended=False)
         conn.watches.clear()
         self.failures += 1
         if answered:
@@ -242,8 +258,7 @@ class PushChannel:
         if watch is None:
             return
         if event.kind == "end":
-            watch.ended = True
-            watch.done.set()
+            watch.settle(ended=True)
         elif event.kind == "progress" and event.percent is not None \
                 and self.on_progress is not None:
             self.on_progress(watch.task_id, event.percent)

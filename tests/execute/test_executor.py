@@ -524,3 +524,27 @@ def test_submit_spacing_is_a_quarter_of_the_learnt_duration_per_slot(harness: Ha
     for _ in range(64):
         model.observe(done_by=10.0, not_done_at=9.9, reported=10.0)
     assert lane.spacing() == 0.05  # capped
+
+
+async def test_jobs_waiting_for_their_submit_own_no_task(harness: Harness) -> None:
+    """However many slots are free, at most ``submits_at_once`` jobs of a provider are
+    between dispatch and their submit's end; the others are entries in a list."""
+    jobs = jobs_named("j", 30)
+    fake = FakeProvider(latency=0.05)
+    ex = harness.executor(jobs, {"wiro": fake}, concurrency=30,
+                          options=replace(FAST, submits_at_once=3))
+    seen: list[tuple[int, int]] = []  # (submitting, tasks of jobs not yet submitted)
+
+    class Watch(LogProgress):
+        def job_state(self, name: str, state: str, detail: str = "") -> None:
+            states = [ex._state[key] for key in ex._task_of]
+            seen.append((sum(s is JobState.SUBMITTING for s in ex._state.values()),
+                         sum(s in (JobState.PENDING, JobState.SUBMITTING) for s in states)))
+
+    ex.progress = Watch()
+    out = await ex.run()
+    assert out.counts["succeeded"] == 30
+    assert sum(fake.created.values()) == 30
+    assert seen
+    assert max(s for s, _ in seen) <= 3
+    assert max(t for _, t in seen) <= 3

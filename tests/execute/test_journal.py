@@ -234,3 +234,31 @@ def test_in_a_loop_plain_writes_commit_per_tick_and_a_submit_at_once(tmp_path: P
     journal.mark_succeeded(a)  # outside a loop: committed at once
     assert _committed_state(path, a) == "succeeded"
     journal.close()
+
+
+def test_grouped_submits_share_one_commit_awaited_before_the_requests(tmp_path: Path) -> None:
+    import asyncio
+
+    journal, jobs = _new(tmp_path, 3)
+    path = journal.path
+    a, b, c = (job.key for job in jobs)
+    seen: dict[str, str] = {}
+
+    async def submit(key: str) -> None:
+        journal.mark_submitting(key, grouped=True)
+        seen[f"{key[:4]} before synced"] = _committed_state(path, key)
+        await journal.synced()
+        seen[f"{key[:4]} after synced"] = _committed_state(path, key)
+
+    async def run() -> None:
+        journal.mark_failed(c, "refused")  # a plain write opens the tick's batch first
+        await asyncio.gather(submit(a), submit(b))
+        await journal.synced()  # nothing pending: returns at once
+
+    asyncio.run(run())
+    assert seen == {f"{a[:4]} before synced": "pending", f"{b[:4]} before synced": "pending",
+                    f"{a[:4]} after synced": "submitting",
+                    f"{b[:4]} after synced": "submitting"}
+    assert _committed_state(path, c) == "failed"
+    assert [journal.job(k).attempts for k in (a, b)] == [1, 1]
+    journal.close()

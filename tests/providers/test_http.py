@@ -183,3 +183,74 @@ async def test_registry_and_make_provider() -> None:
         await pix.aclose()
     with pytest.raises(ConfigError, match="no installed provider"):
         make_provider(ProviderSettings("midjourney", "https://m.test", "k"))
+
+
+@pytest.mark.anyio
+async def test_a_pooled_connection_the_server_closed_is_not_reused() -> None:
+    """The pool's readability check (our lighter stream) still sees a server's hang-up: the
+    next request opens a new connection instead of failing on the dead one."""
+    import asyncio
+
+    from runner.providers.http import HttpProvider
+
+    closed = asyncio.Event()
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n"
+                     b"\r\nok")
+        await writer.drain()
+        writer.close()  # keep-alive announced, then hung up
+        await writer.wait_closed()
+        closed.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = HttpProvider(base_url=f"http://127.0.0.1:{port}", secrets=())
+    try:
+        first = await provider.send("poll", "GET", f"http://127.0.0.1:{port}/a")
+        await closed.wait()
+        await asyncio.sleep(0.05)  # the FIN is in (loopback); a hang guard, not a condition
+        second = await provider.send("poll", "GET", f"http://127.0.0.1:{port}/b")
+    finally:
+        await provider.aclose()
+        server.close()
+        await server.wait_closed()
+    assert (first.text, second.text) == ("ok", "ok")
+    assert connections == 2
+
+
+@pytest.mark.anyio
+async def test_a_submit_waiting_for_a_turn_goes_before_waiting_polls() -> None:
+    import asyncio
+
+    from runner.providers.http import _Turns
+
+    turns = _Turns(1)
+    order: list[str] = []
+    hold = asyncio.Event()
+
+    async def call(name: str, first: bool) -> None:
+        async with turns.turn(first=first):
+            order.append(name)
+            if name == "holder":
+                await hold.wait()
+
+    holder = asyncio.create_task(call("holder", False))
+    await asyncio.sleep(0)
+    polls = [asyncio.create_task(call(f"poll{i}", False)) for i in range(2)]
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(call("cancelled", True))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # a waiter that gives up leaves no turn behind
+    submit = asyncio.create_task(call("submit", True))
+    await asyncio.sleep(0)
+    hold.set()
+    await asyncio.gather(holder, *polls, submit)
+    assert order == ["holder", "submit", "poll0", "poll1"]
+    async with turns.turn():  # every turn came back
+        pass
+    assert turns._free == 1
