@@ -17,6 +17,7 @@ but reading a model's schema file on first use.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -73,8 +74,6 @@ def nearest_sizes(want: tuple[int, int], choices: Mapping[str, tuple[int, int]],
                   k: int = 3) -> list[str]:
     """The ``k`` labels of ``choices`` (label → width, height) closest to ``want``: nearest
     aspect ratio first, then nearest pixel count — for "cannot make …; nearest: …"."""
-    import math
-
     w, h = want
 
     def distance(item: tuple[str, tuple[int, int]]) -> tuple[float, float]:
@@ -108,8 +107,6 @@ def free_size_problem(model: ModelSpec, size: tuple[int, int], *, min_side: int 
     if not bad:
         return None
     # the nearest size it can make: same aspect ratio, scaled into the pixel range, clamped
-    import math
-
     scale = 1.0
     if w * h < lo_px:
         scale = math.sqrt(lo_px / (w * h))

@@ -167,12 +167,15 @@ def _job(record: JobRecord) -> dict[str, Any]:
 
 def _by_model(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    ran: dict[tuple[str, str], list[dict[str, Any]]] = {}  # this run's own succeeded jobs
     for job in jobs:
-        row = rows.setdefault((job["alias"], job["model"]), {
+        at = (job["alias"], job["model"])
+        row = rows.setdefault(at, {
             "alias": job["alias"], "model": job["model"], "provider": job["provider"],
             "jobs": 0, "succeeded": 0, "images": 0, "cost_usd": 0.0, "credits": 0.0,
             "estimate_usd": 0.0, "estimate_credits": 0.0,
         })
+        ran.setdefault(at, [])
         row["jobs"] += 1
         row["succeeded"] += job["status"] == JobStatus.SUCCEEDED
         row["images"] += len(job["outputs"])
@@ -181,13 +184,14 @@ def _by_model(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not job["reused"]:
             row["estimate_usd"] = _sum([row["estimate_usd"], job["estimate"]["usd"]])
             row["estimate_credits"] = _sum([row["estimate_credits"], job["estimate"]["credits"]])
-    for (alias, model), row in rows.items():
-        ran = [j for j in jobs if (j["alias"], j["model"]) == (alias, model)
-               and not j["reused"] and j["status"] == JobStatus.SUCCEEDED]
-        images = sum(len(j["outputs"]) for j in ran)
-        usd = _sum(j["cost_usd"] for j in ran)
+            if job["status"] == JobStatus.SUCCEEDED:
+                ran[at].append(job)
+    for at, row in rows.items():
+        own = ran[at]
+        images = sum(len(j["outputs"]) for j in own)
+        usd = _sum(j["cost_usd"] for j in own)
         row["usd_per_image"] = round(usd / images, 9) if images and usd else None
-        row["latency"] = _latency([j["times"]["duration_seconds"] for j in ran])
+        row["latency"] = _latency([j["times"]["duration_seconds"] for j in own])
     return list(rows.values())
 
 
