@@ -21,15 +21,12 @@ import contextlib
 import email.utils
 import logging
 import re
-import select
-import socket
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpcore
 import httpx
 
 from runner.catalog import ModelSpec, get_model
@@ -43,6 +40,7 @@ from runner.errors import (
     UnknownOutcome,
 )
 from runner.jobs import Job
+from runner.providers.transport import AiohttpTransport
 from runner.version import __version__
 
 log = logging.getLogger(__name__)
@@ -54,14 +52,15 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=60.0)
 TRANSFER_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=60.0)
 REQUEST_KINDS = ("submit", "poll", "cancel", "upload", "download", "balance")
 #: API calls one client sends at once, whatever its task concurrency: a task in flight needs
-#: no open connection, and httpcore's pool examines every connection and every queued
-#: request each time a request starts or ends, so its cost grows with the square of its
-#: size. Calls beyond this wait here, outside the pool.
+#: no open connection, and a connection pool's bookkeeping grows with the connections and
+#: requests it holds. Calls beyond this wait here, outside the pool (:class:`_Turns`).
 MAX_PARALLEL_REQUESTS = 8
 #: Downloads one client streams at once. They have their own connections: a long download
 #: never makes an API call (a submit above all) wait for a turn.
 MAX_PARALLEL_DOWNLOADS = 4
 EXCERPT_CHARS = 200
+#: Parsed API URLs kept per client (the cache starts over when full).
+PARSED_URLS = 256
 
 # httpx exceptions raised before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
@@ -171,71 +170,6 @@ class _Turns:
         self._free += 1
 
 
-# (ASYNC109: the `timeout` parameters are httpcore's interface.)
-class _Stream(httpcore.AsyncNetworkStream):
-    """A pooled connection's stream whose readability check is one ``poll`` system call.
-
-    httpcore asks every idle pooled connection whether its socket is readable (a server
-    hang-up) each time a request starts or ends; its anyio stream answers by building a
-    dictionary of every socket attribute (a ``getpeername`` call among them) each time.
-    Here the raw socket is looked up once, when the connection opens."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._sock: socket.socket | None = inner.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:  # noqa: ASYNC109
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._sock is not None:
-            if self._sock.fileno() == -1:
-                return True  # closed: as readable as a hang-up
-            poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return self._inner.get_extra_info(info)
-
-
-class _Backend(httpcore.AsyncNetworkBackend):
-    """httpcore's own network backend, its streams wrapped in :class:`_Stream`."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
-                          local_address: str | None = None,
-                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.connect_tcp(host, port, timeout, local_address,
-                                                     socket_options))
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def _light_pool_checks(client: httpx.AsyncClient) -> None:
-    """Wrap the network backend of ``client``'s own connection pool (see :class:`_Stream`);
-    a client on another transport (tests' in-process app) is left as it is."""
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if isinstance(pool, httpcore.AsyncConnectionPool) and backend is not None:
-        pool._network_backend = _Backend(backend)
-
-
 class HttpProvider:
     """Base of the provider clients: one pooled ``httpx.AsyncClient`` and request counters."""
 
@@ -262,17 +196,20 @@ class HttpProvider:
         self._parallel = _Turns(parallel)
         self._downloads = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
         self.client = httpx.AsyncClient(
-            transport=transport,
+            transport=transport or AiohttpTransport(max_connections=connections,
+                                                    keepalive_expiry=30.0),
             limits=limits,
             timeout=self.timeout,
             headers={"User-Agent": USER_AGENT},
             http1=True,
             http2=False,
             follow_redirects=False,
-            trust_env=transport is None,
+            # The transport reads the proxy settings of the environment; httpx's own
+            # trust_env would read ~/.netrc on every request.
+            trust_env=False,
         )
-        _light_pool_checks(self.client)
         self.requests_sent: Counter[str] = Counter({kind: 0 for kind in REQUEST_KINDS})
+        self._parsed: dict[str, httpx.URL] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -342,9 +279,15 @@ class HttpProvider:
         ``creates`` marks the call that creates a remote task (a lost answer is then an
         UnknownOutcome)."""
         self.requests_sent[kind] += 1
+        parsed = self._parsed.get(url)
+        if parsed is None:
+            # API endpoints are few and called thousands of times: parse each once.
+            if len(self._parsed) >= PARSED_URLS:
+                self._parsed.clear()
+            parsed = self._parsed[url] = httpx.URL(url)
         try:
             async with self._parallel.turn(first=creates):
-                return await self.client.request(method, url, **kwargs)
+                return await self.client.request(method, parsed, **kwargs)
         except httpx.TransportError as exc:
             # `from None`: the httpx exception holds the request, signed headers included.
             raise self.transport_error(exc, creates=creates, what=what or kind) from None

@@ -1,9 +1,8 @@
 """Scale: a client allowed thousands of tasks in flight keeps its HTTP parallelism bounded.
 
-Tasks in flight need no open connection. httpcore's connection pool looks at every
-connection (and every queued request) each time a request starts or ends, so a pool sized
-to the task limit costs CPU that grows with the square of the tasks in flight
-(``bench/inflight.py`` measures the client at 10,000).
+Tasks in flight need no open connection. A connection pool's bookkeeping grows with the
+connections and queued requests it holds, so a pool sized to the task limit costs CPU that
+grows with the tasks in flight (``bench/inflight.py`` measures the client at 10,000).
 """
 
 from __future__ import annotations
