@@ -4,8 +4,8 @@ An output is streamed through ``provider.stream(url)`` in fixed-size chunks and 
 (sha256) as they arrive. Up to ``buffer`` bytes (4 MiB by default) are held in memory; an
 output that fits — most do — touches the disk once, in ONE hop to a small pool of file
 threads (:func:`file_pool`) that makes its folder, writes ``<name>.seedbatch-part`` next to
-its final name, ``fsync``-s it, renames it over the final name, ``fsync``-s the folder (and
-the folder's parent when the folder was just made) and reads the pixel size. A larger
+its final name, ``fsync``-s it, renames it over the final name, ``fsync``-s the folder and
+reads the pixel size. A larger
 output spills each full buffer to the part file in one hop, then lands the same way: memory
 never grows with the output. Checks: the first bytes must be a PNG, JPEG or WebP (the file
 extension comes from the real type, not from the URL); the byte count must match
@@ -123,21 +123,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(path: Path) -> None:
-    """``mkdir -p``; the parent of every folder made is ``fsync``-ed, so the new folder's
-    own entry is durable before anything inside it is said to be."""
-    if path.is_dir():
-        return
-    _make_dirs(path.parent)
-    try:
-        path.mkdir()
-    except FileExistsError:
-        if not path.is_dir():
-            raise
-        return
-    _fsync_dir(path.parent)
-
-
 class _PartFile:
     """One download's file work, done in a file thread: the part file (made when the first
     bytes are written) and its landing under the final name. Only one of its methods runs
@@ -154,7 +139,7 @@ class _PartFile:
     def write(self, blocks: list[bytes]) -> None:
         try:
             if self.fh is None:
-                _make_dirs(self.final.parent)
+                self.final.parent.mkdir(parents=True, exist_ok=True)
                 self.fh = open(self.part, "wb")  # noqa: SIM115 (closed by land or discard)
             self.fh.writelines(blocks)
             # emptied here: the pool's work item may hold the list a while after this returns
@@ -254,13 +239,23 @@ async def download_once(provider: Provider, output: RemoteOutput,
     except ProviderError as exc:  # the link is refused (expired, missing): retrying won't help
         raise DownloadError(f"{exc}", retryable=False) from None
     finally:
-        if sink is not None:
-            # A failure, or a cancelled wait: delete the part file, after the file work in
-            # progress if any (cancelling the wait does not stop a thread).
-            if busy is None:
-                sink.discard()
-            else:
-                busy.add_done_callback(functools.partial(_discard_after, sink))
+        if sink is not None and not sink.landed:
+            await _abandon(sink, busy)
+
+
+async def _abandon(sink: _PartFile, busy: Future[Any] | None) -> None:
+    """Delete what a failed or cancelled attempt left. A cancelled wait does not stop the
+    file thread working for it: that work (milliseconds) is waited for first, so that no
+    later attempt at the same file overlaps it."""
+    if busy is not None and not busy.done():
+        try:
+            await asyncio.shield(asyncio.wrap_future(busy))
+        except asyncio.CancelledError:  # cancelled again: delete once the thread is done
+            busy.add_done_callback(functools.partial(_discard_after, sink))
+            raise
+        except Exception:
+            pass  # the thread cleaned up; the attempt's own error is the one that counts
+    sink.discard()
 
 
 def _discard_after(sink: _PartFile, _done: Future[Any]) -> None:

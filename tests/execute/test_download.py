@@ -269,9 +269,10 @@ async def test_a_failed_check_after_a_spill_leaves_no_part_file(
     assert not (tmp_path / "outputs" / "job" / "0.png").exists()
 
 
-async def test_a_download_cancelled_while_a_thread_writes_leaves_no_part_file(
+async def test_a_download_cancelled_while_a_thread_writes_waits_for_it_then_cleans_up(
         tmp_path: Path) -> None:
-    """Cancelling the wait does not stop the thread: the part file is deleted after it."""
+    """Cancelling the wait does not stop the thread: the download ends after it (so no
+    later attempt at the same file overlaps it), and deletes the part file."""
     entered, release = threading.Event(), threading.Event()
 
     class GatedPool(CountingPool):
@@ -291,32 +292,36 @@ async def test_a_download_cancelled_while_a_thread_writes_leaves_no_part_file(
                                           attempts=1, buffer=256 * 1024, pool=gated))
     assert await asyncio.to_thread(entered.wait, 30)  # the write is in its thread
     task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done()  # waiting for the thread
+    release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
-    release.set()
-    gated.shutdown(wait=True)  # the write ran, then the discard after it
     assert gated.calls == ["write"]
     assert _leftovers(tmp_path) == []
     assert not (tmp_path / "outputs" / "job" / "0.png").exists()
+    gated.shutdown(wait=True)
 
 
-async def test_the_file_its_folder_and_new_folders_are_made_durable(
+async def test_the_folder_is_fsynced_after_the_rename_in_the_same_hop(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: CountingPool) -> None:
-    synced: list[Path] = []
-    real = download_module._fsync_dir
-    monkeypatch.setattr(download_module, "_fsync_dir",
-                        lambda path: (synced.append(path), real(path)))
+    done: list[tuple[str, Path]] = []
+    real_fsync_dir, real_replace = download_module._fsync_dir, download_module.os.replace
+
+    def fsync_dir(path: Path) -> None:
+        done.append(("fsync", path))
+        real_fsync_dir(path)
+
+    def replace(src: Path, dst: Path) -> None:
+        done.append(("rename", Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(download_module, "_fsync_dir", fsync_dir)
+    monkeypatch.setattr(download_module.os, "replace", replace)
     data = image_bytes("PNG")
     _, final_for = _namer(tmp_path)
-    await download(_provider("https://x/a", data), RemoteOutput("https://x/a"), final_for,
-                   pool=pool)
-    # outputs/ and outputs/job were made: their parents hold their new entries
-    assert synced == [tmp_path, tmp_path / "outputs", tmp_path / "outputs" / "job"]
-    synced.clear()
-
-    def second(ext: str) -> Path:
-        return tmp_path / "outputs" / "job" / f"1.{ext}"
-
-    await download(_provider("https://x/b", data), RemoteOutput("https://x/b"), second,
-                   pool=pool)
-    assert synced == [tmp_path / "outputs" / "job"]  # the folder exists: its own fsync only
+    got = await download(_provider("https://x/a", data), RemoteOutput("https://x/a"),
+                         final_for, pool=pool)
+    assert done == [("rename", got.path), ("fsync", got.path.parent)]
+    assert pool.calls == ["land"]
