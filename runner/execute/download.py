@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Callable
@@ -40,6 +41,9 @@ HEAD_BYTES = 16
 #: Bytes of an output held in memory: an output up to this size is written in one go (one
 #: hop to a file thread); a larger one is spilled to its part file a buffer at a time.
 BUFFER = 4 * 1024 * 1024
+#: Bytes of an output held in memory that are given to Pillow for its pixel size.
+SIZE_HEAD = 64 * 1024
+_SIZED_IN_MEMORY = frozenset({"image/png", "image/jpeg"})
 #: Threads doing the downloads' file work (a few: the work is short, mostly waits on fsync).
 FILE_THREADS = 4
 
@@ -54,7 +58,7 @@ class DownloadError(Exception):
         self.retryable = retryable
 
 
-def image_size(path: Path) -> tuple[int | None, int | None]:
+def image_size(path: Path | IO[bytes]) -> tuple[int | None, int | None]:
     """Pixel size from the header alone (Pillow opens lazily and decodes nothing)."""
     from PIL import Image
 
@@ -63,6 +67,21 @@ def image_size(path: Path) -> tuple[int | None, int | None]:
             return img.size
     except Exception:  # a header Pillow cannot read: keep the bytes, size unknown
         return None, None
+
+
+def _size_in_memory(kind: str, blocks: list[bytes]) -> tuple[int | None, int | None] | None:
+    """The pixel size of a PNG or JPEG held in memory, read from its first bytes in the
+    calling thread (a few microseconds; the file thread then runs no Python for it); None
+    when those bytes do not tell it (it is then read from the file)."""
+    if kind not in _SIZED_IN_MEMORY:
+        return None  # WebP: Pillow makes a decoder (and its canvas) to read the size
+    n = held = 0
+    while n < len(blocks) and held < SIZE_HEAD:
+        held += len(blocks[n])
+        n += 1
+    head = blocks[0] if n == 1 else b"".join(blocks[:n])
+    width, height = image_size(io.BytesIO(head))
+    return None if width is None else (width, height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,53 +147,78 @@ class _PartFile:
     bytes are written) and its landing under the final name. Only one of its methods runs
     at a time (the download awaits each before the next)."""
 
-    __slots__ = ("fh", "final", "landed", "part")
+    __slots__ = ("fd", "final", "landed", "part")
 
     def __init__(self, final: Path) -> None:
         self.final = final
         self.part = final.with_name(final.name + PART_SUFFIX)
-        self.fh: IO[bytes] | None = None
+        self.fd: int | None = None
         self.landed = False
 
     def write(self, blocks: list[bytes]) -> None:
         try:
-            if self.fh is None:
+            if self.fd is None:
                 self.final.parent.mkdir(parents=True, exist_ok=True)
-                self.fh = open(self.part, "wb")  # noqa: SIM115 (closed by land or discard)
-            self.fh.writelines(blocks)
+                self.fd = os.open(self.part, _CREATE, 0o666)
+            _write_all(self.fd, blocks)
             # emptied here: the pool's work item may hold the list a while after this returns
             blocks.clear()
         except BaseException:
             self.discard()
             raise
 
-    def land(self, blocks: list[bytes]) -> tuple[int | None, int | None]:
+    def land(self, blocks: list[bytes],
+             size: tuple[int | None, int | None] | None = None) -> tuple[int | None, int | None]:
         """Write the rest, fsync, rename over the final name, fsync the folder; then the
-        pixel size. The file and its name are durable when this returns."""
+        pixel size (``size``, or read from the file when not given). The file and its name
+        are durable when this returns."""
         self.write(blocks)
-        fh = self.fh
-        assert fh is not None
+        fd = self.fd
+        assert fd is not None
         try:
-            fh.flush()
-            os.fsync(fh.fileno())
-            self.fh = None
-            fh.close()
+            os.fsync(fd)
+            self.fd = None
+            os.close(fd)
             os.replace(self.part, self.final)
         except BaseException:
             self.discard()
             raise
         self.landed = True
         _fsync_dir(self.final.parent)
-        return image_size(self.final)
+        return size if size is not None else image_size(self.final)
 
     def discard(self) -> None:
         """Close and delete the part file (what a failed or abandoned download leaves)."""
-        fh, self.fh = self.fh, None
-        if fh is not None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
             with contextlib.suppress(OSError):
-                fh.close()
+                os.close(fd)
         if not self.landed:
             self.part.unlink(missing_ok=True)
+
+
+_CREATE = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+           | getattr(os, "O_BINARY", 0))
+_IOV_MAX = 1024  # blocks per writev (POSIX guarantees at least 16; Linux takes 1024)
+
+
+def _write_all(fd: int, blocks: list[bytes]) -> None:
+    """Write every block, in order, with as few system calls as may be."""
+    if not hasattr(os, "writev"):  # pragma: no cover (Windows)
+        for block in blocks:
+            _write_rest(fd, memoryview(block))
+        return
+    for start in range(0, len(blocks), _IOV_MAX):
+        group = blocks[start:start + _IOV_MAX]
+        done = os.writev(fd, group)
+        total = sum(map(len, group))
+        if done < total:  # a short write (a signal, a full disk): the rest, piece by piece
+            _write_rest(fd, memoryview(b"".join(group))[done:])
+
+
+def _write_rest(fd: int, rest: memoryview) -> None:
+    while rest:
+        rest = rest[os.write(fd, rest):]
 
 
 async def download_once(provider: Provider, output: RemoteOutput,
@@ -191,6 +235,7 @@ async def download_once(provider: Provider, output: RemoteOutput,
     held: list[bytes] = []  # received, not written yet
     held_bytes = 0
     sink: _PartFile | None = None
+    spilled = False  # some bytes are in the part file already
     busy: Future[Any] | None = None  # the file work in progress, if any
 
     async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -219,6 +264,7 @@ async def download_once(provider: Provider, output: RemoteOutput,
                 if held_bytes >= buffer:
                     assert sink is not None
                     spill, held, held_bytes = held, [], 0
+                    spilled = True
                     await in_thread(sink.write, spill)
                     del spill  # written: not held through the next buffer
             if kind is None:  # the whole body was shorter than HEAD_BYTES
@@ -231,8 +277,9 @@ async def download_once(provider: Provider, output: RemoteOutput,
             raise DownloadError(f"size mismatch: received {received} bytes, the provider "
                                 f"listed {output.size}")
         assert sink is not None
+        size = None if spilled else _size_in_memory(kind[0], held)
         blocks, held = held, []
-        width, height = await in_thread(sink.land, blocks)
+        width, height = await in_thread(sink.land, blocks, size)
         return Downloaded(sink.final, received, digest.hexdigest(), kind[0], width, height)
     except TransientError as exc:
         raise DownloadError(f"{exc}") from None

@@ -325,3 +325,63 @@ async def test_the_folder_is_fsynced_after_the_rename_in_the_same_hop(
                          final_for, pool=pool)
     assert done == [("rename", got.path), ("fsync", got.path.parent)]
     assert pool.calls == ["land"]
+
+
+def _jpeg_with_a_large_profile() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()  # 100 KB of ICC profile before the frame header: past the first 64 KiB
+    Image.new("RGB", (40, 30), "red").save(buf, "JPEG", icc_profile=b"\0" * 100_000)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("data", "read_from"), [
+    (image_bytes("PNG", (64, 48)), ["memory"]),
+    (image_bytes("JPEG", (64, 48)), ["memory"]),
+    (image_bytes("WEBP", (64, 48)), ["file"]),  # Pillow would make a decoder: in the thread
+    (_jpeg_with_a_large_profile(), ["memory", "file"]),  # the head does not tell: the file
+], ids=["png", "jpeg", "webp", "jpeg-late-header"])
+async def test_the_pixel_size_is_read_from_memory_when_the_head_tells_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: CountingPool, data: bytes,
+        read_from: list[str]) -> None:
+    reads: list[str] = []
+    real = download_module.image_size
+
+    def image_size(source: Any) -> tuple[int | None, int | None]:
+        reads.append("file" if isinstance(source, Path) else "memory")
+        return real(source)
+
+    monkeypatch.setattr(download_module, "image_size", image_size)
+    _, final_for = _namer(tmp_path)
+    got = await download(_provider("https://x/a", data, chunk=4096),
+                         RemoteOutput("https://x/a"), final_for, pool=pool)
+    assert reads == read_from
+    assert (got.width, got.height) == ((40, 30) if len(data) > 100_000 else (64, 48))
+    assert pool.calls == ["land"]
+
+
+async def test_many_small_blocks_and_short_writes_land_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: CountingPool) -> None:
+    import os
+
+    data = image_bytes("PNG", (4, 4)) + bytes(range(256)) * 1200  # ~300 KB
+    real_writev = os.writev
+    short = []
+
+    def writev(fd: int, blocks: list[bytes]) -> int:
+        if not short:  # the first call writes 10 bytes only, as a signal might make it
+            short.append(len(blocks))
+            return os.write(fd, b"".join(blocks)[:10])
+        return real_writev(fd, blocks)
+
+    monkeypatch.setattr(download_module.os, "writev", writev)
+    _, final_for = _namer(tmp_path)
+    got = await download(_provider("https://x/a", data, chunk=100),
+                         RemoteOutput("https://x/a", size=len(data)), final_for, pool=pool,
+                         chunk=100)  # ~3,000 blocks of 100 bytes
+    assert short == [1024]  # more blocks than one writev takes
+    assert got.path.read_bytes() == data
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert pool.calls == ["land"]
