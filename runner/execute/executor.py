@@ -195,6 +195,7 @@ class Executor:
         self._state: dict[str, JobState] = {}
         self._counts: Counter[JobState] = Counter()
         self._claimed: dict[str, str] = {}  # output path → job key
+        self._recorded: set[str] = set()  # keys of jobs with an output in the journal
         self._download_sem: asyncio.Semaphore | None = None
         self._budget_held: dict[str, str] = {}
         self._task_of: dict[str, asyncio.Task[None]] = {}
@@ -316,6 +317,7 @@ class Executor:
         self.budget.start_from(self.journal.jobs())
         for out in self.journal.outputs():
             self._claimed[out.path] = out.job_key
+            self._recorded.add(out.job_key)
         self._refresh()
         watcher = asyncio.create_task(self._watch_cancel_requests())
         try:
@@ -855,7 +857,8 @@ class Executor:
             self._fail(key, "the provider reported success but listed no outputs",
                        task_state=TASK_SUCCEEDED)
             return
-        done = {o.index for o in self.journal.outputs(key) if (self.run_dir / o.path).is_file()}
+        done = {o.index for o in self.journal.outputs(key)
+                if (self.run_dir / o.path).is_file()} if key in self._recorded else set()
         names = self.output_names.get(key, {})
         assert self._download_sem is not None
         for index, remote in enumerate(outputs):
@@ -884,6 +887,7 @@ class Executor:
             self.journal.record_output(OutputRecord(key, index, rel, remote.url, got.bytes,
                                                     got.sha256, got.content_type, got.width,
                                                     got.height))
+            self._recorded.add(key)
         self.journal.mark_succeeded(key)
         self._track(key, JobState.SUCCEEDED)
         if self.on_succeeded is not None:

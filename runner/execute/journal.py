@@ -25,6 +25,7 @@ every state change and every poll). Read with :meth:`Journal.jobs`,
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections import Counter
@@ -172,6 +173,16 @@ CREATE INDEX events_job ON events(job_key);
 """
 
 
+_INSERT_EVENT = "INSERT INTO events(ts, job_key, kind, state, detail) VALUES (?,?,?,?,?)"
+_SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    """One text per set of columns (SQLite's statement cache is keyed by the text)."""
+    return f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in columns)} WHERE key = ?"
+
+
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -285,6 +296,9 @@ class Journal:
         self._batching = False  # a transaction of this tick's writes is open
         # Waiters for the open batch's commit (grouped durable writes, see :meth:`synced`)
         self._committed: asyncio.Future[None] | None = None
+        # Event rows of the open transaction's writes, inserted together (one executemany)
+        # just before it commits, or before events are read: see :meth:`_event`
+        self._events: list[tuple[str, str | None, str, str | None, str | None]] = []
 
     # -- opening --------------------------------------------------------------------------
 
@@ -380,27 +394,32 @@ class Journal:
 
         A ``grouped`` durable write (inside a loop) joins the tick's batch instead and makes
         that batch durable: one fsync for every submit of the tick. Its caller must
-        ``await`` :meth:`synced` before acting on it (a submit's request leaves only then)."""
+        ``await`` :meth:`synced` before acting on it (a submit's request leaves only then).
+
+        A write joining a batch runs ONE statement on the journal's tables, its event row
+        queued (:meth:`_event`) only once that statement succeeded: a statement is atomic, so
+        a write either happens whole (row and event, committed together) or not at all, with
+        no savepoint around it."""
         if durable and grouped and self._batch_tx(durable=True):
             durable = False
         if not durable and self._batch_tx():
-            self._conn.execute("SAVEPOINT w")
+            queued = len(self._events)
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK TO w")
-                self._conn.execute("RELEASE w")
+                del self._events[queued:]
                 raise
-            self._conn.execute("RELEASE w")
             return
         self.flush()
         if durable != self._durable:
-            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._conn.execute(_SYNCHRONOUS[durable])
             self._durable = durable
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._insert_events()
         except BaseException:
+            self._events.clear()
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
@@ -415,13 +434,14 @@ class Journal:
         except RuntimeError:
             return False
         if self._batching:
-            # SQLite reads ``synchronous`` when a transaction begins: commit this tick's
-            # plain writes, then open a durable batch for the rest of the tick.
+            # SQLite refuses to change ``synchronous`` inside a transaction: commit this
+            # tick's plain writes, then open a durable batch for the rest of the tick.
+            self._insert_events()
             self._conn.execute("COMMIT")
         else:
             loop.call_soon(self.flush)
         if self._durable != durable:
-            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._conn.execute(_SYNCHRONOUS[durable])
             self._durable = durable
         self._conn.execute("BEGIN IMMEDIATE")
         self._batching = True
@@ -433,6 +453,7 @@ class Journal:
             self._batching = False
             waiters, self._committed = self._committed, None
             try:
+                self._insert_events()
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 if waiters is not None and not waiters.done():
@@ -453,12 +474,17 @@ class Journal:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _event(self, conn: sqlite3.Connection, job_key: str | None, kind: str,
-               state: str | None = None, detail: Mapping[str, Any] | None = None,
-               ts: str | None = None) -> None:
-        conn.execute("INSERT INTO events(ts, job_key, kind, state, detail) VALUES (?,?,?,?,?)",
-                     (ts or utc_now(), job_key, kind, state,
-                      json.dumps(dict(detail)) if detail else None))
+    def _event(self, job_key: str | None, kind: str, state: str | None = None,
+               detail: Mapping[str, Any] | None = None, ts: str | None = None) -> None:
+        """Queue an event row of the open transaction (inside :meth:`_tx`, after the write's
+        statement): inserted with the others just before the transaction commits."""
+        self._events.append((ts or utc_now(), job_key, kind, state,
+                             json.dumps(detail) if detail else None))
+
+    def _insert_events(self) -> None:
+        if self._events:
+            rows, self._events = self._events, []
+            self._conn.executemany(_INSERT_EVENT, rows)
 
     def _set(self, key: str, state: JobState | None, detail: Mapping[str, Any] | None = None,
              kind: str = "state", durable: bool = False, grouped: bool = False,
@@ -467,13 +493,12 @@ class Journal:
         if state is not None:
             columns["state"] = str(state)
         columns["updated_at"] = now
-        assignments = ", ".join(f"{name} = ?" for name in columns)
+        sql = _update_sql(tuple(columns))
         with self._tx(durable, grouped) as conn:
-            cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE key = ?",
-                               (*columns.values(), key))
+            cur = conn.execute(sql, (*columns.values(), key))
             if cur.rowcount != 1:
                 raise KeyError(key)
-            self._event(conn, key, kind, str(state) if state else None, detail, now)
+            self._event(key, kind, str(state) if state else None, detail, now)
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx(durable=True) as conn:
@@ -483,8 +508,8 @@ class Journal:
     def note(self, kind: str, detail: Mapping[str, Any] | None = None,
              job_key: str | None = None) -> None:
         """Append an event that changes no job (a run-level notice, a retry, …)."""
-        with self._tx() as conn:
-            self._event(conn, job_key, kind, None, detail)
+        with self._tx():
+            self._event(job_key, kind, None, detail)
 
     def mark_submitting(self, key: str, *, grouped: bool = False) -> int:
         """Count a submit attempt and commit it (durably) before the request leaves; returns
@@ -497,7 +522,7 @@ class Journal:
                                (str(JobState.SUBMITTING), now, key)).fetchone()
             if row is None:
                 raise KeyError(key)
-            self._event(conn, key, "state", str(JobState.SUBMITTING), {"attempt": row[0]}, now)
+            self._event(key, "state", str(JobState.SUBMITTING), {"attempt": row[0]}, now)
         return int(row[0])
 
     def mark_submit_retry(self, key: str, error: str) -> None:
@@ -559,7 +584,7 @@ class Journal:
                                (*values, key))
             if cur.rowcount != 1:
                 raise KeyError(key)
-            self._event(conn, key, "poll", str(state) if state else None,
+            self._event(key, "poll", str(state) if state else None,
                         {"task_state": task_state, "status": provider_status}, now)
 
     def mark_downloading(self, key: str, outputs: Sequence[Mapping[str, Any]], *,
@@ -580,7 +605,7 @@ class Journal:
                 "height = excluded.height, finished_at = excluded.finished_at",
                 (out.job_key, out.index, out.path, out.url, out.bytes, out.sha256,
                  out.content_type, out.width, out.height, now))
-            self._event(conn, out.job_key, "output", None,
+            self._event(out.job_key, "output", None,
                         {"index": out.index, "path": out.path, "bytes": out.bytes}, now)
 
     def mark_succeeded(self, key: str) -> None:
@@ -631,7 +656,7 @@ class Journal:
         with self._tx() as conn:
             conn.execute("UPDATE jobs SET reason = ?, updated_at = ? WHERE key = ?",
                          (reason, now, key))
-            self._event(conn, key, "note", None, {"reason": reason}, now)
+            self._event(key, "note", None, {"reason": reason}, now)
 
     def set_state(self, key: str, state: JobState, detail: Mapping[str, Any] | None = None) -> None:
         self._set(key, state, detail)
@@ -670,6 +695,7 @@ class Journal:
         return [_row_to_output(row) for row in rows]
 
     def events(self, job_key: str | None = None, kind: str | None = None) -> list[Event]:
+        self._insert_events()  # the open batch's, read like its other writes
         sql = "SELECT * FROM events"
         where, args = [], []
         if job_key is not None:

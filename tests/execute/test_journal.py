@@ -262,3 +262,127 @@ def test_grouped_submits_share_one_commit_awaited_before_the_requests(tmp_path: 
     assert _committed_state(path, c) == "failed"
     assert [journal.job(k).attempts for k in (a, b)] == [1, 1]
     journal.close()
+
+
+class _CountingConn:
+    """The journal's connection, with every statement it is asked to run recorded."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        self.statements.append(sql.split()[0] if not sql.startswith("PRAGMA") else sql)
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: object) -> sqlite3.Cursor:
+        self.statements.append("MANY " + sql.split()[0])
+        return self._conn.executemany(sql, rows)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def _events_committed(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_ticks_writes_cost_one_statement_each_and_their_events_one_insert(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    journal, jobs = _new(tmp_path, 3)
+    for job in jobs:
+        journal.mark_submitting(job.key)
+    counting = _CountingConn(journal._conn)
+    journal._conn = counting  # type: ignore[assignment]
+    created = _events_committed(journal.path)
+    seen: dict[str, object] = {}
+
+    async def tick() -> None:
+        journal.record_poll(jobs[0].key, task_state="running", provider_status="start",
+                            state=JobState.RUNNING)
+        journal.mark_downloading(jobs[1].key, [{"url": "https://x/0.png"}], cost_usd=0.03,
+                                 credits=None)
+        journal.mark_failed(jobs[2].key, "refused")
+        # read like the batch's other writes, committed with them (not before)
+        seen["events read"] = [e.kind for e in journal.events()[-3:]]
+        seen["events committed, same tick"] = _events_committed(journal.path) - created
+        await asyncio.sleep(0)
+        seen["events committed, next tick"] = _events_committed(journal.path) - created
+
+    asyncio.run(tick())
+    # (the submits were durable: this plain batch sets synchronous back first)
+    assert counting.statements == ["PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE", "UPDATE",
+                                   "UPDATE", "MANY INSERT", "SELECT", "COMMIT"]
+    assert seen == {"events read": ["poll", "state", "state"],
+                    "events committed, same tick": 0, "events committed, next tick": 3}
+    journal.close()
+
+
+def test_a_batched_write_that_fails_leaves_no_event(tmp_path: Path) -> None:
+    import asyncio
+
+    journal, jobs = _new(tmp_path, 1)
+    before = len(journal.events())
+
+    async def tick() -> None:
+        journal.mark_failed(jobs[0].key, "refused")
+        with pytest.raises(KeyError):
+            journal.mark_failed("no-such-job", "refused")
+        journal.note("after")
+
+    asyncio.run(tick())
+    assert [(e.kind, e.job_key) for e in journal.events()[before:]] == [
+        ("state", jobs[0].key), ("after", None)]
+    assert journal.job(jobs[0].key).state is JobState.FAILED
+    journal.close()
+
+
+def test_a_write_outside_a_loop_commits_its_event_with_it_or_neither(tmp_path: Path) -> None:
+    journal, jobs = _new(tmp_path, 1)
+    before = _events_committed(journal.path)
+    journal.mark_failed(jobs[0].key, "refused")  # no loop: committed at once, event included
+    assert _events_committed(journal.path) == before + 1
+
+    def half_way() -> None:
+        with journal._tx() as conn:
+            conn.execute("UPDATE jobs SET error = 'x' WHERE key = ?", (jobs[0].key,))
+            journal._event(jobs[0].key, "note", None, {"n": 1})
+            raise RuntimeError("a write that fails half-way")
+
+    with pytest.raises(RuntimeError):
+        half_way()
+    assert _events_committed(journal.path) == before + 1
+    assert journal.job(jobs[0].key).error == "refused"
+    journal.close()
+
+
+def test_durable_and_plain_batches_switch_synchronous_only_between_transactions(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    journal, jobs = _new(tmp_path, 2)
+    counting = _CountingConn(journal._conn)
+    journal._conn = counting  # type: ignore[assignment]
+
+    async def run() -> None:
+        journal.mark_failed(jobs[1].key, "refused")  # plain batch first
+        journal.mark_submitting(jobs[0].key, grouped=True)  # this tick becomes durable
+        await journal.synced()
+        journal.record_poll(jobs[0].key, task_state="queued", provider_status="q")  # plain
+        await asyncio.sleep(0)
+        journal.record_poll(jobs[0].key, task_state="queued", provider_status="q")  # again
+
+    asyncio.run(run())
+    journal.close()
+    assert counting.statements == [
+        "PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE",  # the plain writes so far
+        "MANY INSERT", "COMMIT",  # committed before the durable batch opens
+        "PRAGMA synchronous = FULL", "BEGIN", "UPDATE", "MANY INSERT", "COMMIT",
+        "PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE", "MANY INSERT", "COMMIT",
+        "BEGIN", "UPDATE", "MANY INSERT", "COMMIT"]  # plain after plain: no switch
