@@ -743,7 +743,9 @@ async def socket(websocket: WebSocket, state: EmulatorState,
             heapq.heappush(subs.due, (state.now(), tok))
             wake.set()
 
-    reader = asyncio.get_running_loop().create_task(read())
+    loop = asyncio.get_running_loop()
+    reader = loop.create_task(read())
+    reader.add_done_callback(lambda _: wake.set())
     try:
         while not reader.done():
             wake.clear()
@@ -775,13 +777,17 @@ async def socket(websocket: WebSocket, state: EmulatorState,
                         state.stats.push["dropped"] += 1
                         await websocket.close(code=1011)
                         return
+            if wake.is_set():  # a subscription, a poke or the reader's end meanwhile
+                continue
             wait = 0.25
             if subs.due and state.frozen_at is None:
                 wait = min(wait, max(0.001, subs.due[0][0] - state.now()))
-            waiter = asyncio.get_running_loop().create_task(wake.wait())
-            await asyncio.wait({reader, waiter}, timeout=wait,
-                               return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            # woken by the reader (a subscription, or its end), poke() or the timer
+            timer = loop.call_later(wait, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
