@@ -294,6 +294,31 @@ def _dimensions(params: dict[str, Any]) -> tuple[int, int]:
     return int(w), int(h)
 
 
+# What the schema found wrong with the parameters asked before, by model and parameters:
+# a batch asks the same ones again and again. (The model is kept with its answer, so a
+# model made anew under the same name is checked anew.)
+_SCHEMA_PROBLEMS: dict[tuple[str, str], tuple[ModelSpec, tuple[str, ...]]] = {}
+
+
+def schema_problems(spec: ModelSpec, params: dict[str, Any]) -> tuple[str, ...]:
+    """The model's schema's problems with ``params``, in the order of their paths."""
+    try:
+        key: tuple[str, str] | None = (spec.endpoint, json.dumps(params, sort_keys=True))
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and (known := _SCHEMA_PROBLEMS.get(key)) is not None \
+            and known[0] is spec:
+        return known[1]
+    props: dict[str, Any] = spec.schema["properties"]
+    problems = tuple(_schema_problem(e, props) for e in
+                     sorted(spec.validator.iter_errors(params), key=lambda e: list(e.path)))
+    if key is not None:
+        if len(_SCHEMA_PROBLEMS) >= 1024:
+            _SCHEMA_PROBLEMS.clear()
+        _SCHEMA_PROBLEMS[key] = (spec, problems)
+    return problems
+
+
 def validate_run(spec: ModelSpec, fields: Fields) -> tuple[dict[str, Any], list[str]]:
     """Check a Run request against the model's documented parameters.
 
@@ -342,8 +367,7 @@ def validate_run(spec: ModelSpec, fields: Fields) -> tuple[dict[str, Any], list[
             typed[name] = converted
     params = spec.with_defaults(typed)
     if not problems:
-        problems.extend(_schema_problem(e, props) for e in
-                        sorted(spec.validator.iter_errors(params), key=lambda e: list(e.path)))
+        problems.extend(schema_problems(spec, params))
     limits = spec.limits
     n = len(images)
     if n > spec.max_input_images:
