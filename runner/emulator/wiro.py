@@ -114,6 +114,7 @@ class WiroTask(Task):
     parameters: dict[str, Any] = field(default_factory=dict)  # as Task/Detail lists them
     callback_url: str = ""
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    price: float = 0.0  # its list price (USD), reserved while it runs
 
 
 def stages(task: Task) -> tuple[str, ...]:
@@ -166,8 +167,10 @@ class WiroState(ProviderState):
         return self.list_price(model, images)[0]
 
     def reserved(self, active: list[Task]) -> float:
-        """What tasks still running will cost if they succeed."""
-        return sum(self.price_usd(t.model, t.images) for t in active)
+        """What tasks still running will cost if they succeed (each one's list price, kept
+        with it when it was asked: one pass over the floats, in the order of the tasks)."""
+        return sum([t.price if isinstance(t, WiroTask) else self.price_usd(t.model, t.images)
+                    for t in active])
 
     def bill(self, task: Task) -> None:
         task.cost_usd = self.price_usd(task.model, task.images)
@@ -555,7 +558,7 @@ async def run(request: Request, state: EmulatorState) -> Response:
     task = state.new_task(
         NAME, model=endpoint, prompt=req["prompt"], params=params, inputs=tuple(inputs),
         images=images, width=width, height=height, cls=WiroTask, parameters=parameters,
-        callback_url=req["callback"],
+        callback_url=req["callback"], price=price,
     )
     assert isinstance(task, WiroTask)
     wiro.tokens[task.token] = task
