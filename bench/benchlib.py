@@ -36,6 +36,11 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/__stats", timeout=60).json()  # type: ignore[no-any-return]
 
+    def cpu_seconds(self) -> float:
+        """The emulator process's CPU time so far (user + system, ``/proc/<pid>/stat``)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def wiro_base_url(self) -> str:
         return f"{self.url}/wiro/v1"

@@ -14,8 +14,9 @@ Figures: ``in_flight_peak`` (the most tasks the emulator had unfinished at once,
 accounts together), ``peak_rss_mb`` (this process's peak resident memory, ``ru_maxrss``),
 ``baseline_rss_mb`` (resident memory after planning, before the first submit),
 ``rss_per_job_kb`` (the difference per job in flight), ``cpu_ms_per_job`` (this process's
-user + system CPU during the execution, ``getrusage``, per job), ``makespan_s`` (first
-submit to last download), ``requests_per_job``.
+user + system CPU during the execution, ``getrusage``, per job),
+``emulator_cpu_ms_per_job`` (the emulator process's, over the same span), ``makespan_s``
+(first submit to last download), ``requests_per_job``.
 """
 
 from __future__ import annotations
@@ -177,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             (run_dir / "outputs").mkdir(parents=True)
             baseline_kb = Sampler.rss_kb()
             with Sampler() as sampler:
-                cpu0 = cpu_seconds()
+                cpu0, emulator_cpu0 = cpu_seconds(), emu.cpu_seconds()
                 makespan, counts, requests = asyncio.run(
                     run_executor(prepared, run_dir, base_urls, sampler,
                                  {"wiro": emu.wiro_push_url} if args.realtime == "on" else {}))
-                cpu = cpu_seconds() - cpu0
+                cpu, emulator_cpu = cpu_seconds() - cpu0, emu.cpu_seconds() - emulator_cpu0
             stats = emu.stats()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     in_flight_peak = sum(stats["inflight_tasks_peak"].values())
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "in_flight_peak": in_flight_peak,
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "cpu_ms_per_job": round(cpu * 1000 / jobs, 3),
+        "emulator_cpu_ms_per_job": round(emulator_cpu * 1000 / jobs, 3),
         "makespan_s": round(makespan, 2),
         "baseline_rss_mb": round(baseline_kb / 1024, 1),
         "rss_per_job_kb": round((peak_kb - baseline_kb) / max(1, in_flight_peak), 2),

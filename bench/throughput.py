@@ -27,7 +27,9 @@ default, the emulator runs in a process of its own and this is the benchmark pro
 time; with ``--emulator thread`` it is this process's CPU minus the emulator's server
 thread's, its image-rendering threads counted with the client), ``process_cpu_ms_per_job``
 (with ``thread``: client and emulator, which share one interpreter lock, so N times it is
-roughly another floor under the makespan), ``peak_rss_mb`` (this process).
+roughly another floor under the makespan), ``emulator_cpu_ms_per_job`` (with ``process``: the
+emulator process's user + system CPU during the executor's run, per job), ``peak_rss_mb``
+(this process).
 """
 
 from __future__ import annotations
@@ -354,7 +356,12 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency, "rpm": args.rpm, "realtime": args.realtime,
             "emulator": args.emulator,
         }
+        emulator_cpu0 = server.cpu_seconds() if args.emulator == "process" else 0.0
         result.update(bench_executor(args, server, work))
+        if args.emulator == "process":
+            # the emulator's own process during the executor's run (not the baselines')
+            result["emulator_cpu_ms_per_job"] = round(
+                (server.cpu_seconds() - emulator_cpu0) * 1000 / args.jobs, 3)
         print(f"executor: makespan {result['makespan_s']} s, ratio {result['ratio']}, "
               f"{result['polls_per_task']} polls/task", file=sys.stderr)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -34,6 +34,7 @@ from runner.emulator.http import (
     DroppedConnection,
     ErrorRenderer,
     FileResponse,
+    Remembered,
     base_url,
     s3_error,
     server_error,
@@ -95,8 +96,9 @@ def _counted(label: Callable[[Request], str], body: Endpoint) -> Endpoint:
     return endpoint
 
 
-def _path(request: Request) -> str:
-    return f"{request.method} {request.url.path}"
+# "METHOD /path", the counters' name for an endpoint without a label
+_path = Remembered(lambda request: f"{request.method} {request.url.path}",
+                   ("method", "path", "query_string", "root_path"))
 
 
 def api(handler: Handler, label: str | None = None,

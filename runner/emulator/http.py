@@ -97,10 +97,43 @@ def last_values(fields: Fields) -> dict[str, Any]:
     return out
 
 
-def base_url(request: Request) -> str:
-    """The server's own address as the client reached it (works over a socket and through
-    ``httpx.ASGITransport`` alike)."""
-    return str(request.base_url).rstrip("/")
+def _host(scope: Scope) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == b"host":
+            return value
+    return None
+
+
+class Remembered:
+    """What Starlette makes of a request's URL, remembered by everything it is made from
+    (scheme, server, Host header and the parts asked for): making it again is most of a
+    small request's routing. At most ``limit`` answers are kept."""
+
+    def __init__(self, make: Callable[[Request], str], parts: tuple[str, ...],
+                 limit: int = 4096) -> None:
+        self.make, self.parts, self.limit = make, parts, limit
+        self.known: dict[tuple[Any, ...], str] = {}
+
+    def __call__(self, request: Request) -> str:
+        scope = request.scope
+        key = (scope.get("scheme"), scope.get("server"), _host(scope),
+               *(scope.get(part) for part in self.parts))
+        try:
+            found = self.known.get(key)
+        except TypeError:  # an unhashable scope value: made each time
+            return self.make(request)
+        if found is None:
+            found = self.make(request)
+            if len(self.known) >= self.limit:
+                self.known.clear()
+            self.known[key] = found
+        return found
+
+
+#: The server's own address as the client reached it (works over a socket and through
+#: ``httpx.ASGITransport`` alike).
+base_url = Remembered(lambda request: str(request.base_url).rstrip("/"),
+                      ("root_path", "app_root_path"))
 
 
 def safe_name(name: str, default: str = "file") -> str:

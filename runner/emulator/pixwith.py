@@ -76,7 +76,7 @@ class PixwithState(ProviderState):
 
     def reserved(self, active: list[Task]) -> int:
         """Credits that tasks still running will cost if they succeed."""
-        return sum(CREDITS_PER_IMAGE * t.images for t in active)
+        return CREDITS_PER_IMAGE * sum([t.images for t in active])
 
     def bill(self, task: Task) -> None:
         # taken at completion

@@ -111,6 +111,7 @@ class ReplicateTask(Task):
     version: str = ""
     input: dict[str, Any] = field(default_factory=dict)  # as it was sent
     data_removed: bool = False
+    price: float = 0.0  # its list price (USD), reserved while it runs
 
 
 @dataclass
@@ -143,7 +144,11 @@ class ReplicateState(ProviderState):
         return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
 
     def reserved(self, active: list[Task]) -> float:
-        return sum(self.list_price(t.model, t.images)[0] for t in active)
+        """What predictions still running will cost if they succeed (each one's list price,
+        kept with it when it was asked: one pass over the floats, in the order of the
+        tasks)."""
+        return sum([t.price if isinstance(t, ReplicateTask)
+                    else self.list_price(t.model, t.images)[0] for t in active])
 
     def bill(self, task: Task) -> None:
         super().bill(task)
@@ -436,7 +441,7 @@ async def create(request: Request, state: EmulatorState) -> Response:
     task = state.new_task(NAME, model=endpoint, prompt=req["prompt"], params=params,
                           inputs=tuple(req["images"]), images=images, width=width,
                           height=height, cls=ReplicateTask, version=VERSIONS[endpoint],
-                          input=doc["input"])
+                          input=doc["input"], price=price)
     assert isinstance(task, ReplicateTask)
     wait = prefer_wait(request.headers.get("prefer", ""))
     headers = None

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import json
 import random
 import secrets
@@ -48,10 +50,20 @@ CREATED_HERE: ContextVar[list[Task] | None] = ContextVar("seedbatch_emulator_cre
                                                           default=None)
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
+# Random bytes → letters and digits: each byte below 248 (4 × 62) names one of the 62
+# evenly, the others are dropped, so every character is uniform, as secrets.choice makes
+# them, from one system call instead of one per character.
+_TOKEN_TABLE = bytes(ord(_TOKEN_ALPHABET[b % len(_TOKEN_ALPHABET)]) if b < 248 else 0
+                     for b in range(256))
+_TOKEN_DROP = bytes(range(248, 256))
 
 
 def token(n: int = 30) -> str:
-    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(n))
+    """``n`` random letters and digits (a secret)."""
+    out = b""
+    while len(out) < n:
+        out += secrets.token_bytes(n + 8).translate(_TOKEN_TABLE, _TOKEN_DROP)
+    return out[:n].decode("ascii")
 
 
 @dataclass
@@ -301,7 +313,12 @@ class EmulatorState:
         self.faults = FaultInjector(cfg.faults, cfg.seed)
         self.stats = Stats()
         self.tasks: dict[tuple[str, str], Task] = {}
-        self.active: dict[tuple[str, str], Task] = {}
+        self.active: dict[tuple[str, str], Task] = {}  # unfinished, in creation order
+        # … by provider (also in creation order), and when each ends: (ends_at, creation
+        # number, task), earliest first; a cancelled task's entry stays until it comes up
+        self._active_of: dict[str, dict[str, Task]] = {name: {} for name in self.specs}
+        self._ends: list[tuple[float, int, Task]] = []
+        self._created = itertools.count()
         self.files: dict[str, StoredFile] = {}
         self.parts: dict[str, ProviderState] = {
             name: self._make_part(name, spec) for name, spec in self.specs.items()}
@@ -342,13 +359,26 @@ class EmulatorState:
             event.set()
 
     def settle(self, now: float | None = None) -> None:
-        """Finish every task whose time is up; bill the successful ones."""
+        """Finish every task whose time is up, in the order they were created; bill the
+        successful ones. Each task's end (``ProviderState.ends_at``) is asked once, when
+        it is created: only the tasks that are due are looked at."""
         now = self.now() if now is None else now
-        for key, task in list(self.active.items()):
-            end = self.parts[task.provider].ends_at(task)
-            if now >= end:
-                del self.active[key]
-                self._finish(task, end)
+        ends = self._ends
+        if not ends or ends[0][0] > now:
+            return
+        due: list[tuple[int, float, Task]] = []
+        while ends and ends[0][0] <= now:
+            end, number, task = heapq.heappop(ends)
+            if task.outcome is None:  # not cancelled meanwhile
+                due.append((number, end, task))
+        due.sort(key=lambda item: item[0])
+        for _, end, task in due:
+            self._deactivate(task)
+            self._finish(task, end)
+
+    def _deactivate(self, task: Task) -> None:
+        del self.active[(task.provider, task.id)]
+        del self._active_of[task.provider][task.id]
 
     def _finish(self, task: Task, when: float) -> None:
         task.finished = when
@@ -388,11 +418,11 @@ class EmulatorState:
 
     # --- tasks --------------------------------------------------------------------------
     def active_tasks(self, provider: str) -> list[Task]:
-        """``provider``'s unfinished tasks."""
-        return [t for (p, _), t in self.active.items() if p == provider]
+        """``provider``'s unfinished tasks, in the order they were created."""
+        return list(self._active_of.get(provider, {}).values())
 
     def active_count(self, provider: str) -> int:
-        return sum(1 for (p, _) in self.active if p == provider)
+        return len(self._active_of.get(provider, ()))
 
     def new_task(self, provider: str, *, model: str, prompt: str, images: int = 1,
                  width: int = 1024, height: int = 1024, params: dict[str, Any] | None = None,
@@ -422,6 +452,8 @@ class EmulatorState:
             sink.append(task)
         self.tasks[(provider, task_id)] = task
         self.active[(provider, task_id)] = task
+        self._active_of[provider][task_id] = task
+        heapq.heappush(self._ends, (part.ends_at(task), next(self._created), task))
         self.stats.created[provider][task.model] += 1
         self.stats.tasks_peak[provider] = max(self.stats.tasks_peak[provider],
                                               self.active_count(provider))
@@ -435,7 +467,8 @@ class EmulatorState:
             task.polls_after_end += 1
 
     def cancel(self, task: Task) -> None:
-        self.active.pop((task.provider, task.id), None)
+        if self.active.get((task.provider, task.id)) is task:
+            self._deactivate(task)
         task.outcome = "cancelled"
         task.finished = self.now()
         self.stats.outcomes["cancelled"] += 1

@@ -114,6 +114,7 @@ class WiroTask(Task):
     parameters: dict[str, Any] = field(default_factory=dict)  # as Task/Detail lists them
     callback_url: str = ""
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    price: float = 0.0  # its list price (USD), reserved while it runs
 
 
 def stages(task: Task) -> tuple[str, ...]:
@@ -166,8 +167,10 @@ class WiroState(ProviderState):
         return self.list_price(model, images)[0]
 
     def reserved(self, active: list[Task]) -> float:
-        """What tasks still running will cost if they succeed."""
-        return sum(self.price_usd(t.model, t.images) for t in active)
+        """What tasks still running will cost if they succeed (each one's list price, kept
+        with it when it was asked: one pass over the floats, in the order of the tasks)."""
+        return sum([t.price if isinstance(t, WiroTask) else self.price_usd(t.model, t.images)
+                    for t in active])
 
     def bill(self, task: Task) -> None:
         task.cost_usd = self.price_usd(task.model, task.images)
@@ -294,6 +297,31 @@ def _dimensions(params: dict[str, Any]) -> tuple[int, int]:
     return int(w), int(h)
 
 
+# What the schema found wrong with the parameters asked before, by model and parameters:
+# a batch asks the same ones again and again. (The model is kept with its answer, so a
+# model made anew under the same name is checked anew.)
+_SCHEMA_PROBLEMS: dict[tuple[str, str], tuple[ModelSpec, tuple[str, ...]]] = {}
+
+
+def schema_problems(spec: ModelSpec, params: dict[str, Any]) -> tuple[str, ...]:
+    """The model's schema's problems with ``params``, in the order of their paths."""
+    try:
+        key: tuple[str, str] | None = (spec.endpoint, json.dumps(params, sort_keys=True))
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and (known := _SCHEMA_PROBLEMS.get(key)) is not None \
+            and known[0] is spec:
+        return known[1]
+    props: dict[str, Any] = spec.schema["properties"]
+    problems = tuple(_schema_problem(e, props) for e in
+                     sorted(spec.validator.iter_errors(params), key=lambda e: list(e.path)))
+    if key is not None:
+        if len(_SCHEMA_PROBLEMS) >= 1024:
+            _SCHEMA_PROBLEMS.clear()
+        _SCHEMA_PROBLEMS[key] = (spec, problems)
+    return problems
+
+
 def validate_run(spec: ModelSpec, fields: Fields) -> tuple[dict[str, Any], list[str]]:
     """Check a Run request against the model's documented parameters.
 
@@ -342,8 +370,7 @@ def validate_run(spec: ModelSpec, fields: Fields) -> tuple[dict[str, Any], list[
             typed[name] = converted
     params = spec.with_defaults(typed)
     if not problems:
-        problems.extend(_schema_problem(e, props) for e in
-                        sorted(spec.validator.iter_errors(params), key=lambda e: list(e.path)))
+        problems.extend(schema_problems(spec, params))
     limits = spec.limits
     n = len(images)
     if n > spec.max_input_images:
@@ -531,7 +558,7 @@ async def run(request: Request, state: EmulatorState) -> Response:
     task = state.new_task(
         NAME, model=endpoint, prompt=req["prompt"], params=params, inputs=tuple(inputs),
         images=images, width=width, height=height, cls=WiroTask, parameters=parameters,
-        callback_url=req["callback"],
+        callback_url=req["callback"], price=price,
     )
     assert isinstance(task, WiroTask)
     wiro.tokens[task.token] = task
@@ -743,7 +770,9 @@ async def socket(websocket: WebSocket, state: EmulatorState,
             heapq.heappush(subs.due, (state.now(), tok))
             wake.set()
 
-    reader = asyncio.get_running_loop().create_task(read())
+    loop = asyncio.get_running_loop()
+    reader = loop.create_task(read())
+    reader.add_done_callback(lambda _: wake.set())
     try:
         while not reader.done():
             wake.clear()
@@ -775,13 +804,17 @@ async def socket(websocket: WebSocket, state: EmulatorState,
                         state.stats.push["dropped"] += 1
                         await websocket.close(code=1011)
                         return
+            if wake.is_set():  # a subscription, a poke or the reader's end meanwhile
+                continue
             wait = 0.25
             if subs.due and state.frozen_at is None:
                 wait = min(wait, max(0.001, subs.due[0][0] - state.now()))
-            waiter = asyncio.get_running_loop().create_task(wake.wait())
-            await asyncio.wait({reader, waiter}, timeout=wait,
-                               return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            # woken by the reader (a subscription, or its end), poke() or the timer
+            timer = loop.call_later(wait, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import struct
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from PIL import Image, ImageStat
+from PIL import Image, ImageDraw, ImageFont, ImageStat
 
 from runner.config import demo_credentials
-from runner.emulator import EmulatorConfig, FaultSpec
+from runner.emulator import EmulatorConfig, FaultSpec, images
 from runner.emulator.faults import FaultInjector
 from runner.emulator.images import make_output, output_size, pad_png, render_png
 
@@ -149,6 +152,82 @@ def test_render_is_a_deterministic_png_showing_the_prompt() -> None:
     assert ImageStat.Stat(image.convert("L")).stddev[0] > 5
     assert image.tobytes() != bare.tobytes()
     assert one != plain
+
+
+def plain_render(prompt: str, width: int, height: int, caption: str) -> bytes:
+    """The outputs' drawing done the plain way, nothing kept between calls (a fresh font,
+    Image.composite): what render_png, with what it keeps, must give byte for byte."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    first, second, style = (digest[0], digest[1], digest[2]), (digest[3], digest[4],
+                                                              digest[5]), digest[6] % 3
+    mask = Image.linear_gradient("L") if style != 2 else Image.radial_gradient("L")
+    if style == 1:
+        mask = mask.transpose(Image.Transpose.ROTATE_90)
+    mask = mask.resize((width, height))
+    image = Image.composite(Image.new("RGB", (width, height), first),
+                            Image.new("RGB", (width, height), second), mask)
+    draw = ImageDraw.Draw(image)
+    mean = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
+    light = 0.299 * mean[0] + 0.587 * mean[1] + 0.114 * mean[2] > 140
+    ink, halo = ((0, 0, 0), (255, 255, 255)) if light else ((255, 255, 255), (0, 0, 0))
+    size = max(8, min(width, height) // 14)
+    font = ImageFont.load_default(size=size)
+    margin = max(2, size // 2)
+    columns = max(4, int((width - 2 * margin) / (size * 0.55)))
+    max_lines = max(1, (height - 3 * margin - size) // (size + size // 4))
+    lines = textwrap.wrap(prompt, columns) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: max(0, columns - 1)] + "…"
+    stroke = max(1, size // 12)
+    y = margin
+    for line in lines:
+        draw.text((margin, y), line, font=font, fill=ink, stroke_width=stroke, stroke_fill=halo)
+        y += size + size // 4
+    if caption:
+        draw.text((margin, height - margin - size), caption, font=font, fill=ink,
+                  stroke_width=stroke, stroke_fill=halo)
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1 if width * height > 4_000_000 else 6)
+    return out.getvalue()
+
+
+def test_what_rendering_keeps_changes_no_byte_of_an_output() -> None:
+    # prompts of each gradient style, repeated lines and captions (masks and outputs found
+    # again), sizes whose fonts differ; rendered from several threads at once, twice
+    rng = random.Random(3)
+    words = ("a", "red", "fox", "in", "snow", "over", "the", "blue", "hills", "at", "dusk,",
+             "東京", "café")
+    cases = []
+    for i in range(48):
+        prompt = " ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) + f" {i % 12}"
+        width, height = rng.choice([(256, 256), (256, 144), (144, 256), (512, 320)])
+        cases.append((prompt, width, height, rng.choice(["v4 · 1/1", "4.5 · 2/4", ""])))
+    assert {hashlib.sha256(c[0].encode()).digest()[6] % 3 for c in cases} == {0, 1, 2}
+    expected = [plain_render(*case) for case in cases]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(2):
+            assert list(pool.map(lambda case: render_png(*case), cases)) == expected
+    assert len(images._MASKS.items) > 0  # the masks were kept (and found again)
+
+
+def test_the_outputs_kept_are_bounded_in_number_and_size() -> None:
+    cache = images._Cache(entries=3, size=10, measure=len)
+    for key in "abc":
+        cache.put(key, b"xx")
+    assert cache.get("a") == b"xx"  # now the most recent
+    cache.put("d", b"xx")  # over 3 entries: the least recent (b) goes
+    assert cache.get("b") is None
+    assert [cache.get(k) for k in "acd"] == [b"xx"] * 3
+    cache.put("e", b"x" * 11)  # bigger than the whole budget: not kept
+    assert cache.get("e") is None
+    cache.put("f", b"x" * 8)  # over 10 bytes: the oldest go until it fits
+    assert cache.get("f") == b"x" * 8
+    assert cache.held <= 10
+    assert [k for k in "acd" if cache.get(k) is not None] == ["d"]
+    # make_output answers again from what it kept: the very same bytes object
+    one = make_output("kept output", 1024, 1024, mode="small", caption="v4 · 1/1")
+    assert make_output("kept output", 1024, 1024, mode="small", caption="v4 · 1/1") is one
 
 
 def test_padding_reaches_the_size_and_keeps_a_valid_png() -> None:

@@ -362,6 +362,26 @@ async def test_upload_then_url_counts_as_the_same_image(emulator: Any, clock: An
         assert missing["errors"][0]["message"] == "Request files [file] required"
 
 
+async def test_each_answer_names_the_host_its_request_reached(emulator: Any) -> None:
+    # the server's address in an answer comes from each request's Host header, never from
+    # an earlier request's (what is remembered of a URL is remembered per host)
+    async with emulator() as emu:
+        image = png_bytes("blue")
+        urls = []
+        for host in (None, "other.test:8080", None, "other.test:8080", "[::1]:9"):
+            headers = {"host": host} if host else {}
+            up = await emu.wiro("File/Upload", headers=headers,
+                                files={"file": ("ref.png", image, "image/png")})
+            urls.append(up.json()["list"][0]["url"])
+        assert [u.split("/files/")[0] for u in urls] == [
+            "http://emulator.test", "http://other.test:8080", "http://emulator.test",
+            "http://other.test:8080", "http://[::1]:9"]
+        stats = await emu.stats()
+        assert stats["requests_by_endpoint"]["POST /wiro/v1/File/Upload"] == 5
+        await emu.run(f"{V4}x")  # each path its own name
+        assert (await emu.stats())["requests_by_endpoint"][f"POST /wiro/v1/Run/{V4}x"] == 1
+
+
 # --- Cancel / Kill -------------------------------------------------------------------------
 async def test_cancel_only_queued_tasks_and_kill_only_unfinished_ones(emulator: Any,
                                                                       clock: Any) -> None:
