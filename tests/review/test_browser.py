@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from review_support import Project
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -59,7 +60,9 @@ def server(project: Project) -> Iterator[ViewServer]:
 
 
 def wait(driver: WebDriver) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, GUARD)
+    # The live pages re-render their tables: an element found a moment ago may be replaced
+    # before its text is read; the condition is then simply asked again.
+    return WebDriverWait(driver, GUARD, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def texts(driver: WebDriver, css: str) -> list[str]:
@@ -232,8 +235,8 @@ def test_the_runs_list_follows_a_run_that_is_still_going(
             row = f'#runs tbody tr[data-run="{live.name}"]'
             wait(browser).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, row),
                                                                  "running"))
-            assert browser.find_element(By.CSS_SELECTOR, row).find_elements(
-                By.TAG_NAME, "td")[3].text == "8"
+            wait(browser).until(lambda d: d.find_element(By.CSS_SELECTOR, row).find_elements(
+                By.TAG_NAME, "td")[3].text == "8")
         finally:
             lock.release()
         wait(browser).until(lambda d: "running" not in d.find_element(By.CSS_SELECTOR, row).text)
