@@ -74,10 +74,6 @@ class PixwithState(ProviderState):
         self.uploads: dict[str, dict[str, Any]] = {}  # presigned uploads by key
         self.upload_secret = secrets.token_bytes(32)  # signs the presigned uploads
 
-    def reserved(self, active: list[Task]) -> int:
-        """Credits that tasks still running will cost if they succeed."""
-        return CREDITS_PER_IMAGE * sum([t.images for t in active])
-
     def bill(self, task: Task) -> None:
         # taken at completion
         task.credits = CREDITS_PER_IMAGE * task.images
@@ -201,7 +197,8 @@ async def create(request: Request, state: EmulatorState) -> Response:
     params = req["params"]
     n = params["num_outputs"]
     pixwith = account(state)
-    if pixwith.credits - pixwith.reserved(state.active_tasks(NAME)) < CREDITS_PER_IMAGE * n:
+    # credits that the tasks still running will cost if they succeed
+    if pixwith.credits - state.reserved(NAME) < CREDITS_PER_IMAGE * n:
         state.stats.rejections["balance"] += 1
         return pixwith_error("Credits not enough")
     # Emulator choice: Pixwith documents no concurrency limit; we cap unfinished tasks like
@@ -214,7 +211,7 @@ async def create(request: Request, state: EmulatorState) -> Response:
     task = state.new_task(
         NAME, model=MODEL_ID, prompt=req["prompt"], params=params,
         inputs=tuple(state.identity(u) for u in req["image_urls"]), images=n,
-        width=width, height=height,
+        width=width, height=height, reserve=CREDITS_PER_IMAGE * n,
     )
     return pixwith_ok({"task_id": task.id,
                        "estimated_time": max(1, math.ceil(state.config.latency))})

@@ -111,7 +111,6 @@ class ReplicateTask(Task):
     version: str = ""
     input: dict[str, Any] = field(default_factory=dict)  # as it was sent
     data_removed: bool = False
-    price: float = 0.0  # its list price (USD), reserved while it runs
 
 
 @dataclass
@@ -142,13 +141,6 @@ class ReplicateState(ProviderState):
 
     def new_id(self) -> str:
         return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
-
-    def reserved(self, active: list[Task]) -> float:
-        """What predictions still running will cost if they succeed (each one's list price,
-        kept with it when it was asked: one pass over the floats, in the order of the
-        tasks)."""
-        return sum([t.price if isinstance(t, ReplicateTask)
-                    else self.list_price(t.model, t.images)[0] for t in active])
 
     def bill(self, task: Task) -> None:
         super().bill(task)
@@ -430,7 +422,8 @@ async def create(request: Request, state: EmulatorState) -> Response:
     images = params["max_images"] if params["sequential_image_generation"] == "auto" else 1
     rep = account(state)
     price = rep.list_price(endpoint, images)[0]
-    if rep.credit - rep.reserved(state.active_tasks(NAME)) < price:
+    # what the predictions still running will cost if they succeed: their list prices
+    if rep.credit - state.reserved(NAME) < price:
         state.stats.rejections["balance"] += 1
         return problem(402, "Insufficient credit",
                        "You have insufficient credit to run this model. Go to "
@@ -441,7 +434,7 @@ async def create(request: Request, state: EmulatorState) -> Response:
     task = state.new_task(NAME, model=endpoint, prompt=req["prompt"], params=params,
                           inputs=tuple(req["images"]), images=images, width=width,
                           height=height, cls=ReplicateTask, version=VERSIONS[endpoint],
-                          input=doc["input"], price=price)
+                          input=doc["input"], reserve=price)
     assert isinstance(task, ReplicateTask)
     wait = prefer_wait(request.headers.get("prefer", ""))
     headers = None

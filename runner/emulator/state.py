@@ -317,6 +317,8 @@ class EmulatorState:
         # … by provider (also in creation order), and when each ends: (ends_at, creation
         # number, task), earliest first; a cancelled task's entry stays until it comes up
         self._active_of: dict[str, dict[str, Task]] = {name: {} for name in self.specs}
+        # … and what each holds of its account while it runs (new_task's ``reserve``)
+        self._reserves: dict[str, dict[str, float]] = {name: {} for name in self.specs}
         self._ends: list[tuple[float, int, Task]] = []
         self._created = itertools.count()
         self.files: dict[str, StoredFile] = {}
@@ -379,6 +381,7 @@ class EmulatorState:
     def _deactivate(self, task: Task) -> None:
         del self.active[(task.provider, task.id)]
         del self._active_of[task.provider][task.id]
+        self._reserves[task.provider].pop(task.id, None)
 
     def _finish(self, task: Task, when: float) -> None:
         task.finished = when
@@ -424,14 +427,20 @@ class EmulatorState:
     def active_count(self, provider: str) -> int:
         return len(self._active_of.get(provider, ()))
 
+    def reserved(self, provider: str) -> float:
+        """What ``provider``'s unfinished tasks hold of its account (their ``reserve``),
+        added up in the order they were created."""
+        return sum(self._reserves.get(provider, {}).values())
+
     def new_task(self, provider: str, *, model: str, prompt: str, images: int = 1,
                  width: int = 1024, height: int = 1024, params: dict[str, Any] | None = None,
                  inputs: tuple[str, ...] = (), cls: type[Task] = Task,
-                 **fields: Any) -> Task:
+                 reserve: float | None = None, **fields: Any) -> Task:
         """Create a task of ``provider`` (an instance of ``cls``, a :class:`Task` or a
         subclass taking ``fields``): its id from the provider's part, its fate drawn (the
         ``--faults`` rates, the prompt markers), its duration from ``latency`` and
-        ``jitter``. It is settled at once when its time is already up."""
+        ``jitter``. ``reserve``: what it holds of the account until it ends (its price),
+        counted by :meth:`reserved`. It is settled at once when its time is already up."""
         part = self.parts[provider]
         task_id = part.new_id()
         jitter = self.config.jitter
@@ -453,6 +462,8 @@ class EmulatorState:
         self.tasks[(provider, task_id)] = task
         self.active[(provider, task_id)] = task
         self._active_of[provider][task_id] = task
+        if reserve is not None:
+            self._reserves[provider][task_id] = reserve
         heapq.heappush(self._ends, (part.ends_at(task), next(self._created), task))
         self.stats.created[provider][task.model] += 1
         self.stats.tasks_peak[provider] = max(self.stats.tasks_peak[provider],

@@ -114,7 +114,6 @@ class WiroTask(Task):
     parameters: dict[str, Any] = field(default_factory=dict)  # as Task/Detail lists them
     callback_url: str = ""
     uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
-    price: float = 0.0  # its list price (USD), reserved while it runs
 
 
 def stages(task: Task) -> tuple[str, ...]:
@@ -165,12 +164,6 @@ class WiroState(ProviderState):
     def price_usd(self, model: str, images: int) -> float:
         """List price (BytePlus's, ``ModelSpec.price``) of ``images`` images of ``model``."""
         return self.list_price(model, images)[0]
-
-    def reserved(self, active: list[Task]) -> float:
-        """What tasks still running will cost if they succeed (each one's list price, kept
-        with it when it was asked: one pass over the floats, in the order of the tasks)."""
-        return sum([t.price if isinstance(t, WiroTask) else self.price_usd(t.model, t.images)
-                    for t in active])
 
     def bill(self, task: Task) -> None:
         task.cost_usd = self.price_usd(task.model, task.images)
@@ -527,7 +520,8 @@ async def run(request: Request, state: EmulatorState) -> Response:
     images = params.get(spec.outputs_param, 1) if spec.outputs_param else 1
     wiro = account(state)
     price = wiro.price_usd(endpoint, images)
-    if wiro.balance - wiro.reserved(state.active_tasks(NAME)) < price:
+    # what the tasks still running will cost if they succeed: their list prices
+    if wiro.balance - state.reserved(NAME) < price:
         state.stats.rejections["balance"] += 1
         return wiro_error(97, "Insufficient balance")
     limit = state.config.concurrency
@@ -558,7 +552,7 @@ async def run(request: Request, state: EmulatorState) -> Response:
     task = state.new_task(
         NAME, model=endpoint, prompt=req["prompt"], params=params, inputs=tuple(inputs),
         images=images, width=width, height=height, cls=WiroTask, parameters=parameters,
-        callback_url=req["callback"], price=price,
+        callback_url=req["callback"], reserve=price,
     )
     assert isinstance(task, WiroTask)
     wiro.tokens[task.token] = task

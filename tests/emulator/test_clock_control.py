@@ -39,14 +39,17 @@ def test_freeze_holds_time_and_advance_moves_it() -> None:
 def test_tasks_end_when_their_time_comes_and_are_billed_in_creation_order() -> None:
     # durations drawn with ±90 % jitter end out of creation order; one settle that finds
     # several due finishes (and bills) them in the order they were created, as a scan of
-    # every task in creation order would; a cancelled task is never finished
+    # every task in creation order would; a cancelled task is never finished; what the
+    # running tasks reserve of the account is freed as each ends
     now = [1000.0]
     state = create_app(EmulatorConfig(latency=10.0, jitter=0.9, seed=4),
                        clock=lambda: now[0]).state.emulator
     tasks = []
     for _ in range(40):
         now[0] += 0.01
-        tasks.append(state.new_task("pixwith", model="seedream-4.5", prompt="same prompt"))
+        tasks.append(state.new_task("pixwith", model="seedream-4.5", prompt="same prompt",
+                                    reserve=6))
+    assert state.reserved("pixwith") == 240
     ends = [t.created + t.duration for t in tasks]
     assert ends != sorted(ends)  # the jitter put their ends out of creation order
     state.cancel(tasks[5])
@@ -56,10 +59,12 @@ def test_tasks_end_when_their_time_comes_and_are_billed_in_creation_order() -> N
     done = [t for t in tasks if t.outcome == "succeeded"]
     assert done == [t for t in tasks if t is not tasks[5] and t.created + t.duration <= middle]
     assert state.active_count("pixwith") == 40 - 1 - len(done)
+    assert state.reserved("pixwith") == 6 * (40 - 1 - len(done))
     assert [t.finished for t in done] == [t.created + t.duration for t in done]
     now[0] = max(ends) + 1
     state.settle()
     assert state.active_count("pixwith") == 0
+    assert state.reserved("pixwith") == 0
     assert tasks[5].outcome == "cancelled"
     # the second settle billed the rest in creation order, after the first's
     paid = state.stats.paid[tasks[0].request_key]
