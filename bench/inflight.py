@@ -16,7 +16,8 @@ accounts together), ``peak_rss_mb`` (this process's peak resident memory, ``ru_m
 ``rss_per_job_kb`` (the difference per job in flight), ``cpu_ms_per_job`` (this process's
 user + system CPU during the execution, ``getrusage``, per job),
 ``emulator_cpu_ms_per_job`` (the emulator process's, over the same span), ``makespan_s``
-(first submit to last download), ``requests_per_job``.
+(first submit to last download), ``requests_per_job``, ``timeline`` (seconds from the first
+submit to the last submit, and to the first, median and last job ends, from the journal).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,7 @@ class Sampler:
         self.rss_peak_kb = 0
         self.in_flight_peak = 0
         self.executor: Executor | None = None
+        self.timeline: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -114,6 +117,23 @@ class Sampler:
         self._thread.join()
 
 
+def timeline(journal: Journal) -> dict[str, float]:
+    """When the submits and the ends happened, in seconds from the first submit: the
+    makespan is the latency plus what the client adds at either end."""
+    recs = journal.jobs()
+    submitted = sorted(datetime.fromisoformat(r.submitted_at).timestamp()
+                       for r in recs if r.submitted_at)
+    finished = sorted(datetime.fromisoformat(r.finished_at).timestamp()
+                      for r in recs if r.finished_at)
+    if not submitted or not finished:
+        return {}
+    start = submitted[0]
+    return {"last_submit_s": round(submitted[-1] - start, 2),
+            "first_end_s": round(finished[0] - start, 2),
+            "median_end_s": round(finished[len(finished) // 2] - start, 2),
+            "last_end_s": round(finished[-1] - start, 2)}
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -138,6 +158,7 @@ async def run_executor(prepared: api.Prepared, run_dir: Path, base_urls: dict[st
     t0 = time.monotonic()
     try:
         outcome = await executor.run()
+        sampler.timeline = timeline(journal)
     finally:
         for provider in providers.values():
             await provider.aclose()
@@ -199,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_s": latency,
         "succeeded": counts.get("succeeded", 0),
         "requests_per_job": round(sum(requests.values()) / jobs, 3),
+        "timeline": sampler.timeline,
         "requests": requests,
         "emulator": {"tasks_created": stats["tasks_created_total"],
                      "tasks_billed": stats["tasks_billed"],

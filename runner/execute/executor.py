@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import os
 import shutil
@@ -54,7 +55,7 @@ from runner.execute.download import DownloadError, download
 from runner.execute.journal import RAN_ON_EVENT, TASK_SUCCEEDED, JobRecord, JobState, Journal
 from runner.execute.lanes import SUBMITS_AT_ONCE, Lane, SlotHolder
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
-from runner.execute.policy import LatencyBook, PollSettings, SubmitRetry
+from runner.execute.policy import LatencyBook, LatencyModel, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
 from runner.jobs import Budget, Job
 from runner.media import ACCEPTED_TYPES as _EXT_OF
@@ -125,6 +126,14 @@ def _output_rows(outputs: Sequence[RemoteOutput]) -> list[dict[str, Any]]:
     """Remote outputs as the journal keeps them."""
     return [{"url": o.url, "name": o.name, "content_type": o.content_type, "size": o.size}
             for o in outputs]
+
+
+class _Turn(enum.Enum):
+    """What ended a wait between polls."""
+
+    POLL = "poll"  # the schedule's time (or the push's silence) came
+    PUSHED = "pushed"  # the host pushed the task's end
+    PROBE = "probe"  # the push is late, nothing is learnt: this task now probes
 
 
 class _Stopped(Exception):
@@ -713,22 +722,23 @@ class Executor:
         push = self._push.get(job.provider)
         # While the host may push the task's end, polls wait for it — at least until the
         # task overstays what it should take (then the polling schedule takes over).
-        silence_at = t0 + model.push_silence(announced)
         if push is not None:
             self._followed[(job.provider, task_id)] = job.name
         if push is not None and push.pushing(task_id):
             delay = model.first_delay(announced) if first_delay is None else first_delay
         elif first_delay is None and not model.learned and not (announced and announced > 0):
             probe = await self._await_probe(model, t0)
-            delay = max(0.0, model.first_delay(announced) - (loop.time() - t0)) \
-                if model.learned or not probe else model.first_delay(announced)
+            delay = max(0.0, model.first_delay(announced) - (loop.time() - t0))
         else:
             delay = model.first_delay(announced) if first_delay is None else first_delay
         not_done = 0
         not_done_at: float | None = None
         try:
             while True:
-                pushed = await self._await_turn(push, task_id, delay, silence_at)
+                turn = await self._await_turn(push, task_id, delay, model, t0, announced,
+                                              probe=probe)
+                pushed = turn is _Turn.PUSHED
+                probe = probe or turn is _Turn.PROBE
                 if loop.time() - t0 > self.options.task_timeout:
                     msg = (f"task {task_id} still not finished after "
                            f"{self.options.task_timeout:.0f} s; left for resume")
@@ -786,37 +796,64 @@ class Executor:
 
     @staticmethod
     async def _await_turn(push: CompletionPush | None, task_id: str, delay: float,
-                          silence_at: float) -> bool:
+                          model: LatencyModel, t0: float, announced: float | None, *,
+                          probe: bool) -> _Turn:
         """Wait ``delay`` seconds before the next poll; while the host may push the task's
-        end, wait for that push instead, until the later of then and ``silence_at``. True
-        when the end was pushed (poll now, once)."""
+        end, wait for that push instead, until the later of then and the *silence* deadline
+        (``LatencyModel.push_silence``, from the submit's answer at ``t0``). Past it with
+        nothing learnt, only the model's probes poll (``probe``: this task is one already);
+        the other tasks keep waiting for their push, or for a probe's place."""
         loop = asyncio.get_running_loop()
         plain_at = loop.time() + delay
+        blind = not (announced and announced > 0)
         while push is not None and push.pushing(task_id):
-            remaining = max(plain_at, silence_at) - loop.time()
-            if remaining <= 0:
-                return False
-            if await push.await_completion(task_id, remaining):
-                return True
+            now = loop.time()
+            silence_at = t0 + model.push_silence(announced)  # moves once something is learnt
+            for_place = not probe and blind and not model.learned and now >= silence_at
+            if for_place:
+                if model.may_probe(now, now - silence_at):
+                    model.start_probe(now)
+                    return _Turn.PROBE
+                until = max(silence_at + model.settings.probe_patience, model.next_chance(now))
+            else:
+                until = max(plain_at, silence_at)
+            if until <= now:
+                return _Turn.POLL
+            if not for_place:
+                if await push.await_completion(task_id, until - now):
+                    return _Turn.PUSHED
+                continue
+            # Waiting for a probe's place: a lesson (or a probe's end) cuts this wait short.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until) as deadline:
+                    def wake(deadline: asyncio.Timeout = deadline) -> None:
+                        deadline.reschedule(loop.time())
+                    model.listen(wake)
+                    try:
+                        if await push.await_completion(task_id, until - now):
+                            return _Turn.PUSHED
+                    finally:
+                        model.unlisten(wake)
         remaining = plain_at - loop.time()
         if remaining > 0:
             await asyncio.sleep(remaining)
-        return False
+        return _Turn.POLL
 
-    async def _await_probe(self, model: Any, t0: float) -> bool:
-        """Nothing is learnt about this model yet: become its probe (True), or wait for the
-        probe's lesson (False) — at most ``probe_patience`` seconds."""
+    async def _await_probe(self, model: LatencyModel, t0: float) -> bool:
+        """Nothing is learnt about this model yet: become one of its probes (True), or wait
+        for a probe's lesson (False; see ``LatencyModel.may_probe``)."""
         loop = asyncio.get_running_loop()
-        deadline = t0 + model.settings.probe_patience
+        patience = model.settings.probe_patience
         while not model.learned:
-            if not model.probing:
-                model.probing = True
+            now = loop.time()
+            if model.may_probe(now, now - t0):
+                model.start_probe(now)
                 return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if now - t0 > self.options.task_timeout:
                 break
+            wake = max(t0 + patience, model.next_chance(now))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):  # no task per waiting job
+                async with asyncio.timeout_at(wake):  # no task per waiting job
                     await model.news().wait()
         return False
 

@@ -23,8 +23,9 @@ Before anything is learnt (and nothing announced), one task *probes*: it polls f
 initial guess of a second, each poll 1.15 times as long after the submit as the one before
 (at least a quarter of a second apart), so it sees its task done at most 15 % late — about
 a dozen polls for a 5-second task, twenty-two for 20 seconds. The other tasks of the same model
-wait for its lesson (up to ``probe_patience`` seconds, then they follow the same schedule),
-so a first wave of N tasks costs the probe's polls plus about one each.
+wait for its lesson; every ``probe_patience`` seconds one more of them (one that has waited
+that long itself) joins the probes, in case the first probe's task is a slow one. A first
+wave of N tasks costs the probes' polls plus about one each, however large N is.
 
 Retries: :class:`SubmitRetry` is the hook given to ``stamina`` for one job's submits.
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from runner.errors import (
@@ -76,12 +78,14 @@ class LatencyModel:
     _samples: deque[float] = field(default_factory=deque)  # seconds, or ratios to estimates
     _ratio_samples: deque[float] = field(default_factory=deque)
 
-    probing: bool = False  # a task is probing this model's latency for the others
+    probes: int = 0  # tasks probing this model's latency for the others
 
     def __post_init__(self) -> None:
         self._samples = deque(maxlen=self.settings.window)
         self._ratio_samples = deque(maxlen=self.settings.window)
         self._news: asyncio.Event | None = None
+        self._probes_since = 0.0  # loop time the first of the current probes began
+        self._listeners: set[Callable[[], None]] = set()
 
     def news(self) -> asyncio.Event:
         """Set when something was learnt, or the probe ended (call in the event loop)."""
@@ -89,14 +93,51 @@ class LatencyModel:
             self._news = asyncio.Event()
         return self._news
 
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, with the next news (see :meth:`news`)."""
+        self._listeners.add(callback)
+
+    def unlisten(self, callback: Callable[[], None]) -> None:
+        self._listeners.discard(callback)
+
     def _announce(self) -> None:
         if self._news is not None:
             self._news.set()
             self._news = None
+        listeners, self._listeners = self._listeners, set()
+        for callback in listeners:
+            callback()
+
+    def may_probe(self, now: float, waited: float) -> bool:
+        """Whether a task that has waited ``waited`` seconds for a lesson may probe at ``now``
+        (loop time): at once when no task probes; otherwise one more probe every
+        ``probe_patience`` seconds since the first began, taken by a task that has itself
+        waited that long (a probe stuck on one slow task delays the lesson by one patience,
+        and the probes' polls grow with the wait, not with the number of tasks waiting)."""
+        if self.probes == 0:
+            return True
+        patience = self.settings.probe_patience
+        if patience <= 0:
+            return True
+        if waited < patience:
+            return False
+        return self.probes < 1 + int((now - self._probes_since) / patience)
+
+    def next_chance(self, now: float) -> float:
+        """The loop time at which :meth:`may_probe` next admits a probe (besides news)."""
+        patience = self.settings.probe_patience
+        if self.probes == 0 or patience <= 0:
+            return now
+        return self._probes_since + patience * (int((now - self._probes_since) / patience) + 1)
+
+    def start_probe(self, now: float) -> None:
+        if self.probes == 0:
+            self._probes_since = now
+        self.probes += 1
 
     def probe_ended(self) -> None:
-        """The probing task ended (learnt something or not): wake the tasks waiting on it."""
-        self.probing = False
+        """A probing task ended (learnt something or not): wake the tasks waiting on it."""
+        self.probes = max(0, self.probes - 1)
         self._announce()
 
     @property

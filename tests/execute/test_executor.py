@@ -6,13 +6,15 @@ import asyncio
 import hashlib
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from execute_fakes import FakeProvider, image_bytes, make_job
 from execute_support import FAST, Harness, until
 
 from runner.errors import AuthError, InsufficientBalance, JobRejected, RateLimited, ServerError
-from runner.execute.journal import JobState
+from runner.execute.journal import TASK_SUCCEEDED, JobState
+from runner.execute.policy import LatencyModel
 from runner.execute.progress import LogProgress
 from runner.jobs import Budget
 from runner.outputs import ReusedOutput, ReuseHit
@@ -492,6 +494,41 @@ async def test_without_a_probe_lesson_tasks_follow_their_own_schedule(
     recs = ex.journal.jobs()
     assert recs[0].polls > 1
     assert all(r.finished_at < recs[0].finished_at for r in recs[1:])  # type: ignore[operator]
+
+
+async def test_probes_join_one_per_patience_while_the_lesson_is_late(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = jobs_named("j", 16)
+    fake = FakeProvider(latency=0.6, elapsed_reported=False, slow_prompts={jobs[0].prompt: 3.0})
+    patience = 0.15
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+    lessons: list[float] = []
+    real_start, real_observe = LatencyModel.start_probe, LatencyModel.observe
+
+    def start(self: LatencyModel, now: float) -> None:
+        starts.append(loop.time())
+        real_start(self, now)
+
+    def observe(self: LatencyModel, **kwargs: Any) -> float:
+        lessons.append(loop.time())
+        return real_observe(self, **kwargs)
+
+    monkeypatch.setattr(LatencyModel, "start_probe", start)
+    monkeypatch.setattr(LatencyModel, "observe", observe)
+    opts = replace(FAST, poll=replace(FAST.poll, probe_patience=patience))
+    ex, out = await harness.run(jobs, {"wiro": fake}, concurrency=16, options=opts)
+    assert out.counts["succeeded"] == 16
+    # No task can be seen done before 0.6 s, long after the first patience: a second probe
+    # joined (a slow first probe does not hold the lesson back) — but only one per
+    # patience since the first, not every task that waited that long.
+    early = [t for t in starts if t < lessons[0]]
+    assert len(early) >= 2
+    assert len(early) <= 1 + (lessons[0] - starts[0]) / patience + 1e-6
+    # The others waited for the lesson: no task but a probe polled before it.
+    polls = ex.journal.events(kind="poll")
+    lesson = min(e.id for e in polls if e.detail["task_state"] == TASK_SUCCEEDED)
+    assert 1 <= len({e.job_key for e in polls if e.id < lesson}) <= len(early)
 
 
 async def test_an_interrupt_does_not_wait_for_jobs_backing_off(harness: Harness) -> None:

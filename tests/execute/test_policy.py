@@ -149,3 +149,27 @@ def test_a_pushed_end_is_awaited_until_the_task_overstays_what_it_should_take() 
     assert model.push_silence() == pytest.approx(8.0 * 1.5 + 2.0)  # the slowest learnt
     announced = LatencyModel(PollSettings(push_patience=30.0))
     assert announced.push_silence(10.0) == pytest.approx(10.0 * 1.5 + 2.0)
+
+
+def test_one_more_probe_per_patience_each_taken_by_a_task_that_waited_that_long() -> None:
+    model = LatencyModel(PollSettings(probe_patience=10.0))
+    assert model.may_probe(100.0, waited=0.0)  # nobody probes: the first task, at once
+    model.start_probe(100.0)
+    assert not model.may_probe(105.0, waited=5.0)
+    assert model.next_chance(105.0) == 110.0
+    assert not model.may_probe(110.0, waited=9.0)  # a place, but not a patient enough task
+    assert model.may_probe(110.0, waited=10.0)
+    model.start_probe(110.0)
+    assert not model.may_probe(119.0, waited=19.0)  # one more per patience, not per task
+    assert model.next_chance(119.0) == 120.0
+    assert model.may_probe(120.0, waited=20.0)
+    woken: list[str] = []
+    model.listen(lambda: woken.append("news"))
+    model.probe_ended()
+    model.probe_ended()
+    assert woken == ["news"]  # listeners hear the next news once
+    model.probe_ended()
+    assert model.probes == 0
+    assert model.may_probe(121.0, waited=0.0)  # no probe left: the next task probes at once
+    model.start_probe(121.0)
+    assert model.next_chance(121.5) == 131.0  # the count restarts from the new probe
