@@ -336,7 +336,8 @@ def _emulator(emulate: bool, transport: httpx.AsyncBaseTransport | None, latency
         return
     from runner.emulator import EmulatorConfig, FaultSpec, serve_in_thread
 
-    cfg = EmulatorConfig(latency=latency, faults=FaultSpec.parse(faults or ""))
+    cfg = EmulatorConfig(latency=latency, faults=FaultSpec.parse(faults or ""),
+                         render_ahead=True)
     with serve_in_thread(cfg) as server:
         ws = "ws" + server.url[len("http"):]
         yield Emulated({name: server.url + e.path for name, e in specs.items()},

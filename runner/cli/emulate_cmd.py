@@ -92,6 +92,9 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> ob
               help="'small': outputs ~256 px on the long side; 'full': the requested size.")
 @click.option("--pad-bytes", default=0, show_default=True, type=click.IntRange(min=0),
               help="Pad every output PNG to at least this many bytes (download benchmarks).")
+@click.option("--render-ahead/--no-render-ahead", default=True, show_default=True,
+              help="Render each output halfway through its task, as a host does while its "
+                   "task runs, rather than at its first download.")
 @click.option("--set", "settings", multiple=True, metavar="PROVIDER.OPTION=VALUE",
               help="Set one of a provider's emulator options (repeatable). The banner and "
                    "docs/emulator.md list each provider's options and their defaults.")
@@ -101,8 +104,8 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> ob
 @click.option("--seed", default=None, type=int, help="Seed for fault and jitter draws.")
 @handles_errors
 def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
-            concurrency: int, image_size: str, pad_bytes: int, settings: tuple[str, ...],
-            credits: int | None, seed: int | None) -> None:
+            concurrency: int, image_size: str, pad_bytes: int, render_ahead: bool,
+            settings: tuple[str, ...], credits: int | None, seed: int | None) -> None:
     """Serve the emulator (offline, free) of every installed provider until Ctrl-C.
 
     It speaks each host's API as its pages document it, renders real PNGs showing the
@@ -125,7 +128,8 @@ def emulate(host: str, port: int, latency: float, jitter: float, faults: object,
     options = settings_of(settings, credits)
     config = EmulatorConfig.from_env(
         latency=latency, jitter=jitter, faults=faults, concurrency=concurrency,
-        image_size=image_size, output_pad_bytes=pad_bytes, seed=seed, options=options,
+        image_size=image_size, output_pad_bytes=pad_bytes, render_ahead=render_ahead,
+        seed=seed, options=options,
     )
     try:
         app = create_app(config)

@@ -67,6 +67,27 @@ def _state(request: Request) -> EmulatorState:
     return state
 
 
+def _keep_rendering(app: Starlette, state: EmulatorState) -> None:
+    """Run the renderer of planned outputs (``EmulatorConfig.render_ahead``) unless it runs."""
+    running: asyncio.Task[None] | None = getattr(app.state, "renderer", None)
+    if running is None or running.done():
+        app.state.renderer = asyncio.get_running_loop().create_task(_render_ahead(state))
+
+
+async def _render_ahead(state: EmulatorState) -> None:
+    """Render each planned output when it is due, one at a time (off the event loop), until
+    none is planned; the next submit that plans one starts this again."""
+    while True:
+        for stored in state.renders_due():
+            await stored.read()
+            state.stats.rendered_ahead += 1
+        due = state.next_render_at()
+        if due is None:
+            return
+        # the emulator's clock may be moved or frozen (tests): look again within a second
+        await asyncio.sleep(min(1.0, max(0.02, due - state.now())))
+
+
 def _drawn(decision: Decision, state: EmulatorState) -> Decision:
     """Count a decision's faults when it is drawn, so the counts never depend on whether
     the client waited for the answer."""
@@ -126,6 +147,8 @@ def api(handler: Handler, label: str | None = None,
             response = await handler(request, state)
         finally:
             CREATED_HERE.reset(reset)
+        if created and state.config.render_ahead:
+            _keep_rendering(request.app, state)
         if decision.error == "drop":
             # the handler ran (a submit created its task) but its answer never arrives
             for task in created:

@@ -58,6 +58,9 @@ class EmulatorConfig:
     image_size: ImageSize = "small"  # "small": ~256 px long side; "full": the requested size
     output_pad_bytes: int = 0  # pad each output PNG to at least this many bytes
     seed: int | None = None  # RNG seed for faults and latency jitter
+    # Render each output halfway through its task (as a host renders while its task runs)
+    # rather than at its first download: a batch's downloads are then served at once.
+    render_ahead: bool = False
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
     options: Options = field(default_factory=dict)  # provider → option → value
     # False: the index (GET / and /__) answers 404 as a vendor's API would, so a client
@@ -121,6 +124,7 @@ class EmulatorConfig:
             "faults": str(self.faults),
             "image_size": self.image_size,
             "output_pad_bytes": self.output_pad_bytes,
+            "render_ahead": self.render_ahead,
             "seed": self.seed,
             "options": {p: dict(values) for p, values in self.options.items()},
         }

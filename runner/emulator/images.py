@@ -171,8 +171,8 @@ def render_png(prompt: str, width: int, height: int, caption: str = "") -> bytes
                   stroke_width=stroke, stroke_fill=halo)
 
     out = io.BytesIO()
-    # big canvases are mostly gradient: fast compression keeps "full" size usable
-    image.save(out, format="PNG", compress_level=1 if width * height > 4_000_000 else 6)
+    # zlib's fastest level: half the CPU of its default for a few KB more per output
+    image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
 
 

@@ -211,6 +211,7 @@ class Stats:
         self.concurrency_refusals: Counter[str] = Counter()  # by provider
         self.task_errors = 0  # tasks that failed before their model ran (task_error)
         self.answers_lost = 0  # tasks created by a submit whose answer was then dropped
+        self.rendered_ahead = 0  # outputs rendered while their task ran (render_ahead)
         self.created: dict[str, Counter[str]] = defaultdict(Counter)
         self.outcomes: Counter[str] = Counter()
         self.inflight_requests = 0
@@ -259,6 +260,7 @@ class Stats:
             "tasks_cancelled": self.outcomes["cancelled"],
             "tasks_task_error": self.task_errors,
             "tasks_answer_lost": self.answers_lost,
+            "outputs_rendered_ahead": self.rendered_ahead,
             "inflight_tasks_peak": dict(self.tasks_peak),
             "tasks_billed": self.billed_tasks,
             "images_billed": self.billed_images,
@@ -322,6 +324,9 @@ class EmulatorState:
         self._ends: list[tuple[float, int, Task]] = []
         self._created = itertools.count()
         self.files: dict[str, StoredFile] = {}
+        # render_ahead: each planned output's file (by task) and when to render it
+        self._ahead: dict[tuple[str, str], list[StoredFile]] = {}
+        self._render_at: list[tuple[float, int, StoredFile, Task]] = []
         self.parts: dict[str, ProviderState] = {
             name: self._make_part(name, spec) for name, spec in self.specs.items()}
 
@@ -392,8 +397,12 @@ class EmulatorState:
             return
         task.outcome = "succeeded"
         self.stats.outcomes["succeeded"] += 1
+        ahead = self._ahead.pop((task.provider, task.id), None)
         for i in range(task.images):
-            task.outputs.append(self._output_file(task, i))
+            stored = ahead[i] if ahead else self._stored_output(task, i)
+            self.files[stored.path] = stored
+            task.outputs.append(Output(index=i, name=stored.path.rsplit("/", 1)[-1],
+                                       file=stored))
         self.parts[task.provider].bill(task)
         self.stats.billed_usd += task.cost_usd
         self.stats.billed_credits += task.credits
@@ -401,11 +410,11 @@ class EmulatorState:
         self.stats.billed_images += task.images
         self.stats.paid[task.request_key].append(task)
 
-    def _output_file(self, task: Task, index: int) -> Output:
+    def _stored_output(self, task: Task, index: int) -> StoredFile:
+        """Output ``index`` of ``task``, rendered when first read (not yet served)."""
         from runner.emulator.images import make_output
 
-        name = f"{index}.png"
-        path = f"{task.provider}/{task.folder}/{name}"
+        path = f"{task.provider}/{task.folder}/{index}.png"
         cfg = self.config
         short = task.model.rsplit("/", 1)[-1]
         caption = f"{short} · {index + 1}/{task.images}"
@@ -415,9 +424,33 @@ class EmulatorState:
             return make_output(prompt, w, h, mode=cfg.image_size, caption=caption,
                                pad_to=cfg.output_pad_bytes)
 
-        stored = StoredFile(path=path, content_type="image/png", render=render)
-        self.files[path] = stored
-        return Output(index=index, name=name, file=stored)
+        return StoredFile(path=path, content_type="image/png", render=render)
+
+    # --- outputs rendered ahead (``EmulatorConfig.render_ahead``) -------------------------
+    def _plan_outputs(self, task: Task, end: float) -> None:
+        """A host renders while its task runs: ``task``'s outputs are due for rendering
+        halfway to its end, so a download at the end finds them ready."""
+        files = [self._stored_output(task, i) for i in range(task.images)]
+        self._ahead[(task.provider, task.id)] = files
+        at = task.created + (end - task.created) / 2
+        for stored in files:
+            heapq.heappush(self._render_at, (at, next(self._created), stored, task))
+
+    def renders_due(self) -> list[StoredFile]:
+        """The planned outputs whose time to render has come, still unrendered, of tasks not
+        cancelled."""
+        now = self.now()
+        due: list[StoredFile] = []
+        heap = self._render_at
+        while heap and heap[0][0] <= now:
+            _, _, stored, task = heapq.heappop(heap)
+            if task.outcome != "cancelled" and stored.data is None:
+                due.append(stored)
+        return due
+
+    def next_render_at(self) -> float | None:
+        """The emulator time the next planned render is due (None: nothing planned)."""
+        return self._render_at[0][0] if self._render_at else None
 
     # --- tasks --------------------------------------------------------------------------
     def active_tasks(self, provider: str) -> list[Task]:
@@ -464,7 +497,10 @@ class EmulatorState:
         self._active_of[provider][task_id] = task
         if reserve is not None:
             self._reserves[provider][task_id] = reserve
-        heapq.heappush(self._ends, (part.ends_at(task), next(self._created), task))
+        end = part.ends_at(task)
+        heapq.heappush(self._ends, (end, next(self._created), task))
+        if self.config.render_ahead and not (task.fails or task.task_error):
+            self._plan_outputs(task, end)
         self.stats.created[provider][task.model] += 1
         self.stats.tasks_peak[provider] = max(self.stats.tasks_peak[provider],
                                               self.active_count(provider))
@@ -482,6 +518,7 @@ class EmulatorState:
             self._deactivate(task)
         task.outcome = "cancelled"
         task.finished = self.now()
+        self._ahead.pop((task.provider, task.id), None)
         self.stats.outcomes["cancelled"] += 1
         self.poke()
 

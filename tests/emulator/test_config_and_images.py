@@ -188,7 +188,7 @@ def plain_render(prompt: str, width: int, height: int, caption: str) -> bytes:
         draw.text((margin, height - margin - size), caption, font=font, fill=ink,
                   stroke_width=stroke, stroke_fill=halo)
     out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=1 if width * height > 4_000_000 else 6)
+    image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
 
 
