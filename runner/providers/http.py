@@ -195,9 +195,10 @@ class HttpProvider:
                               max_keepalive_connections=connections, keepalive_expiry=30.0)
         self._parallel = _Turns(parallel)
         self._downloads = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
+        self._transport = transport or AiohttpTransport(max_connections=connections,
+                                                        keepalive_expiry=30.0)
         self.client = httpx.AsyncClient(
-            transport=transport or AiohttpTransport(max_connections=connections,
-                                                    keepalive_expiry=30.0),
+            transport=self._transport,
             limits=limits,
             timeout=self.timeout,
             headers={"User-Agent": USER_AGENT},
@@ -210,6 +211,10 @@ class HttpProvider:
         )
         self.requests_sent: Counter[str] = Counter({kind: 0 for kind in REQUEST_KINDS})
         self._parsed: dict[str, httpx.URL] = {}
+        # What every request carries (httpx's defaults and the User-Agent), by lower-case name
+        self._base_headers = {name.lower(): (name, value)
+                         for name, value in self.client.headers.multi_items()}
+        self._timeouts: dict[int, tuple[httpx.Timeout, dict[str, float | None]]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -264,6 +269,50 @@ class HttpProvider:
 
     # -- requests -------------------------------------------------------------------------
 
+    def _request(self, method: str, url: httpx.URL, *, headers: Mapping[str, str] | None = None,
+                 timeout: httpx.Timeout | None = None, **kwargs: Any) -> httpx.Request:
+        """The request ``httpx.AsyncClient.request`` would build (the client's headers, the
+        call's over them, the timeout), built once per call: no cookie jar (no host here
+        sets one), no redirects (an API answer is never one)."""
+        merged = self._base_headers
+        if headers:
+            merged = dict(merged)
+            for name, value in headers.items():
+                merged[name.lower()] = (name, value)
+        timeout = timeout or self.timeout
+        kept = self._timeouts.get(id(timeout))  # a few Timeout objects, kept alive here
+        if kept is None:
+            if len(self._timeouts) >= PARSED_URLS:
+                self._timeouts.clear()
+            kept = self._timeouts[id(timeout)] = (timeout, timeout.as_dict())
+        limits = kept[1]
+        return httpx.Request(method, url, headers=list(merged.values()),
+                             extensions={"timeout": limits}, **kwargs)
+
+    async def _exchange(self, request: httpx.Request,
+                        auth: httpx.Auth | None = None) -> httpx.Response:
+        """Send ``request`` through the transport, ``auth``'s flow around it, and read each
+        answer whole."""
+        if auth is None:
+            return await self._roundtrip(request)
+        flow = auth.async_auth_flow(request)
+        request = await flow.__anext__()
+        while True:
+            response = await self._roundtrip(request)
+            try:
+                request = await flow.asend(response)
+            except StopAsyncIteration:
+                return response
+
+    async def _roundtrip(self, request: httpx.Request) -> httpx.Response:
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
     async def send(
         self,
         kind: str,
@@ -272,6 +321,7 @@ class HttpProvider:
         *,
         creates: bool = False,
         what: str = "",
+        auth: httpx.Auth | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send one request and read its whole answer; transport failures become typed errors.
@@ -286,8 +336,9 @@ class HttpProvider:
                 self._parsed.clear()
             parsed = self._parsed[url] = httpx.URL(url)
         try:
+            request = self._request(method, parsed, **kwargs)
             async with self._parallel.turn(first=creates):
-                return await self.client.request(method, parsed, **kwargs)
+                return await self._exchange(request, auth)
         except httpx.TransportError as exc:
             # `from None`: the httpx exception holds the request, signed headers included.
             raise self.transport_error(exc, creates=creates, what=what or kind) from None
@@ -306,9 +357,7 @@ class HttpProvider:
                               provider=self.name)
         self.requests_sent["download"] += 1
         try:
-            async with self._downloads, self.client.stream(
-                    "GET", url, timeout=self.transfer_timeout,
-                    follow_redirects=True) as response:
+            async with self._downloads, self._get(url) as response:
                 if response.status_code >= 400:
                     body = await response.aread()
                     detail = self._excerpt(body.decode("utf-8", "replace"))
@@ -322,6 +371,24 @@ class HttpProvider:
                 yield response
         except httpx.TransportError as exc:
             raise self.transport_error(exc, creates=False, what="download") from None
+
+    @asynccontextmanager
+    async def _get(self, url: str) -> AsyncIterator[httpx.Response]:
+        """A streamed GET of a public URL, its redirects followed: straight through the
+        transport, then, for a redirect, through ``httpx.AsyncClient``'s redirect handling."""
+        request = self._request("GET", httpx.URL(url), timeout=self.transfer_timeout)
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            if not response.has_redirect_location:
+                yield response
+                return
+            target = request.url.join(response.headers["location"])
+        finally:
+            await response.aclose()
+        async with self.client.stream("GET", target, timeout=self.transfer_timeout,
+                                      follow_redirects=True) as response:
+            yield response
 
     def stats(self) -> dict[str, int]:
         return dict(self.requests_sent)

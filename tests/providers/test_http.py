@@ -17,6 +17,8 @@ from runner.providers import Provider, make_provider
 from runner.providers.http import (
     DEFAULT_TIMEOUT,
     TRANSFER_TIMEOUT,
+    USER_AGENT,
+    HttpProvider,
     excerpt,
     parse_retry_after,
 )
@@ -254,3 +256,31 @@ async def test_a_submit_waiting_for_a_turn_goes_before_waiting_polls() -> None:
     async with turns.turn():  # every turn came back
         pass
     assert turns._free == 1
+
+
+@pytest.mark.anyio
+async def test_an_api_call_carries_the_clients_headers_its_own_over_them_and_its_timeout() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    async with HttpProvider(base_url="https://api.test", secrets=(),
+                            transport=httpx.MockTransport(handler)) as client:
+        answer = await client.send("poll", "POST", "https://api.test/x", json={"a": 1},
+                                   headers={"Accept": "application/json", "X-Call": "1"},
+                                   timeout=httpx.Timeout(3.0))
+        await client.send("poll", "GET", "https://api.test/y")
+    assert answer.json() == {"ok": True}
+    assert answer.request is seen[0]
+    first, second = seen
+    assert first.headers.get_list("accept") == ["application/json"]  # replaced, not added
+    assert first.headers["x-call"] == "1"
+    assert first.headers["user-agent"] == second.headers["user-agent"] == USER_AGENT
+    assert first.headers["content-type"] == "application/json"
+    assert first.content == b'{"a":1}'
+    assert first.extensions["timeout"] == httpx.Timeout(3.0).as_dict()
+    assert second.extensions["timeout"] == DEFAULT_TIMEOUT.as_dict()
+    assert "x-call" not in second.headers  # a call's headers stay with that call
+    assert second.headers["accept"] == "*/*"
