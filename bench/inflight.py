@@ -17,7 +17,9 @@ accounts together), ``peak_rss_mb`` (this process's peak resident memory, ``ru_m
 user + system CPU during the execution, ``getrusage``, per job),
 ``emulator_cpu_ms_per_job`` (the emulator process's, over the same span), ``makespan_s``
 (first submit to last download), ``requests_per_job``, ``timeline`` (seconds from the first
-submit to the last submit, and to the first, median and last job ends, from the journal).
+submit to the last submit, and to the first, median and last job ends, from the journal),
+``rss_sampled`` (the resident memory sampled every 0.1 s: its peak, when, and when the most
+jobs were in flight).
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class Sampler:
         self.in_flight_peak = 0
         self.executor: Executor | None = None
         self.timeline: dict[str, float] = {}
+        self.rss_peak_at = 0.0  # seconds after the sampler started
+        self.rss_all_in_flight_kb = 0  # when the most jobs were in flight
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -100,13 +104,17 @@ class Sampler:
             return int(fh.read().split()[1]) * PAGE_KB
 
     def _loop(self) -> None:
+        start = time.monotonic()
         while not self._stop.wait(self.interval):
-            self.rss_peak_kb = max(self.rss_peak_kb, self.rss_kb())
+            rss = self.rss_kb()
+            if rss > self.rss_peak_kb:
+                self.rss_peak_kb, self.rss_peak_at = rss, time.monotonic() - start
             ex = self.executor
             if ex is not None:
                 states = list(ex._state.values())
-                self.in_flight_peak = max(self.in_flight_peak,
-                                          sum(1 for s in states if s in IN_FLIGHT))
+                in_flight = sum(1 for s in states if s in IN_FLIGHT)
+                if in_flight > self.in_flight_peak:
+                    self.in_flight_peak, self.rss_all_in_flight_kb = in_flight, rss
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -221,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "succeeded": counts.get("succeeded", 0),
         "requests_per_job": round(sum(requests.values()) / jobs, 3),
         "timeline": sampler.timeline,
+        "rss_sampled": {"peak_mb": round(sampler.rss_peak_kb / 1024, 1),
+                        "peak_at_s": round(sampler.rss_peak_at, 1),
+                        "most_in_flight_mb": round(sampler.rss_all_in_flight_kb / 1024, 1)},
         "requests": requests,
         "emulator": {"tasks_created": stats["tasks_created_total"],
                      "tasks_billed": stats["tasks_billed"],

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-import stamina
-
 from runner.errors import ProviderError, TransientError
+from runner.execute.retrying import call_retrying
 from runner.media import sniff_accepted
 from runner.providers.base import Provider, RemoteOutput
 
@@ -340,15 +339,17 @@ async def download(provider: Provider, output: RemoteOutput,
     from ``backoff`` seconds) what may work on a retry. ``buffer`` and ``pool``: see
     :func:`download_once`."""
     tries = 0
+
+    async def once() -> Downloaded:
+        nonlocal tries
+        tries += 1
+        return await download_once(provider, output, final_path_for, chunk=chunk,
+                                   buffer=buffer, pool=pool)
+
     try:
-        async for attempt in stamina.retry_context(on=_retryable, attempts=attempts,
-                                                   timeout=None, wait_initial=backoff,
-                                                   wait_max=10 * backoff, wait_jitter=backoff):
-            with attempt:
-                tries += 1
-                return await download_once(provider, output, final_path_for, chunk=chunk,
-                                           buffer=buffer, pool=pool)
+        return await call_retrying(once, on=_retryable, attempts=attempts,
+                                   wait_initial=backoff, wait_max=10 * backoff,
+                                   wait_jitter=backoff)
     except DownloadError as exc:
         raise DownloadError(f"download failed after {tries} attempt"
                             f"{'s' if tries > 1 else ''}: {exc}", retryable=exc.retryable) from None
-    raise AssertionError("unreachable")  # pragma: no cover

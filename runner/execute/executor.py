@@ -38,8 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import stamina
-
 from runner.errors import (
     ConcurrencyLimited,
     FatalProviderError,
@@ -57,6 +55,7 @@ from runner.execute.lanes import SUBMITS_AT_ONCE, Lane, SlotHolder
 from runner.execute.limits import AdaptiveSlots, EffectiveLimits, RequestGate
 from runner.execute.policy import LatencyBook, LatencyModel, PollSettings, SubmitRetry
 from runner.execute.progress import NullProgress, ProgressSink
+from runner.execute.retrying import call_retrying
 from runner.jobs import Budget, Job
 from runner.media import ACCEPTED_TYPES as _EXT_OF
 from runner.outputs import OutputRecord, ReuseLookup
@@ -580,15 +579,15 @@ class Executor:
         hook = SubmitRetry(max_failures=self.options.submit_failures,
                            limited_step=self.options.limited_wait_initial,
                            max_wait_limited=self.options.retry_wait_max)
+        async def once() -> SubmitResult | None:
+            await self._wait_for_turn(lane, slot)
+            return await self._send_submit(job, lane, slot)
+
         try:
-            async for attempt in stamina.retry_context(
-                    on=hook, attempts=None, timeout=None,
-                    wait_initial=self.options.retry_wait_initial,
-                    wait_max=self.options.retry_wait_max,
-                    wait_jitter=self.options.retry_wait_initial):
-                with attempt:
-                    await self._wait_for_turn(lane, slot)
-                    return await self._send_submit(job, lane, slot)
+            return await call_retrying(once, on=hook, attempts=None,
+                                       wait_initial=self.options.retry_wait_initial,
+                                       wait_max=self.options.retry_wait_max,
+                                       wait_jitter=self.options.retry_wait_initial)
         except asyncio.CancelledError:
             self._submit_abandoned(job.key, "cancelled while the submit was in flight: a task "
                                             "may exist (and be billed)", fail_unsent=False)
@@ -698,15 +697,14 @@ class Executor:
                 return exc.retry_after if exc.retry_after is not None else True
             return False
 
-        async for attempt in stamina.retry_context(
-                on=retry, attempts=self.options.poll_attempts, timeout=None,
-                wait_initial=self.options.retry_wait_initial,
-                wait_max=self.options.retry_wait_max,
-                    wait_jitter=self.options.retry_wait_initial):
-            with attempt:
-                await lane.gate.wait()
-                return await lane.provider.poll(task_id)
-        raise AssertionError("unreachable")  # pragma: no cover
+        async def once() -> TaskStatus:
+            await lane.gate.wait()
+            return await lane.provider.poll(task_id)
+
+        return await call_retrying(once, on=retry, attempts=self.options.poll_attempts,
+                                   wait_initial=self.options.retry_wait_initial,
+                                   wait_max=self.options.retry_wait_max,
+                                   wait_jitter=self.options.retry_wait_initial)
 
     async def _follow(self, job: Job, lane: Lane, slot: SlotHolder, task_id: str, t0: float,
                       announced: float | None, *, learn: bool,

@@ -184,7 +184,8 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """``2026-12-02T21:36:12.123Z``: UTC to the millisecond (truncated)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True, slots=True)

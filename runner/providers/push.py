@@ -83,30 +83,41 @@ class _Connection:
         self.outbox.put_nowait(self.channel.frame(watch.token))
 
     async def _run(self) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import WebSocketException
+        import aiohttp
 
         channel = self.channel
         answered = False
+        headers = {"User-Agent": channel.user_agent} if channel.user_agent else None
         try:
-            async with connect(channel.url, open_timeout=channel.open_timeout,
-                               compression=None, max_queue=None, proxy=None,
-                               user_agent_header=channel.user_agent) as ws:
-                channel.connected += 1
-                channel.reset_backoff()
-                writer = asyncio.get_running_loop().create_task(self._write(ws))
+            # aiohttp's websocket reads frames in C; no proxy, no compression, as before
+            async with aiohttp.ClientSession(trust_env=False) as session:
+                async with asyncio.timeout(channel.open_timeout):
+                    ws = await session.ws_connect(channel.url, compress=0, headers=headers,
+                                                  autoping=True)
                 try:
-                    async for raw in ws:
-                        answered = True
-                        channel.on_frame(self, raw)
+                    channel.connected += 1
+                    channel.reset_backoff()
+                    writer = asyncio.get_running_loop().create_task(self._write(ws))
+                    try:
+                        async for message in ws:
+                            if message.type is aiohttp.WSMsgType.TEXT:
+                                answered = True
+                                channel.on_frame(self, message.data)
+                            elif message.type is aiohttp.WSMsgType.BINARY:
+                                answered = True  # binary frames carry no task events
+                            else:  # an error: the connection is gone
+                                break
+                    finally:
+                        writer.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError,
+                                                 OSError):
+                            await writer
                 finally:
-                    writer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, WebSocketException,
-                                             OSError):
-                        await writer
+                    with contextlib.suppress(aiohttp.ClientError, OSError):
+                        await ws.close()
         except asyncio.CancelledError:
             raise
-        except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
+        except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.info("push channel %s: %s: %s", channel.url, type(exc).__name__, exc)
         finally:
             self.closed = True
@@ -115,7 +126,7 @@ class _Connection:
     async def _write(self, ws: Any) -> None:
         while True:
             frame = await self.outbox.get()
-            await ws.send(frame)
+            await ws.send_str(frame)
 
 
 class PushChannel:
