@@ -285,16 +285,22 @@ def _row_to_output(row: sqlite3.Row) -> OutputRecord:
                         height=row["height"], finished_at=row["finished_at"])
 
 
+#: Seconds the plain writes made in an event loop gather before they commit together.
+COMMIT_WINDOW = 0.05
+
+
 class Journal:
     """One run's journal. Every durable write (a submit's attempt, its task id, metadata)
-    commits before it returns; the others commit at the end of the event loop's tick (at
-    once outside a loop), see :meth:`_tx`."""
+    commits before it returns; the others commit together within ``commit_window`` seconds
+    (at once outside a loop), see :meth:`_tx`."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self.commit_window = COMMIT_WINDOW  # 0: at the end of the loop's tick
         self._durable = True
-        self._batching = False  # a transaction of this tick's writes is open
+        self._batching = False  # a transaction of batched writes is open
+        self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
         # Waiters for the open batch's commit (grouped durable writes, see :meth:`synced`)
         self._committed: asyncio.Future[None] | None = None
         # Event rows of the open transaction's writes, inserted together (one executemany)
@@ -389,13 +395,17 @@ class Journal:
         and become durable with the next durable commit.
 
         Inside an event loop the others are batched: they join one transaction committed
-        when the loop's current round of callbacks ends (:meth:`flush`), so a tick in which
-        many tasks end costs one commit. A durable write commits that batch first, then
-        itself: what was written before it is never committed after it.
+        ``commit_window`` seconds after the first of them (:meth:`flush`; 0: when the loop's
+        current round of callbacks ends), so the writes of every task that ends meanwhile
+        cost one commit — SQLite writes each page the batch touched once. A durable write
+        commits that batch first, then itself: what was written before it is never
+        committed after it. A crash of this process loses at most the last window's plain
+        writes (a poll's answer, an output's record), which ``resume`` does again.
 
-        A ``grouped`` durable write (inside a loop) joins the tick's batch instead and makes
-        that batch durable: one fsync for every submit of the tick. Its caller must
-        ``await`` :meth:`synced` before acting on it (a submit's request leaves only then).
+        A ``grouped`` durable write (inside a loop) joins the batch instead, makes it
+        durable and commits it at the end of the tick: one fsync for every submit of the
+        tick. Its caller must ``await`` :meth:`synced` before acting on it (a submit's
+        request leaves only then).
 
         A write joining a batch runs ONE statement on the journal's tables, its event row
         queued (:meth:`_event`) only once that statement succeeded: a statement is atomic, so
@@ -435,12 +445,16 @@ class Journal:
         except RuntimeError:
             return False
         if self._batching:
-            # SQLite refuses to change ``synchronous`` inside a transaction: commit this
-            # tick's plain writes, then open a durable batch for the rest of the tick.
+            # SQLite refuses to change ``synchronous`` inside a transaction: commit the
+            # plain writes so far, then open a durable batch, committed at the tick's end.
             self._insert_events()
             self._conn.execute("COMMIT")
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        if durable or self.commit_window <= 0:
+            self._flush_at = loop.call_soon(self.flush)
         else:
-            loop.call_soon(self.flush)
+            self._flush_at = loop.call_later(self.commit_window, self.flush)
         if self._durable != durable:
             self._conn.execute(_SYNCHRONOUS[durable])
             self._durable = durable
@@ -449,7 +463,10 @@ class Journal:
         return True
 
     def flush(self) -> None:
-        """Commit the batch of writes made in this tick, if any."""
+        """Commit the open batch of writes, if any."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
         if self._batching:
             self._batching = False
             waiters, self._committed = self._committed, None
@@ -466,7 +483,7 @@ class Journal:
 
     async def synced(self) -> None:
         """Return once every write made so far is committed (durably, for grouped durable
-        writes): at the end of the current tick, or at once when nothing is pending."""
+        writes): when the open batch commits, or at once when nothing is pending."""
         if not self._batching:
             return
         if self._committed is None:

@@ -207,6 +207,7 @@ def test_in_a_loop_plain_writes_commit_per_tick_and_a_submit_at_once(tmp_path: P
     import asyncio
 
     journal, jobs = _new(tmp_path, 2)
+    journal.commit_window = 0  # per tick (the window: the next tests)
     path = journal.path
     a, b = jobs[0].key, jobs[1].key
     seen: dict[str, str] = {}
@@ -296,6 +297,7 @@ def test_a_ticks_writes_cost_one_statement_each_and_their_events_one_insert(
     import asyncio
 
     journal, jobs = _new(tmp_path, 3)
+    journal.commit_window = 0  # per tick
     for job in jobs:
         journal.mark_submitting(job.key)
     counting = _CountingConn(journal._conn)
@@ -367,13 +369,14 @@ def test_durable_and_plain_batches_switch_synchronous_only_between_transactions(
     import asyncio
 
     journal, jobs = _new(tmp_path, 2)
+    journal.commit_window = 60.0  # plain writes gather until the journal closes
     counting = _CountingConn(journal._conn)
     journal._conn = counting  # type: ignore[assignment]
 
     async def run() -> None:
         journal.mark_failed(jobs[1].key, "refused")  # plain batch first
-        journal.mark_submitting(jobs[0].key, grouped=True)  # this tick becomes durable
-        await journal.synced()
+        journal.mark_submitting(jobs[0].key, grouped=True)  # the batch becomes durable
+        await journal.synced()  # committed at the end of that tick, window or not
         journal.record_poll(jobs[0].key, task_state="queued", provider_status="q")  # plain
         await asyncio.sleep(0)
         journal.record_poll(jobs[0].key, task_state="queued", provider_status="q")  # again
@@ -384,5 +387,30 @@ def test_durable_and_plain_batches_switch_synchronous_only_between_transactions(
         "PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE",  # the plain writes so far
         "MANY INSERT", "COMMIT",  # committed before the durable batch opens
         "PRAGMA synchronous = FULL", "BEGIN", "UPDATE", "MANY INSERT", "COMMIT",
-        "PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE", "MANY INSERT", "COMMIT",
-        "BEGIN", "UPDATE", "MANY INSERT", "COMMIT"]  # plain after plain: no switch
+        # the two plain writes of two ticks share one transaction (the window)
+        "PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE", "UPDATE", "MANY INSERT", "COMMIT"]
+
+
+def test_plain_writes_commit_together_once_the_window_has_passed(tmp_path: Path) -> None:
+    import asyncio
+
+    journal, jobs = _new(tmp_path, 3)
+    journal.commit_window = 0.05
+    created = _events_committed(journal.path)
+    seen: dict[str, int] = {}
+
+    async def run() -> None:
+        for job in jobs:
+            journal.mark_failed(job.key, "refused")
+            await asyncio.sleep(0)
+        # the window's timer is due before this sleep ends, whatever the load
+        await asyncio.sleep(0.2)
+        seen["after the window"] = _events_committed(journal.path) - created
+        journal.note("later")  # a new window
+        await asyncio.sleep(0.2)
+        seen["after the next window"] = _events_committed(journal.path) - created
+
+    asyncio.run(run())
+    assert seen == {"after the window": 3, "after the next window": 4}
+    assert [journal.job(job.key).state for job in jobs] == [JobState.FAILED] * 3
+    journal.close()
