@@ -579,6 +579,7 @@ class Executor:
         hook = SubmitRetry(max_failures=self.options.submit_failures,
                            limited_step=self.options.limited_wait_initial,
                            max_wait_limited=self.options.retry_wait_max)
+
         async def once() -> SubmitResult | None:
             await self._wait_for_turn(lane, slot)
             return await self._send_submit(job, lane, slot)

@@ -213,7 +213,7 @@ class HttpProvider:
         self._parsed: dict[str, httpx.URL] = {}
         # What every request carries (httpx's defaults and the User-Agent), by lower-case name
         self._base_headers = {name.lower(): (name, value)
-                         for name, value in self.client.headers.multi_items()}
+                              for name, value in self.client.headers.multi_items()}
         self._timeouts: dict[int, tuple[httpx.Timeout, dict[str, float | None]]] = {}
 
     def __repr__(self) -> str:
