@@ -436,7 +436,7 @@ class Journal:
         self._conn.execute("COMMIT")
 
     def _batch_tx(self, durable: bool = False) -> bool:
-        """Open the tick's batch if need be (``durable``: one that commits with an fsync);
+        """Open the batch if need be (``durable``: one that commits with an fsync);
         False outside an event loop."""
         if self._batching and (self._durable or not durable):
             return True
