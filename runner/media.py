@@ -10,14 +10,27 @@ extensions, as plan.json lists each output's possible names.
 
 from __future__ import annotations
 
+import struct
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 # content type → file extension
 ACCEPTED_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 OUTPUT_EXTS = tuple(ACCEPTED_TYPES.values())
 
 
+def png_size(head: bytes) -> tuple[int, int] | None:
+    """A PNG's pixel size from its first 24 bytes (its first chunk, IHDR: RFC 2083), or None
+    when they are not a PNG's."""
+    if len(head) >= 24 and head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return width, height
+    return None
+
+
 def sniff_image(head: bytes) -> tuple[str, str] | None:
     """(content type, extension) of an image from its first bytes (12 are enough), or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+    if head.startswith(PNG_SIGNATURE):
         return "image/png", "png"
     if head.startswith(b"\xff\xd8\xff"):
         return "image/jpeg", "jpg"

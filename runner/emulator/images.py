@@ -22,9 +22,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from runner.media import PNG_SIGNATURE
+
 SMALL_LONG_SIDE = 256
 PAD_CHUNK = b"paDd"  # ancillary, private, safe-to-copy: decoders skip it
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def output_size(width: int, height: int, mode: str) -> tuple[int, int]:

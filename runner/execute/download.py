@@ -23,7 +23,6 @@ import functools
 import hashlib
 import io
 import os
-import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -33,7 +32,7 @@ from typing import IO, Any, TypeVar
 
 from runner.errors import ProviderError, TransientError
 from runner.execute.retrying import call_retrying
-from runner.media import sniff_accepted
+from runner.media import png_size, sniff_accepted
 from runner.providers.base import Provider, RemoteOutput
 
 PART_SUFFIX = ".seedbatch-part"
@@ -47,7 +46,6 @@ BUFFER = 1024 * 1024
 #: Bytes of an output held in memory that are given to Pillow for its pixel size.
 SIZE_HEAD = 64 * 1024
 _SIZED_IN_MEMORY = frozenset({"image/png", "image/jpeg"})
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Threads doing the downloads' file work (a few: the work is short, mostly waits on fsync).
 FILE_THREADS = 4
 
@@ -79,11 +77,9 @@ def _size_in_memory(kind: str, blocks: list[bytes]) -> tuple[int | None, int | N
     when those bytes do not tell it (it is then read from the file)."""
     if kind not in _SIZED_IN_MEMORY:
         return None  # WebP: Pillow makes a decoder (and its canvas) to read the size
-    first = blocks[0] if blocks else b""
-    if len(first) >= 24 and first.startswith(PNG_SIGNATURE) and first[12:16] == b"IHDR":
-        # a PNG says its size in its first chunk (RFC 2083, IHDR): no Pillow needed
-        width, height = struct.unpack(">II", first[16:24])
-        return width, height
+    size = png_size(blocks[0]) if blocks else None
+    if size is not None:
+        return size  # a PNG says it in its first chunk: no Pillow needed
     n = held = 0
     while n < len(blocks) and held < SIZE_HEAD:
         held += len(blocks[n])

@@ -300,7 +300,7 @@ class Journal:
         self.commit_window = COMMIT_WINDOW  # 0: at the end of the loop's tick
         self._durable = True
         self._batching = False  # a transaction of batched writes is open
-        self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._flush_at: asyncio.Handle | None = None
         # Waiters for the open batch's commit (grouped durable writes, see :meth:`synced`)
         self._committed: asyncio.Future[None] | None = None
         # Event rows of the open transaction's writes, inserted together (one executemany)

@@ -214,7 +214,6 @@ class HttpProvider:
         # What every request carries (httpx's defaults and the User-Agent), by lower-case name
         self._base_headers = {name.lower(): (name, value)
                               for name, value in self.client.headers.multi_items()}
-        self._timeouts: dict[int, tuple[httpx.Timeout, dict[str, float | None]]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -279,13 +278,7 @@ class HttpProvider:
             merged = dict(merged)
             for name, value in headers.items():
                 merged[name.lower()] = (name, value)
-        timeout = timeout or self.timeout
-        kept = self._timeouts.get(id(timeout))  # a few Timeout objects, kept alive here
-        if kept is None:
-            if len(self._timeouts) >= PARSED_URLS:
-                self._timeouts.clear()
-            kept = self._timeouts[id(timeout)] = (timeout, timeout.as_dict())
-        limits = kept[1]
+        limits = (timeout or self.timeout).as_dict()
         return httpx.Request(method, url, headers=list(merged.values()),
                              extensions={"timeout": limits}, **kwargs)
 
