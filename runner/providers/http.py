@@ -329,8 +329,10 @@ class HttpProvider:
                 self._parsed.clear()
             parsed = self._parsed[url] = httpx.URL(url)
         try:
-            request = self._request(method, parsed, **kwargs)
             async with self._parallel.turn(first=creates):
+                # built with its turn, not before: with thousands of tasks ending together,
+                # the calls waiting for a turn hold no request (its headers, body, URL)
+                request = self._request(method, parsed, **kwargs)
                 return await self._exchange(request, auth)
         except httpx.TransportError as exc:
             # `from None`: the httpx exception holds the request, signed headers included.
