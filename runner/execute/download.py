@@ -3,16 +3,16 @@
 An output is streamed through ``provider.stream(url)`` in fixed-size chunks and hashed
 (sha256) as they arrive. Up to ``buffer`` bytes (1 MiB by default) are held in memory; an
 output that fits — most do — touches the disk once, in ONE hop to a small pool of file
-threads (:func:`file_pool`) that makes its folder, writes ``<name>.seedbatch-part`` next to
-its final name, ``fsync``-s it, renames it over the final name and ``fsync``-s the folder
-(a PNG's or JPEG's pixel size was read from its first bytes meanwhile; other types' from
-the file, in the same hop). A larger output spills each full buffer to the part file in one
-hop, then lands the same way: memory never grows with the output. Checks: the first bytes
-must be a PNG, JPEG or WebP (the file extension comes from the real type, not from the
-URL); the byte count must match ``Content-Length`` and the size the provider listed — all
-checked before the file lands, so a failed check leaves at most a part file, which is
-deleted. A download cut short, or any other failed check, is retried (bounded); pixel size
-is read by Pillow from the header only.
+threads (:func:`file_pool`) that writes ``<name>.seedbatch-part`` next to its final name
+(making the folder only when it is not there yet), ``fsync``-s it, renames it over the
+final name and ``fsync``-s the folder (a PNG's or JPEG's pixel size was read from its first
+bytes meanwhile; other types' from the file, in the same hop). A larger output spills each
+full buffer to the part file in one hop, then lands the same way: memory never grows with
+the output. Checks: the first bytes must be a PNG, JPEG or WebP (the file extension comes
+from the real type, not from the URL); the byte count must match ``Content-Length`` and the
+size the provider listed — all checked before the file lands, so a failed check leaves at
+most a part file, which is deleted. A download cut short, or any other failed check, is
+retried (bounded); pixel size is read by Pillow from the header only.
 """
 
 from __future__ import annotations
@@ -163,8 +163,11 @@ class _PartFile:
     def write(self, blocks: list[bytes]) -> None:
         try:
             if self.fd is None:
-                self.final.parent.mkdir(parents=True, exist_ok=True)
-                self.fd = os.open(self.part, _CREATE, 0o666)
+                try:
+                    self.fd = os.open(self.part, _CREATE, 0o666)
+                except FileNotFoundError:  # its folder is made by its first output only
+                    self.final.parent.mkdir(parents=True, exist_ok=True)
+                    self.fd = os.open(self.part, _CREATE, 0o666)
             _write_all(self.fd, blocks)
             # emptied here: the pool's work item may hold the list a while after this returns
             blocks.clear()

@@ -385,3 +385,37 @@ async def test_many_small_blocks_and_short_writes_land_whole(
     assert got.path.read_bytes() == data
     assert got.sha256 == hashlib.sha256(data).hexdigest()
     assert pool.calls == ["land"]
+
+
+async def test_a_folder_is_made_by_its_first_output_and_again_if_it_was_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Path] = []
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        made.append(self)
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    data = image_bytes("PNG", (6, 4))
+    provider = _provider("https://x/o", data)
+    folder = tmp_path / "outputs" / "deep" / "er"
+
+    async def one(name: str) -> Path:
+        got = await download(provider, RemoteOutput("https://x/o"),
+                             lambda ext: folder / f"{name}.{ext}")
+        assert got.path.read_bytes() == data
+        return got.path
+
+    await one("a")
+    assert folder in made  # made (with its parents) for the first output
+    first = len(made)
+    await one("b")
+    assert len(made) == first  # the second finds it there: no mkdir
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    await one("c")  # removed in between: made again
+    assert folder in made[first:]
+    assert sorted(p.name for p in folder.iterdir()) == ["c.png"]
+    assert _leftovers(tmp_path) == []
