@@ -4,6 +4,8 @@
 JSON websocket (``ProviderSpec.push_completion``). A host client gives it two functions —
 the subscription frame for a task's token, and the reading of one frame into a
 :class:`PushEvent` — and implements :class:`~runner.providers.base.CompletionPush` with it.
+A third, ``wanted``, may say from a frame's text that it can be neither an end nor progress:
+it is then not decoded (a host may send a dozen stage changes per task).
 
 * :meth:`PushChannel.subscribe` registers a task right after its submit's answer; the frame
   goes out on one of a few shared connections (``per_socket`` tasks each, at most
@@ -134,6 +136,7 @@ class PushChannel:
 
     def __init__(self, url: str, *, frame: Callable[[str], str],
                  parse: Callable[[Mapping[str, Any]], PushEvent | None],
+                 wanted: Callable[[str], bool] | None = None,
                  per_socket: int = 1000, max_sockets: int = 8,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  open_timeout: float = 10.0, user_agent: str | None = None,
@@ -141,6 +144,7 @@ class PushChannel:
         self.url = url
         self.frame = frame
         self.parse = parse
+        self.wanted = wanted
         self.per_socket = per_socket
         self.max_sockets = max_sockets
         self.backoff_initial = backoff_initial
@@ -256,6 +260,8 @@ class PushChannel:
     def on_frame(self, conn: _Connection, raw: str | bytes) -> None:
         if isinstance(raw, bytes):
             return  # binary frames (audio models) carry no task events
+        if self.wanted is not None and not self.wanted(raw):
+            return  # mere activity: not worth decoding
         try:
             doc = json.loads(raw)
         except ValueError:

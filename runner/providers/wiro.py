@@ -369,6 +369,18 @@ def socket_frame(token: str) -> str:
     return json.dumps({"type": "task_info", "tasktoken": token})
 
 
+#: Words one of which a frame that ends a wait or carries progress always holds in its text
+_FRAME_WORDS = (*sorted(SOCKET_END_TYPES), "progressGenerate")
+
+
+def socket_frame_matters(text: str) -> bool:
+    """Whether a frame's text may be an end or a progress (:func:`parse_socket_frame`); the
+    others — most of a task's dozen stage changes — are not decoded. JSON never needs to
+    escape these ASCII words, so such a frame holds one of them as it is; were one ever
+    missed, the task would be polled when its push stays silent, as for a lost socket."""
+    return any(word in text for word in _FRAME_WORDS)
+
+
 def parse_socket_frame(doc: Mapping[str, Any]) -> PushEvent | None:
     """One frame ``{"type", "id", "tasktoken", "message", "result"}`` → a PushEvent.
 
@@ -415,6 +427,7 @@ class WiroProvider(HttpProvider):
         self.auth = WiroAuth(api_key, api_secret, nonces)
         # None: completion is polled only (realtime off, or no socket for this endpoint)
         self.push = PushChannel(socket_url, frame=socket_frame, parse=parse_socket_frame,
+                                wanted=socket_frame_matters,
                                 user_agent=USER_AGENT) if socket_url else None
 
     # -- plumbing -------------------------------------------------------------------------

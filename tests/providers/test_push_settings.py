@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from runner.config import push_url_for, resolve
 from runner.errors import ConfigError
-from runner.providers.push import PushEvent
-from runner.providers.wiro import parse_socket_frame, socket_frame
+from runner.providers.push import PushChannel, PushEvent
+from runner.providers.wiro import parse_socket_frame, socket_frame, socket_frame_matters
 
 TOKEN = "eDcCm5yyAbc"
 
@@ -49,6 +52,61 @@ def test_progress_frames_carry_their_percentage() -> None:
                                  {"type": 3, "tasktoken": TOKEN}, {"type": "x", "tasktoken": ""}])
 def test_frames_without_a_token_or_type_are_ignored(doc: dict[str, object]) -> None:
     assert parse_socket_frame(doc) is None
+
+
+def _emulated_frames(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every frame the emulator's Wiro socket sends for a task that succeeds, one that
+    fails in its model and one that is cancelled."""
+    from runner.emulator import wiro as emu
+
+    class FakeTask:
+        id, token, duration, created, finished = "7", TOKEN, 10.0, 0.0, 10.0
+        images, task_error = 1, False
+
+        def __init__(self, fails: bool, outcome: str) -> None:
+            self.fails, self.outcome = fails, outcome
+
+    output = {"name": "0.png", "contenttype": "image/png", "size": "9", "url": "http://x/0"}
+    monkeypatch.setattr(emu, "task_json", lambda *a, **k: {"outputs": [output]})
+    frames: list[dict[str, Any]] = []
+    for fails, outcome in ((False, "succeeded"), (True, "failed"), (False, "cancelled")):
+        task = FakeTask(fails, outcome)
+        for index in range(len(emu.STAGES) + 1):
+            frames.extend(emu.socket_frames(task, index, "http://x"))  # type: ignore[arg-type]
+    return frames
+
+
+def test_only_frames_that_end_a_wait_or_carry_progress_are_decoded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _emulated_frames(monkeypatch)
+    kinds = {f["type"] for f in frames}
+    assert {"task_postprocess_end", "task_cancel", "task_output", "task_queue"} <= kinds
+    skipped = 0
+    for doc in frames:
+        text = json.dumps(doc)
+        event = parse_socket_frame(doc)
+        assert event is not None
+        if socket_frame_matters(text):
+            continue
+        skipped += 1
+        assert event.kind == "activity", doc  # nothing skipped is an end or a progress
+    assert skipped >= len(frames) // 2  # most of a task's frames are mere stage changes
+    ends = [json.dumps(frame(kind, [])) for kind in ("task_postprocess_end", "task_cancel")]
+    assert all(socket_frame_matters(text) for text in ends)
+
+
+def test_the_channel_does_not_decode_the_frames_its_host_does_not_want() -> None:
+    parsed: list[object] = []
+
+    def parse(doc: Any) -> PushEvent | None:
+        parsed.append(doc)
+        return None
+
+    channel = PushChannel("ws://x", frame=socket_frame, parse=parse,
+                          wanted=lambda text: "keep" in text)
+    channel.on_frame(None, '{"type": "skip"}')  # type: ignore[arg-type]
+    channel.on_frame(None, '{"type": "keep"}')  # type: ignore[arg-type]
+    assert parsed == [{"type": "keep"}]
 
 
 ENV = {"WIRO_API_KEY": "k", "WIRO_API_SECRET": "s"}
