@@ -165,7 +165,7 @@ class _PartFile:
             if self.fd is None:
                 try:
                     self.fd = os.open(self.part, _CREATE, 0o666)
-                except FileNotFoundError:  # its folder is made by its first output only
+                except FileNotFoundError:  # no folder yet (its first output): make it
                     self.final.parent.mkdir(parents=True, exist_ok=True)
                     self.fd = os.open(self.part, _CREATE, 0o666)
             _write_all(self.fd, blocks)
