@@ -369,8 +369,10 @@ def socket_frame(token: str) -> str:
     return json.dumps({"type": "task_info", "tasktoken": token})
 
 
+#: The ``type`` of a task_output frame's message that carries a percentage
+PROGRESS_MESSAGE = "progressGenerate"
 #: Words one of which a frame that ends a wait or carries progress always holds in its text
-_FRAME_WORDS = (*sorted(SOCKET_END_TYPES), "progressGenerate")
+_FRAME_WORDS = (*sorted(SOCKET_END_TYPES), PROGRESS_MESSAGE)
 
 
 def socket_frame_matters(text: str) -> bool:
@@ -395,7 +397,7 @@ def parse_socket_frame(doc: Mapping[str, Any]) -> PushEvent | None:
         return PushEvent(token, "end")
     message = doc.get("message")
     if kind == "task_output" and isinstance(message, Mapping) \
-            and message.get("type") == "progressGenerate":
+            and message.get("type") == PROGRESS_MESSAGE:
         percent = as_float(message.get("percentage"))
         if percent is not None:
             return PushEvent(token, "progress", max(0.0, min(100.0, percent)))
