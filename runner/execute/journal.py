@@ -1,8 +1,9 @@
 """The run's write-ahead journal: SQLite in WAL mode, one file in the run directory.
 
 Every change of a job's state is committed *before* the remote call it announces, so a
-process stopped at any instant (Ctrl-C, a crash, ``kill -9``, a power cut: commits are
-``synchronous=FULL``) leaves a journal that says exactly what may have happened remotely::
+process stopped at any instant (Ctrl-C, a crash, ``kill -9``, a power cut: the commits a
+remote call waits for are synced to disk) leaves a journal that says exactly what may have
+happened remotely::
 
     pending ──▶ submitting ──▶ submitted ──▶ running ──▶ downloading ──▶ succeeded
        ▲            │  (attempt counted and committed before the request leaves)
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -174,7 +176,6 @@ CREATE INDEX events_job ON events(job_key);
 
 
 _INSERT_EVENT = "INSERT INTO events(ts, job_key, kind, state, detail) VALUES (?,?,?,?,?)"
-_SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 
 
 @functools.lru_cache(maxsize=64)
@@ -298,8 +299,11 @@ class Journal:
         self._conn = conn
         self.path = path
         self.commit_window = COMMIT_WINDOW  # 0: at the end of the loop's tick
-        self._durable = True
         self._batching = False  # a transaction of batched writes is open
+        self._batch_durable = False  # ... holding a durable write: synced when it commits
+        # The write-ahead log SQLite keeps beside the journal, synced after durable commits
+        self._wal = Path(os.path.abspath(path)).with_name(path.name + "-wal")
+        self._wal_fd: int | None = None
         self._flush_at: asyncio.Handle | None = None
         # Waiters for the open batch's commit (grouped durable writes, see :meth:`synced`)
         self._committed: asyncio.Future[None] | None = None
@@ -318,7 +322,10 @@ class Journal:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise RunDirError(f"{path}: the journal could not be put in WAL mode ({mode})")
-        conn.execute("PRAGMA synchronous = FULL")
+        # Commits survive a crash of this process; a durable one is also synced to disk
+        # (:meth:`_sync`), which makes it survive a power cut, as ``synchronous = FULL``
+        # would, without switching the connection's setting between transactions.
+        conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
@@ -379,8 +386,21 @@ class Journal:
         return cls(conn, path)
 
     def close(self) -> None:
-        self.flush()
-        self._conn.close()
+        try:
+            self.flush()
+            self._conn.close()
+        finally:
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+
+    def _sync(self) -> None:
+        """Make every commit so far survive a power cut: sync the write-ahead log, where a
+        commit lands first (``synchronous = FULL`` does the same at each commit)."""
+        if self._wal_fd is None:
+            self._wal_fd = os.open(self._wal, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        sync = getattr(os, "fdatasync", os.fsync)
+        sync(self._wal_fd)
 
     def __enter__(self) -> Journal:
         return self
@@ -390,9 +410,9 @@ class Journal:
 
     @contextmanager
     def _tx(self, durable: bool = False, grouped: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction. ``durable`` commits survive a power cut (fsync, ``synchronous =
-        FULL``); the others survive a crash of this process (WAL, ``synchronous = NORMAL``)
-        and become durable with the next durable commit.
+        """One transaction. ``durable`` commits survive a power cut (the write-ahead log is
+        synced after them, :meth:`_sync`); the others survive a crash of this process (WAL,
+        ``synchronous = NORMAL``) and become durable with the next durable commit.
 
         Inside an event loop the others are batched: they join one transaction committed
         ``commit_window`` seconds after the first of them (:meth:`flush`; 0: when the loop's
@@ -403,17 +423,15 @@ class Journal:
         writes (a poll's answer, an output's record), which ``resume`` does again.
 
         A ``grouped`` durable write (inside a loop) joins the batch instead, makes it
-        durable and commits it at the end of the tick: one fsync for every submit of the
-        tick. Its caller must ``await`` :meth:`synced` before acting on it (a submit's
-        request leaves only then).
+        durable and commits it at the end of the tick, with whatever plain writes it held:
+        one commit and one sync for every write of the tick. Its caller must ``await``
+        :meth:`synced` before acting on it (a submit's request leaves only then).
 
         A write joining a batch runs ONE statement on the journal's tables, its event row
         queued (:meth:`_event`) only once that statement succeeded: a statement is atomic, so
         a write either happens whole (row and event, committed together) or not at all, with
         no savepoint around it."""
-        if durable and grouped and self._batch_tx(durable=True):
-            durable = False
-        if not durable and self._batch_tx():
+        if (grouped or not durable) and self._batch_tx(durable=durable):
             queued = len(self._events)
             try:
                 yield self._conn
@@ -422,9 +440,6 @@ class Journal:
                 raise
             return
         self.flush()
-        if durable != self._durable:
-            self._conn.execute(_SYNCHRONOUS[durable])
-            self._durable = durable
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -434,32 +449,28 @@ class Journal:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+        if durable:
+            self._sync()
 
     def _batch_tx(self, durable: bool = False) -> bool:
-        """Open the batch if need be (``durable``: one that commits with an fsync);
-        False outside an event loop."""
-        if self._batching and (self._durable or not durable):
+        """Join the batch, opening it if need be (``durable``: it then commits, synced, at
+        the end of this tick, window or not); False outside an event loop."""
+        if self._batching and (self._batch_durable or not durable):
             return True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        if self._batching:
-            # SQLite refuses to change ``synchronous`` inside a transaction: commit the
-            # plain writes so far, then open a durable batch, committed at the tick's end.
-            self._insert_events()
-            self._conn.execute("COMMIT")
         if self._flush_at is not None:
             self._flush_at.cancel()
         if durable or self.commit_window <= 0:
             self._flush_at = loop.call_soon(self.flush)
         else:
             self._flush_at = loop.call_later(self.commit_window, self.flush)
-        if self._durable != durable:
-            self._conn.execute(_SYNCHRONOUS[durable])
-            self._durable = durable
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._batching = True
+        if not self._batching:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._batching = True
+        self._batch_durable = durable
         return True
 
     def flush(self) -> None:
@@ -469,10 +480,13 @@ class Journal:
             self._flush_at = None
         if self._batching:
             self._batching = False
+            durable, self._batch_durable = self._batch_durable, False
             waiters, self._committed = self._committed, None
             try:
                 self._insert_events()
                 self._conn.execute("COMMIT")
+                if durable:
+                    self._sync()
             except BaseException as exc:
                 if waiters is not None and not waiters.done():
                     waiters.set_exception(exc)

@@ -306,6 +306,16 @@ class HttpProvider:
             await response.aclose()
         return response
 
+    def api_url(self, url: str) -> httpx.URL:
+        """``url`` parsed: API endpoints are few and called thousands of times, so each is
+        parsed once per client."""
+        parsed = self._parsed.get(url)
+        if parsed is None:
+            if len(self._parsed) >= PARSED_URLS:
+                self._parsed.clear()
+            parsed = self._parsed[url] = httpx.URL(url)
+        return parsed
+
     async def send(
         self,
         kind: str,
@@ -322,12 +332,7 @@ class HttpProvider:
         ``creates`` marks the call that creates a remote task (a lost answer is then an
         UnknownOutcome)."""
         self.requests_sent[kind] += 1
-        parsed = self._parsed.get(url)
-        if parsed is None:
-            # API endpoints are few and called thousands of times: parse each once.
-            if len(self._parsed) >= PARSED_URLS:
-                self._parsed.clear()
-            parsed = self._parsed[url] = httpx.URL(url)
+        parsed = self.api_url(url)
         try:
             async with self._parallel.turn(first=creates):
                 # built with its turn, not before: with thousands of tasks ending together,

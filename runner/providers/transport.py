@@ -144,6 +144,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        length = response.content_length
+        if length is not None and length <= SMALL_BODY:
+            # An API answer (or a small output): read here, whole, and the connection freed
+            # at once — no stream of chunks for httpx to gather.
+            try:
+                with _as_httpx(request):
+                    body = await response.read()
+            finally:
+                response.release()
+            return httpx.Response(status_code=response.status, headers=response.raw_headers,
+                                  content=body, request=request, extensions=extensions)
         return httpx.Response(status_code=response.status, headers=response.raw_headers,
                               stream=_Body(response, request), request=request,
                               extensions=extensions)

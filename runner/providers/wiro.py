@@ -478,7 +478,7 @@ class WiroProvider(HttpProvider):
             if not any(ref.path is not None for ref in job.images):
                 # Text fields only: the form in one piece, so it leaves in one write rather
                 # than one per part (each a system call; most of a submit's CPU otherwise).
-                form = httpx.Request("POST", url, files=parts)
+                form = httpx.Request("POST", self.api_url(url), files=parts)
                 body = {"content": form.read(),
                         "headers": {"Content-Type": form.headers["Content-Type"]}}
             response = await self.send("submit", "POST", url, auth=self.auth,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -318,9 +319,8 @@ def test_a_ticks_writes_cost_one_statement_each_and_their_events_one_insert(
         seen["events committed, next tick"] = _events_committed(journal.path) - created
 
     asyncio.run(tick())
-    # (the submits were durable: this plain batch sets synchronous back first)
-    assert counting.statements == ["PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE", "UPDATE",
-                                   "UPDATE", "MANY INSERT", "SELECT", "COMMIT"]
+    assert counting.statements == ["BEGIN", "UPDATE", "UPDATE", "UPDATE", "MANY INSERT",
+                                   "SELECT", "COMMIT"]
     assert seen == {"events read": ["poll", "state", "state"],
                     "events committed, same tick": 0, "events committed, next tick": 3}
     journal.close()
@@ -364,14 +364,43 @@ def test_a_write_outside_a_loop_commits_its_event_with_it_or_neither(tmp_path: P
     journal.close()
 
 
-def test_durable_and_plain_batches_switch_synchronous_only_between_transactions(
-        tmp_path: Path) -> None:
+def _record_syncs(monkeypatch: pytest.MonkeyPatch, log: list[str]) -> None:
+    """Every data sync of this process, logged by the name of the file synced."""
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        log.append("sync " + Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+
+def test_durable_writes_are_synced_and_plain_ones_are_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal, jobs = _new(tmp_path, 2)
+    log: list[str] = []
+    _record_syncs(monkeypatch, log)
+    journal.mark_failed(jobs[1].key, "refused")  # outside a loop: committed at once
+    assert log == []
+    journal.mark_submitting(jobs[0].key)
+    assert log == ["sync journal.sqlite-wal"]
+    journal.mark_submitted(jobs[0].key, "t-1")
+    assert log == ["sync journal.sqlite-wal"] * 2
+    journal.record_poll(jobs[0].key, task_state="queued", provider_status="q")
+    assert len(log) == 2
+    journal.close()
+
+
+def test_a_durable_write_joins_the_open_batch_and_commits_it_synced_at_the_ticks_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     journal, jobs = _new(tmp_path, 2)
     journal.commit_window = 60.0  # plain writes gather until the journal closes
     counting = _CountingConn(journal._conn)
     journal._conn = counting  # type: ignore[assignment]
+    log = counting.statements
+    _record_syncs(monkeypatch, log)
 
     async def run() -> None:
         journal.mark_failed(jobs[1].key, "refused")  # plain batch first
@@ -383,12 +412,15 @@ def test_durable_and_plain_batches_switch_synchronous_only_between_transactions(
 
     asyncio.run(run())
     journal.close()
-    assert counting.statements == [
-        "PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE",  # the plain writes so far
-        "MANY INSERT", "COMMIT",  # committed before the durable batch opens
-        "PRAGMA synchronous = FULL", "BEGIN", "UPDATE", "MANY INSERT", "COMMIT",
-        # the two plain writes of two ticks share one transaction (the window)
-        "PRAGMA synchronous = NORMAL", "BEGIN", "UPDATE", "UPDATE", "MANY INSERT", "COMMIT"]
+    assert log == [
+        # the plain write and the submit: one transaction, synced once committed
+        "BEGIN", "UPDATE", "UPDATE", "MANY INSERT", "COMMIT", "sync journal.sqlite-wal",
+        # the two plain writes of two ticks share one transaction (the window), unsynced
+        "BEGIN", "UPDATE", "UPDATE", "MANY INSERT", "COMMIT"]
+    journal = Journal.open(journal.path)
+    assert [journal.job(job.key).state for job in jobs] == [JobState.SUBMITTING,
+                                                            JobState.FAILED]
+    journal.close()
 
 
 def test_plain_writes_commit_together_once_the_window_has_passed(tmp_path: Path) -> None:

@@ -242,3 +242,53 @@ async def test_environment_proxy_is_used_unless_bypassed(monkeypatch: pytest.Mon
             with pytest.raises(ConnectFailed):  # direct: the name does not resolve
                 await client.send("poll", "GET", target)
         assert len(lines) == 1
+
+
+@pytest.mark.anyio
+async def test_a_small_answer_is_read_whole_and_a_large_one_streamed() -> None:
+    """An answer with a known length up to SMALL_BODY comes back read and closed (its
+    connection already back in the pool); a larger one comes back open, to be streamed."""
+    small, large = b"\x89PNG" + bytes(1000), b"\x89PNG" + bytes(SMALL_BODY + 1)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            try:
+                line, _, _ = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            body = large if line.startswith("GET /large ") else small
+            writer.write(answer(200, body, "Content-Type: image/png\r\n"))
+            await writer.drain()
+        writer.close()
+
+    async with serve(handler) as url, provider(url) as client:
+        async with client.stream(f"{url}/small") as response:
+            assert response.is_closed
+            assert [chunk async for chunk in response.aiter_bytes(65536)] == [small]
+        async with client.stream(f"{url}/large") as response:
+            assert not response.is_closed
+            chunks = [chunk async for chunk in response.aiter_bytes(65536)]
+        assert b"".join(chunks) == large
+        assert len(chunks) > 1
+        answered = await client.send("poll", "POST", f"{url}/detail", json={})
+        assert answered.content == small
+
+
+@pytest.mark.anyio
+async def test_a_small_compressed_answer_is_decoded() -> None:
+    import gzip
+
+    text = b'{"result": true, "padding": "' + b"x" * 4000 + b'"}'
+    packed = gzip.compress(text)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(200, packed, "Content-Encoding: gzip\r\n"
+                                         "Content-Type: application/json\r\n"))
+        await writer.drain()
+        writer.close()
+
+    async with serve(handler) as url, provider(url) as client:
+        response = await client.send("poll", "POST", f"{url}/detail", json={})
+    assert response.content == text
+    assert response.json()["result"] is True
