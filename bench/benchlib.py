@@ -4,6 +4,7 @@ own (for benchmarks that measure the client alone)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -79,6 +80,33 @@ def emulator_process(work: Path, args: list[str],
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+_REFERENCE_DOC = {"result": True, "errors": [], "tasklist": [{
+    "id": "534574", "socketaccesstoken": "eDcCm5yyUfIvMFspTwww49OUfgm4",
+    "status": "task_postprocess_end", "pexit": "0", "totalcost": "0.03", "elapsedseconds": "6.1",
+    "outputs": [{"name": "0.png", "contenttype": "image/png", "size": "202472",
+                 "url": "https://cdn1.wiro.ai/6a6af820-c5050aee-40bd7b83-a2e186c6-7f61f7da-"
+                        "3894b4a2/0.png"}]}]}
+
+
+def reference_cpu_ms(rounds: int = 5) -> float:
+    """The CPU milliseconds a fixed piece of pure-Python work takes now (the least of
+    ``rounds`` tries): JSON in and out, dicts, strings and small objects, like a client's
+    bookkeeping. The same code on the same machine takes longer when the machine is busy or
+    slowed by its neighbours, so a figure measured beside it can be compared across days."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for i in range(2000):
+            text = json.dumps(_REFERENCE_DOC)
+            doc = json.loads(text)
+            task = doc["tasklist"][0]
+            row = {key: str(value) for key, value in task.items() if key != "outputs"}
+            row["key"] = f"job-{i:06d}-{task['id']}"
+            _ = sorted(row.items()), "|".join(row.values()).upper().split("|")
+        best = min(best, time.process_time() - t0)
+    return round(best * 1000, 2)
 
 
 def machine() -> dict[str, Any]:

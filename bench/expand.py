@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="time the whole `seedbatch plan --json --yes` process")
     args = parser.parse_args(argv)
     if args.cli:
+        from benchlib import reference_cpu_ms  # (a script's import: the tests load this file)
+
+        reference_before = reference_cpu_ms()
         result = run_cli(args.jobs)
+        result["reference_cpu_ms"] = [reference_before, reference_cpu_ms()]
         print(json.dumps(result) if args.json else
               f"seedbatch plan --json --yes: {result['jobs']:,} jobs in {result['seconds']} s "
               f"({result['user_s']} s user), peak RSS {result['peak_rss_mb']} MiB, "

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchlib import clean_env, emulator_process, machine  # noqa: E402
+from benchlib import clean_env, emulator_process, machine, reference_cpu_ms  # noqa: E402
 
 from runner import api  # noqa: E402
 from runner.config import demo_credentials, resolve  # noqa: E402
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = work / "run"
             (run_dir / "outputs").mkdir(parents=True)
             baseline_kb = Sampler.rss_kb()
+            reference_before = reference_cpu_ms()
             with Sampler() as sampler:
                 cpu0, emulator_cpu0 = cpu_seconds(), emu.cpu_seconds()
                 makespan, counts, requests = asyncio.run(
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                                  {"wiro": emu.wiro_push_url} if args.realtime == "on" else {}))
                 cpu, emulator_cpu = cpu_seconds() - cpu0, emu.cpu_seconds() - emulator_cpu0
             stats = emu.stats()
+            reference = [reference_before, reference_cpu_ms()]
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     in_flight_peak = sum(stats["inflight_tasks_peak"].values())
     result: dict[str, Any] = {
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                      "inflight_requests_peak": stats["inflight_requests_peak"],
                      "rejections": stats["rejections"]},
         "open_files_limit": fds,
+        "reference_cpu_ms": reference,
         "machine": machine(),
     }
     if args.json:

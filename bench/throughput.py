@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchlib import emulator_process, machine  # noqa: E402
+from benchlib import emulator_process, machine, reference_cpu_ms  # noqa: E402
 
 from runner.catalog import models as installed_models  # noqa: E402
 from runner.config import resolve  # noqa: E402
@@ -356,12 +356,14 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency, "rpm": args.rpm, "realtime": args.realtime,
             "emulator": args.emulator,
         }
+        reference_before = reference_cpu_ms()
         emulator_cpu0 = server.cpu_seconds() if args.emulator == "process" else 0.0
         result.update(bench_executor(args, server, work))
         if args.emulator == "process":
             # the emulator's own process during the executor's run (not the baselines')
             result["emulator_cpu_ms_per_job"] = round(
                 (server.cpu_seconds() - emulator_cpu0) * 1000 / args.jobs, 3)
+        result["reference_cpu_ms"] = [reference_before, reference_cpu_ms()]
         print(f"executor: makespan {result['makespan_s']} s, ratio {result['ratio']}, "
               f"{result['polls_per_task']} polls/task", file=sys.stderr)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
