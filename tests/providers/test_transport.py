@@ -48,6 +48,23 @@ def answer(status: int, body: bytes, extra: str = "") -> bytes:
     return (f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
 
 
+def keep_alive(respond: Callable[[str], bytes]) -> Handler:
+    """A server side that answers each request of a kept-alive connection with
+    ``respond(its request line)``, until the client closes it."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            try:
+                line, _, _ = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(respond(line))
+            await writer.drain()
+        writer.close()
+
+    return handler
+
+
 @asynccontextmanager
 async def serve(handler: Handler) -> AsyncIterator[str]:
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
@@ -195,20 +212,12 @@ async def test_requests_arrive_as_httpx_built_them_and_connections_are_reused() 
 async def test_streamed_download_follows_a_redirect() -> None:
     payload = b"\x89PNG" + bytes(300_000)
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while not reader.at_eof():
-            try:
-                line, _, _ = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            if line.startswith("GET /moved "):
-                writer.write(answer(302, b"", "Location: /out.png\r\n"))
-            else:
-                writer.write(answer(200, payload, "Content-Type: image/png\r\n"))
-            await writer.drain()
-        writer.close()
+    def respond(line: str) -> bytes:
+        if line.startswith("GET /moved "):
+            return answer(302, b"", "Location: /out.png\r\n")
+        return answer(200, payload, "Content-Type: image/png\r\n")
 
-    async with serve(handler) as url, provider(url) as client, \
+    async with serve(keep_alive(respond)) as url, provider(url) as client, \
             client.stream(f"{url}/moved") as response:
         chunks = [chunk async for chunk in response.aiter_bytes(65536)]
     assert b"".join(chunks) == payload
@@ -250,18 +259,11 @@ async def test_a_small_answer_is_read_whole_and_a_large_one_streamed() -> None:
     connection already back in the pool); a larger one comes back open, to be streamed."""
     small, large = b"\x89PNG" + bytes(1000), b"\x89PNG" + bytes(SMALL_BODY + 1)
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while not reader.at_eof():
-            try:
-                line, _, _ = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            body = large if line.startswith("GET /large ") else small
-            writer.write(answer(200, body, "Content-Type: image/png\r\n"))
-            await writer.drain()
-        writer.close()
+    def respond(line: str) -> bytes:
+        body = large if line.startswith("GET /large ") else small
+        return answer(200, body, "Content-Type: image/png\r\n")
 
-    async with serve(handler) as url, provider(url) as client:
+    async with serve(keep_alive(respond)) as url, provider(url) as client:
         async with client.stream(f"{url}/small") as response:
             assert response.is_closed
             assert [chunk async for chunk in response.aiter_bytes(65536)] == [small]
