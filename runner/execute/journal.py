@@ -302,7 +302,7 @@ class Journal:
         self._batching = False  # a transaction of batched writes is open
         self._batch_durable = False  # ... holding a durable write: synced when it commits
         # The write-ahead log SQLite keeps beside the journal, synced after durable commits
-        self._wal = Path(os.path.abspath(path)).with_name(path.name + "-wal")
+        self._wal = f"{os.path.abspath(path)}-wal"
         self._wal_fd: int | None = None
         self._flush_at: asyncio.Handle | None = None
         # Waiters for the open batch's commit (grouped durable writes, see :meth:`synced`)
