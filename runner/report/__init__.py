@@ -16,19 +16,20 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.config import all_credential_vars
 from runner.errors import RunDirError
 from runner.files import atomic_write_text
-from runner.report.build import build_report
-from runner.report.grid import build_grid, choose_axes, render_grid_png
-from runner.report.html import render_html, write_html
-from runner.report.lock import lock_path_for, update_lock
-from runner.report.records import RunRecords
-from runner.report.source import records_from_journal
-from runner.report.thumbs import data_uri, thumbnails
 from runner.rundir import GRID_PNG, REPORT_HTML, REPORT_JSON
+
+if TYPE_CHECKING:
+    from runner.report.build import build_report
+    from runner.report.records import RunRecords
+
+# The renderers (Pillow), the journal reader (asyncio, SQLite) and the report builder are
+# imported when a report is made, not with this package: `seedbatch plan` imports
+# runner.report.cache and should not pay for them (~0.1 s).
 
 __all__ = [
     "GRID_PNG",
@@ -53,6 +54,14 @@ class Finalized:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
+def __getattr__(name: str) -> Any:
+    if name == "build_report":
+        from runner.report.build import build_report
+
+        return build_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def env_secrets() -> tuple[str, ...]:
     """The credential values set in this process's environment (to mask, never to show)."""
     names = all_credential_vars()
@@ -74,6 +83,10 @@ def render_run(run_dir: str | Path, report: Mapping[str, Any],
                html_path: Path | None = None) -> tuple[Path, Path | None]:
     """Write report.html (to ``html_path`` or the run directory) and grid.png when the
     run has a grid. Returns both paths (grid.png's is None without a grid)."""
+    from runner.report.grid import build_grid, choose_axes, render_grid_png
+    from runner.report.html import render_html, write_html
+    from runner.report.thumbs import data_uri, thumbnails
+
     run_dir = Path(run_dir)
     images = thumbnails(run_dir, report)
     uris = {path: data_uri(image) for path, image in images.items()}
@@ -95,6 +108,10 @@ def finalize(run_dir: str | Path, *, secrets: Iterable[str] | None = None,
 
     ``records`` default to the run directory's journal; ``secrets`` default to the
     credential variables set in the environment (masked wherever they might appear)."""
+    from runner.report.build import build_report
+    from runner.report.lock import lock_path_for, update_lock
+    from runner.report.source import records_from_journal
+
     run_dir = Path(run_dir)
     records = records if records is not None else records_from_journal(run_dir)
     report = build_report(records, secrets=env_secrets() if secrets is None else secrets)
