@@ -69,6 +69,9 @@ from runner.providers.base import (
 )
 from runner.rundir import OUTPUTS_DIR, output_name_for
 
+#: Every job state with its name, in order (iterating an Enum costs a generator per call).
+_STATE_NAMES = tuple((s, str(s)) for s in JobState)
+
 
 @dataclass(frozen=True)
 class ExecutorOptions:
@@ -224,7 +227,7 @@ class Executor:
 
     def counts(self) -> dict[str, int]:
         # kept up to date by _set_state: O(states), not O(jobs), at every state change
-        return {str(s): self._counts.get(s, 0) for s in JobState}
+        return {name: self._counts.get(s, 0) for s, name in _STATE_NAMES}
 
     def _set_state(self, key: str, state: JobState) -> JobState | None:
         old = self._state.get(key)
