@@ -29,7 +29,11 @@ thread's, its image-rendering threads counted with the client), ``process_cpu_ms
 (with ``thread``: client and emulator, which share one interpreter lock, so N times it is
 roughly another floor under the makespan), ``emulator_cpu_ms_per_job`` (with ``process``: the
 emulator process's user + system CPU during the executor's run, per job), ``peak_rss_mb``
-(this process).
+(this process), ``system_cpu_ms_per_job`` (of the process's CPU, the kernel's part: file
+system, sockets, thread wake-ups), ``client_to_emulator_cpu`` (with ``process``: the client's
+CPU per job over the emulator's; the emulator's code does not change, so this compares the
+client's code across runs on a machine whose speed varies), ``reference_cpu_ms`` (a fixed
+piece of pure-Python work timed just before and just after the run: the machine's speed).
 """
 
 from __future__ import annotations
@@ -371,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
             # the emulator's own process during the executor's run (not the baselines')
             result["emulator_cpu_ms_per_job"] = round(
                 (server.cpu_seconds() - emulator_cpu0) * 1000 / args.jobs, 3)
+            # The emulator's code is the same in every run: the client's CPU relative to it
+            # compares code across runs made while this shared machine ran at other speeds.
+            if result["emulator_cpu_ms_per_job"]:
+                result["client_to_emulator_cpu"] = round(
+                    result["cpu_ms_per_job"] / result["emulator_cpu_ms_per_job"], 3)
         result["reference_cpu_ms"] = [reference_before, reference_cpu_ms()]
         print(f"executor: makespan {result['makespan_s']} s, ratio {result['ratio']}, "
               f"{result['polls_per_task']} polls/task", file=sys.stderr)
