@@ -55,6 +55,9 @@ def test_plan_imports_neither_executor_nor_emulator_nor_http_client(tmp_path: Pa
     modules = set(loaded.split())
     assert "runner.cli.manifest_cmds" in modules
     for heavy in ("runner.api", "runner.execute.executor", "runner.emulator", "httpx", "rich",
-                  "runner.cli.run_cmds", "runner.cli.emulate_cmd", "runner.review"):
+                  "runner.cli.run_cmds", "runner.cli.emulate_cmd", "runner.review",
+                  # the report's renderers and journal reader: plan reads only its cache
+                  "runner.report.html", "runner.report.source", "runner.execute.journal",
+                  "PIL"):
         assert heavy not in modules, heavy
     assert isinstance(main, click.Group)
