@@ -16,20 +16,18 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.config import all_credential_vars
 from runner.errors import RunDirError
 from runner.files import atomic_write_text
+from runner.report.build import build_report
+from runner.report.records import RunRecords
 from runner.rundir import GRID_PNG, REPORT_HTML, REPORT_JSON
 
-if TYPE_CHECKING:
-    from runner.report.build import build_report
-    from runner.report.records import RunRecords
-
-# The renderers (Pillow), the journal reader (asyncio, SQLite) and the report builder are
-# imported when a report is made, not with this package: `seedbatch plan` imports
-# runner.report.cache and should not pay for them (~0.1 s).
+# The renderers (Pillow) and the journal reader (asyncio, SQLite) are imported when a report
+# is made, not with this package: `seedbatch plan` imports runner.report.cache and should not
+# pay for them (~0.1 s).
 
 __all__ = [
     "GRID_PNG",
@@ -52,14 +50,6 @@ class Finalized:
     grid_png: Path | None = None
     lockfile: Path | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "build_report":
-        from runner.report.build import build_report
-
-        return build_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def env_secrets() -> tuple[str, ...]:
@@ -108,7 +98,6 @@ def finalize(run_dir: str | Path, *, secrets: Iterable[str] | None = None,
 
     ``records`` default to the run directory's journal; ``secrets`` default to the
     credential variables set in the environment (masked wherever they might appear)."""
-    from runner.report.build import build_report
     from runner.report.lock import lock_path_for, update_lock
     from runner.report.source import records_from_journal
 
