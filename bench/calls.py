@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchlib import Emulator, emulator_process, machine, reference_cpu_ms  # noqa: E402
+from benchlib import emulator_process, machine, reference_cpu_ms  # noqa: E402
 from throughput import make_jobs, provider_for  # noqa: E402
 
 from runner.providers.base import CompletionPush, Provider, TaskState  # noqa: E402
@@ -49,20 +49,11 @@ from runner.providers.base import CompletionPush, Provider, TaskState  # noqa: E
 PHASES = ("submit", "frames", "poll", "download")
 
 
-class _Server:
-    """What :func:`throughput.provider_for` reads of a server."""
-
-    def __init__(self, emulator: Emulator, realtime: bool) -> None:
-        self.wiro_base_url = emulator.wiro_base_url
-        self.wiro_push_url = emulator.wiro_push_url if realtime else None
-
-
-async def _download(provider: Provider, url: str) -> int:
-    size = 0
+async def _download(provider: Provider, url: str) -> None:
+    """Read the output whole and drop it."""
     async with provider.stream(url) as response:
-        async for block in response.aiter_bytes(65536):
-            size += len(block)
-    return size
+        async for _block in response.aiter_bytes(65536):
+            pass
 
 
 async def measure(provider: Provider, jobs: int, batch: int, latency: float,
@@ -122,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="seedbatch-calls-") as tmp, \
             emulator_process(Path(tmp), ["--latency", str(args.latency), "--image-size", "small",
                                          "--concurrency", "64"]) as emulator:
-        provider = provider_for(_Server(emulator, realtime), args.batch, realtime=realtime)
+        provider = provider_for(emulator, args.batch, realtime=realtime)
         reference_before = reference_cpu_ms()
         emulator_cpu0 = emulator.cpu_seconds()
         spent = asyncio.run(measure(provider, args.jobs, args.batch, args.latency, realtime))
